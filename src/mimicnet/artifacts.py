@@ -1,0 +1,130 @@
+"""Artifacts on disk: atomic writes, checkpoints that carry their config, the code version.
+
+Every artifact is written to a temporary name in the same folder and then renamed, so a killed
+process never leaves a file that looks finished but is not (os.replace is atomic on POSIX).
+A checkpoint is ONE safetensors file whose metadata holds the full JSON description (config, code
+version, epoch, ...): the weights and the config that made them cannot drift apart. A `.json`
+sidecar with the same metadata is written next to it for humans and `jq`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt or not a mimicnet checkpoint (message names the file)."""
+
+
+@functools.cache
+def code_version() -> str:
+    """Package version plus the git commit (and '-dirty' if the tree has changes), when run from a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        if not sha:
+            return __version__
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{__version__}+g{sha}" + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples and paths to plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
+    """Short stable hash of a config (used to name run folders and to check a resume matches its run)."""
+    d = to_jsonable(cfg)
+    if isinstance(d, dict):
+        d = {k: v for k, v in d.items() if k not in exclude}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path, text: str) -> None:
+    def w(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    _atomic(Path(path), w)
+
+
+def write_json(path, obj: Any) -> None:
+    write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Weights (and any extra state tensors) plus metadata, atomically; a JSON sidecar beside it."""
+    path = Path(path)
+    meta = {**to_jsonable(meta), "code_version": code_version(), "format": "mimicnet-checkpoint-1"}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"mimicnet": json.dumps(meta)}))
+    write_json(path.with_suffix(".json"), meta)
+
+
+def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, meta) of a checkpoint written by save_checkpoint; CheckpointError on anything else."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("mimicnet")
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0][:120]})") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without mimicnet metadata")
+    return tensors, json.loads(raw)

@@ -1,0 +1,389 @@
+"""Transfer-set augmentation of Urban et al. (2017), §2.5, as pure batch functions.
+
+Per image, in this order:
+
+1. HSV jitter: ``h' = (h + dh) mod 1``, ``s' = clip(s*a_s + d_s)``, ``v' = clip(v*a_v + d_v)``.
+2. Scale jitter: square crop of side ``S ~ U{scale_min..32}`` at ``x0, y0 ~ U{0..32-S}``,
+   resized back to 32x32 with bicubic interpolation (same kernel as ``F.interpolate``).
+3. Left-right mirror with p = 0.5.
+
+Sampling is split from applying: :func:`sample_params` returns a dict of small per-image
+tensors and :func:`apply_params` is a deterministic function of ``(images, params)``, so a
+replay only has to store the params to rebuild the exact same floats (on the same device).
+
+Everything is vectorised over the batch; images never leave their device.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+__all__ = [
+    "IMAGE_SIZE",
+    "PARAM_KEYS",
+    "AugmentConfig",
+    "sample_params",
+    "identity_params",
+    "apply_params",
+    "augment",
+    "to_uint8",
+    "standardize",
+    "rgb_to_hsv",
+    "hsv_to_rgb",
+    "cubic_resize_matrix",
+]
+
+IMAGE_SIZE = 32
+# Every params dict has exactly these keys (fixed schema, so replay files can store them as-is).
+PARAM_KEYS = ("hue", "sat_scale", "sat_shift", "val_scale", "val_shift", "size", "x0", "y0", "flip")
+_FLOAT_KEYS = PARAM_KEYS[:5]
+_INT_KEYS = ("size", "x0", "y0")
+
+# Keys cubic convolution constant used by PyTorch's (and OpenCV's) bicubic resize.
+_CUBIC_A = -0.75
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation ranges. Defaults are the paper's fixed transfer-set setting.
+
+    ``AugmentConfig(**cfg.to_dict())`` and ``AugmentConfig(**json.load(f))`` round-trip.
+    """
+
+    dh: float = 0.06  # hue shift ~ U(-dh, dh), hue in [0, 1)
+    ds: float = 0.26  # saturation shift ~ U(-ds, ds)
+    dv: float = 0.20  # value shift ~ U(-dv, dv)
+    as_: float = 0.21  # saturation scale ~ U(1/(1+as_), 1+as_)
+    av: float = 0.13  # value scale ~ U(1/(1+av), 1+av)
+    scale_min: int = 24  # crop side S ~ U{scale_min..32}; 32 disables scale jitter
+    mirror: bool = True
+    hsv: bool = True  # False: HSV params are exactly the identity and the HSV stage is skipped
+
+    def __post_init__(self) -> None:
+        for name in ("dh", "ds", "dv", "as_", "av"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"AugmentConfig.{name} must be a finite number >= 0, got {v!r}")
+        if isinstance(self.scale_min, bool) or not isinstance(self.scale_min, int) or not 1 <= self.scale_min <= IMAGE_SIZE:
+            raise ValueError(f"AugmentConfig.scale_min must be an int in 1..{IMAGE_SIZE}, got {self.scale_min!r}")
+        for name in ("mirror", "hsv"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"AugmentConfig.{name} must be a bool, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AugmentConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:  # a typo in a config file should not silently fall back to a default
+            raise ValueError(f"unknown AugmentConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def identity(cls) -> "AugmentConfig":
+        """A config whose augmentation is the identity (useful for tests and baselines)."""
+        return cls(dh=0.0, ds=0.0, dv=0.0, as_=0.0, av=0.0, scale_min=IMAGE_SIZE, mirror=False, hsv=False)
+
+
+# ----------------------------------------------------------------------------------------
+# Parameter sampling
+# ----------------------------------------------------------------------------------------
+
+
+def sample_params(
+    n: int,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Draw per-image augmentation parameters.
+
+    Exactly one ``torch.rand((9, n))`` is drawn from ``generator`` per call, whatever the
+    config (disabled parts are overwritten, not skipped), so the stream position after a call
+    depends only on ``n``. Draws happen on the generator's device and are then moved to
+    ``device``: a CPU generator with a given seed gives the same params for CPU and CUDA data.
+
+    Returns float32 ``hue, sat_scale, sat_shift, val_scale, val_shift``; int64 ``size, x0, y0``;
+    bool ``flip``; all of shape ``(n,)``.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand((9, n), generator=generator, device=gen_device, dtype=torch.float32)
+
+    def sym(row: torch.Tensor, d: float) -> torch.Tensor:  # U(-d, d)
+        return (2.0 * row - 1.0) * d
+
+    def scale(row: torch.Tensor, a: float) -> torch.Tensor:  # U(1/(1+a), 1+a); a=0 gives exactly 1
+        lo, hi = 1.0 / (1.0 + a), 1.0 + a
+        return lo + row * (hi - lo)
+
+    if cfg.hsv:
+        hue, sat_shift, val_shift = sym(u[0], cfg.dh), sym(u[2], cfg.ds), sym(u[4], cfg.dv)
+        sat_scale, val_scale = scale(u[1], cfg.as_), scale(u[3], cfg.av)
+    else:
+        zeros = torch.zeros(n, dtype=torch.float32, device=gen_device)
+        hue, sat_shift, val_shift = zeros, zeros.clone(), zeros.clone()
+        sat_scale, val_scale = torch.ones_like(zeros), torch.ones_like(zeros)
+
+    # Discrete uniforms via floor(u * k): per-image upper bounds (32 - S) rule out randint.
+    # Rows: 0 hue, 1 sat_scale, 2 sat_shift, 3 val_scale, 4 val_shift, 5 size, 6 x0, 7 y0, 8 flip.
+    n_sizes = IMAGE_SIZE - cfg.scale_min + 1
+    size = (cfg.scale_min + (u[5] * n_sizes).floor().long()).clamp_max(IMAGE_SIZE)
+    span = IMAGE_SIZE - size + 1  # number of valid offsets per image
+    x0 = torch.minimum((u[6] * span).floor().long(), span - 1)
+    y0 = torch.minimum((u[7] * span).floor().long(), span - 1)
+    flip = u[8] < 0.5 if cfg.mirror else torch.zeros(n, dtype=torch.bool, device=gen_device)
+
+    out = {
+        "hue": hue, "sat_scale": sat_scale, "sat_shift": sat_shift,
+        "val_scale": val_scale, "val_shift": val_shift,
+        "size": size, "x0": x0, "y0": y0, "flip": flip,
+    }
+    return {k: v.contiguous().to(device) for k, v in out.items()}
+
+
+def identity_params(n: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Params that leave images unchanged (up to HSV round-trip float error); edit to taste."""
+    z = torch.zeros(n, dtype=torch.float32, device=device)
+    return {
+        "hue": z.clone(), "sat_scale": torch.ones_like(z), "sat_shift": z.clone(),
+        "val_scale": torch.ones_like(z), "val_shift": z.clone(),
+        "size": torch.full((n,), IMAGE_SIZE, dtype=torch.int64, device=device),
+        "x0": torch.zeros(n, dtype=torch.int64, device=device),
+        "y0": torch.zeros(n, dtype=torch.int64, device=device),
+        "flip": torch.zeros(n, dtype=torch.bool, device=device),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Colour space (colorsys semantics, vectorised; channel dim is -3)
+# ----------------------------------------------------------------------------------------
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """RGB -> HSV for float tensors in [0, 1] with channels at dim -3 (e.g. N×3×H×W).
+
+    Matches ``colorsys.rgb_to_hsv``: grey pixels get h = s = 0; ties pick r, then g, then b.
+    Hue is in [0, 1).
+    """
+    r, g, b = x.unbind(-3)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
+    delta = maxc - minc
+    chroma = delta > 0
+    safe = torch.where(chroma, delta, torch.ones_like(delta))  # no 0/0 in the discarded branch
+    s = torch.where(chroma, delta / torch.where(chroma, maxc, torch.ones_like(maxc)), torch.zeros_like(delta))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = torch.where(r == maxc, bc - gc, torch.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = _wrap01(h / 6.0)
+    h = torch.where(chroma, h, torch.zeros_like(h))
+    return torch.stack((h, s, maxc), dim=-3)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """HSV -> RGB, inverse of :func:`rgb_to_hsv` (any real hue; it is taken mod 1).
+
+    Uses the branch-free form c_n = v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6,
+    n = 5, 3, 1 for R, G, B, which equals colorsys's six-sector table but needs no gathers.
+    """
+    h, s, v = x.unbind(-3)
+    h6 = torch.remainder(h, 1.0) * 6.0
+    vs = v * s
+
+    def chan(n: float) -> torch.Tensor:
+        k = torch.remainder(h6 + n, 6.0)
+        return v - vs * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
+
+    return torch.stack((chan(5.0), chan(3.0), chan(1.0)), dim=-3)
+
+
+def _wrap01(h: torch.Tensor) -> torch.Tensor:
+    # remainder(-1e-9, 1) rounds to exactly 1.0 in float32; fold it back so hue stays in [0, 1).
+    h = torch.remainder(h, 1.0)
+    return torch.where(h >= 1.0, torch.zeros_like(h), h)
+
+
+# ----------------------------------------------------------------------------------------
+# Crop + bicubic resize + mirror as per-image linear maps
+# ----------------------------------------------------------------------------------------
+
+
+def _cubic_weights(t: torch.Tensor, a: float = _CUBIC_A) -> torch.Tensor:
+    """Keys weights for taps at offsets -1, 0, 1, 2 given fractional position t in [0, 1)."""
+
+    def near(d: torch.Tensor) -> torch.Tensor:  # |d| <= 1
+        return ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+
+    def far(d: torch.Tensor) -> torch.Tensor:  # 1 < |d| < 2
+        return ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
+
+    return torch.stack((far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)), dim=-1)
+
+
+def cubic_resize_matrix(in_size: int, out_size: int = IMAGE_SIZE, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``out_size × in_size`` matrix M with ``M @ v == F.interpolate(v, out_size, 'bicubic')``.
+
+    Same convention as PyTorch's bicubic (align_corners=False): source position
+    ``(dst + 0.5) * in/out - 0.5`` (not clamped), Keys a = -0.75, taps clamped to the edge.
+    ``in_size == out_size`` gives exactly the identity (weights 0, 1, 0, 0 are exact).
+    """
+    dst = torch.arange(out_size, dtype=torch.float64)
+    src = (dst + 0.5) * (in_size / out_size) - 0.5
+    i0 = src.floor()
+    w = _cubic_weights(src - i0)  # (out, 4)
+    idx = (i0.long()[:, None] + torch.arange(-1, 3)[None, :]).clamp(0, in_size - 1)
+    m = torch.zeros(out_size, in_size, dtype=torch.float64)
+    m.scatter_add_(1, idx, w)  # clamped taps accumulate onto the edge pixel
+    return m.to(dtype)
+
+
+_BANKS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _resize_bank(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(32, 32, 32): bank[S-1] is the 32×S resize matrix zero-padded to 32 columns."""
+    key = (device, dtype)
+    bank = _BANKS.get(key)
+    if bank is None:
+        bank = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.float64)
+        for s in range(1, IMAGE_SIZE + 1):
+            bank[s - 1, :, :s] = cubic_resize_matrix(s, IMAGE_SIZE)
+        bank = bank.to(device=device, dtype=dtype)
+        _BANKS[key] = bank
+    return bank
+
+
+def _axis_matrices(size: torch.Tensor, off: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Per-image (N, 32, 32) R with R[i, r, c] = M_{S_i}[r, c - off_i] inside the crop, else 0."""
+    n = size.shape[0]
+    m = bank[size - 1]  # (N, 32, 32)
+    col = torch.arange(IMAGE_SIZE, device=size.device)[None, :] - off[:, None]  # (N, 32)
+    valid = (col >= 0) & (col < size[:, None])
+    col = col.clamp(0, IMAGE_SIZE - 1)
+    r = torch.gather(m, 2, col[:, None, :].expand(n, IMAGE_SIZE, IMAGE_SIZE))
+    return r * valid[:, None, :].to(r.dtype)
+
+
+def _geometric(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    # float64 matmul on purpose: it never goes through TF32 (which callers often enable
+    # globally for training and would cost ~1e-3 here), makes S=32 an exact identity, and the
+    # final rounding to float32 hides summation-order differences between devices and batch
+    # sizes, which is what makes replay bit-stable. The cost is negligible (32×32 matrices).
+    # MPS has no float64, so it falls back to float32 there.
+    dtype = torch.float32 if x.device.type == "mps" else torch.float64
+    bank = _resize_bank(x.device, dtype)
+    ry = _axis_matrices(p["size"], p["y0"], bank)
+    rx = _axis_matrices(p["size"], p["x0"], bank)
+    # Mirroring after the resize = reversing the output columns = reversing R_x's rows.
+    rx = torch.where(p["flip"][:, None, None], rx.flip(1), rx)
+    out = ry[:, None] @ x.to(dtype) @ rx[:, None].transpose(-1, -2)
+    return out.to(torch.float32)
+
+
+# ----------------------------------------------------------------------------------------
+# Public batch ops
+# ----------------------------------------------------------------------------------------
+
+
+def _as_float01(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32) / 255.0
+    if not x.is_floating_point():
+        raise TypeError(f"expected uint8 or float images, got {x.dtype}")
+    return x.to(torch.float32)
+
+
+def _check_batch(x: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != IMAGE_SIZE or x.shape[3] != IMAGE_SIZE:
+        raise ValueError(f"expected N×3×{IMAGE_SIZE}×{IMAGE_SIZE} images, got {tuple(x.shape)}")
+
+
+def apply_params(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Apply HSV jitter, crop+bicubic resize and mirror with the given per-image params.
+
+    ``x``: uint8 or float in [0, 1], N×3×32×32. Returns float32 in [0, 1] on ``x.device``.
+    Deterministic in ``(x, p)`` on a given device, and needs nothing but the params: images
+    whose HSV params are exactly the identity (hue 0, scales 1, shifts 0 -- what
+    ``hsv=False`` samples) bypass the HSV round trip per image, so
+    ``AugmentConfig.identity()`` params return the input bit for bit.
+    """
+    return _apply(x, p, hsv=True)
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Sample params for ``len(x)`` images and apply them (float32 [0, 1], on x.device).
+
+    Bit-identical to ``apply_params(x, sample_params(len(x), cfg, generator, x.device))``.
+    """
+    p = sample_params(len(x), cfg, generator, x.device)
+    # With hsv=False every image would bypass HSV anyway; skipping it saves the compute only.
+    return _apply(x, p, hsv=cfg.hsv)
+
+
+def _apply(x: torch.Tensor, p: dict[str, torch.Tensor], hsv: bool) -> torch.Tensor:
+    _check_batch(x)
+    missing = [k for k in PARAM_KEYS if k not in p]
+    if missing:
+        raise KeyError(f"augmentation params missing keys: {missing}")
+    n = x.shape[0]
+    p = {k: p[k].to(x.device) for k in PARAM_KEYS}  # params are tiny; moving them is free
+    for k, v in p.items():
+        if v.shape != (n,):
+            raise ValueError(f"param {k!r} has shape {tuple(v.shape)}, expected ({n},)")
+    for k in _INT_KEYS:
+        p[k] = p[k].long()
+    p["flip"] = p["flip"].bool()
+    for k in _FLOAT_KEYS:
+        p[k] = p[k].float()
+
+    x = _as_float01(x)
+    if n == 0:
+        return x.clone()
+
+    # 1. HSV jitter (whole image, before cropping, as in the paper).
+    if hsv:
+        col = lambda t: t[:, None, None]  # noqa: E731 - broadcast (N,) over H×W
+        h, s, v = rgb_to_hsv(x).unbind(1)
+        h = _wrap01(h + col(p["hue"]))
+        s = (s * col(p["sat_scale"]) + col(p["sat_shift"])).clamp(0.0, 1.0)
+        v = (v * col(p["val_scale"]) + col(p["val_shift"])).clamp(0.0, 1.0)
+        jittered = hsv_to_rgb(torch.stack((h, s, v), dim=1))
+        # Per-image select instead of a data-dependent branch: no host sync on GPU.
+        trivial = (
+            (p["hue"] == 0) & (p["sat_scale"] == 1) & (p["sat_shift"] == 0)
+            & (p["val_scale"] == 1) & (p["val_shift"] == 0)
+        )
+        x = torch.where(trivial[:, None, None, None], x, jittered)
+
+    # 2.+3. crop, bicubic resize, mirror; bicubic overshoots, so clamp back into [0, 1].
+    return _geometric(x, p).clamp_(0.0, 1.0)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float [0, 1] -> uint8 with round-half-to-even and clamping."""
+    return (x.to(torch.float32) * 255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """Per-image standardisation over all C×H×W values: (x - mean) / max(std, 1/sqrt(CHW)).
+
+    ``x``: uint8 or float in [0, 1], N×C×H×W. Uses the population std (ddof=0) and a floor of
+    ``1/sqrt(C*H*W)`` (= 1/sqrt(3072) for CIFAR), the TensorFlow convention
+    (tf.image.per_image_standardization). The floor is applied on the [0, 1] scale (uint8 is
+    divided by 255 first) so uint8 and float inputs of the same image give the same result;
+    it only changes near-flat images (std < ~4.6/255), and a constant image maps to zeros.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"expected a batch N×..., got shape {tuple(x.shape)}")
+    x = _as_float01(x)
+    dims = tuple(range(1, x.ndim))
+    count = math.prod(x.shape[1:])
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True, correction=0)
+    return (x - mean) / std.clamp_min(1.0 / math.sqrt(max(count, 1)))

@@ -1,0 +1,432 @@
+"""Training: one flat loop, the S3 learning-rate schedule, checkpoints you can resume from.
+
+A run is one folder:
+    config.json        the exact TrainConfig (and code version) that made it
+    metrics.jsonl      one line per finished epoch: loss, val acc, lr, seconds
+    last.safetensors   model + optimizer + schedule state after the last finished epoch (resume point)
+    best.safetensors   weights of the best-validation epoch (the result of the run)
+    results.json       written last: final val and test accuracy. Its presence means "finished".
+
+Resuming is exact because nothing random is carried between epochs: epoch e draws its shuffle, its
+augmentation and its dropout masks from generators seeded by (seed, e). So a run killed at any moment
+and started again from `last` replays the same numbers as one that never stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import artifacts
+from .augment import AugmentConfig, augment, standardize
+from .models import build_model, count_params, init_weights, solve_budget, teacher_widths
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a run (message says which field and why)."""
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN/inf or exploded: a result of these hyperparameters, not a bug."""
+
+
+@dataclass
+class TrainConfig:
+    # --- the model ---
+    family: str = "teacher"
+    widths: tuple[int, ...] | None = None         # explicit layer widths, or
+    constants: tuple[float, ...] | None = None    # width constants in [0,1] (teacher: C1,C2,C3,H1; students with a budget)
+    budget: int | None = None                     # parameter budget: the dependent width is solved to meet it
+    dropout: tuple[float, ...] = ()               # family's dropout rates, in layer order (empty = none)
+    batchnorm: bool = False
+    # --- the data ---
+    data: str = ""                                # CIFAR archive (.tar.gz) or extracted folder
+    max_train: int | None = None                  # use only the first N training images (after the val split)
+    augment: bool = True
+    hsv: tuple[float, float, float, float, float] = (0.06, 0.26, 0.20, 0.21, 0.13)  # Dh, Ds, Dv, As, Av (S1)
+    scale_min: int = 24                           # scale jitter S ~ U{scale_min..32}
+    mirror: bool = True
+    # --- optimisation (S3) ---
+    loss: str = "ce"                              # "ce": hard labels (teachers, baselines)
+    label_smoothing: float = 0.0
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    init_scale: float = 1.0                       # multiplies the Glorot-initialised weights
+    input_scale: float = 1.0                      # multiplies the standardised pixels
+    schedule: str = "plateau"                     # "plateau" = S3 exactly; "onecycle" for short fixed-length runs
+    max_epochs: int = 500
+    patience: int = 10                            # halve lr after this many epochs without a better val error
+    cooldown: int = 8                             # ... but not within this many epochs after a halving
+    stop_patience: int = 30                       # stop after this many epochs without improvement
+    max_decay: float = 2000.0                     # ... or once lr has been cut by more than this factor
+    seed: int = 0
+    device: str = "auto"                          # not part of the run's identity
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        d = dict(d)
+        for k in ("widths", "constants", "dropout", "hsv"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def augment_config(self) -> AugmentConfig | None:
+        if not self.augment:
+            return None
+        dh, ds, dv, as_, av = self.hsv
+        return AugmentConfig(dh=dh, ds=ds, dv=dv, as_=as_, av=av, scale_min=self.scale_min, mirror=self.mirror)
+
+    def run_id(self) -> str:
+        return f"{self.family}-{artifacts.config_hash(self, exclude=('device',))}"
+
+
+def resolve_widths(cfg: TrainConfig) -> tuple[int, ...]:
+    if cfg.widths is not None:
+        if cfg.budget is not None or cfg.constants is not None:
+            raise ConfigError("give either widths, or constants (with a budget for students), not both")
+        return tuple(int(w) for w in cfg.widths)
+    if cfg.constants is None:
+        raise ConfigError(f"family {cfg.family}: give widths, or width constants (and a budget for students)")
+    if cfg.budget is not None:
+        return tuple(solve_budget(cfg.family, cfg.budget, cfg.constants))
+    if cfg.family == "teacher":
+        return teacher_widths(*cfg.constants)
+    raise ConfigError(f"family {cfg.family}: width constants need a --budget to solve the dependent width")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# The learning-rate schedule of S3, as a small state machine stored in every checkpoint.
+
+@dataclass
+class PlateauSchedule:
+    """Halve lr when val error has not improved for `patience` epochs, never within `cooldown` epochs
+    after a halving; stop after `stop_patience` epochs without improvement or once lr0/lr > max_decay."""
+    lr0: float
+    patience: int = 10
+    cooldown: int = 8
+    stop_patience: int = 30
+    max_decay: float = 2000.0
+    factor: float = 0.5
+    lr: float = field(default=float("nan"))
+    best_err: float = float("inf")
+    best_epoch: int = -1
+    last_cut: int = -(10 ** 9)
+
+    def __post_init__(self):
+        if math.isnan(self.lr):
+            self.lr = self.lr0
+
+    def step(self, epoch: int, val_err: float) -> bool:
+        """Record the val error of a finished epoch; update lr; return True when training should stop."""
+        if val_err < self.best_err:
+            self.best_err, self.best_epoch = val_err, epoch
+        stale = epoch - self.best_epoch
+        if stale >= self.stop_patience:
+            return True
+        if stale >= self.patience and epoch - self.last_cut > self.cooldown:
+            self.lr *= self.factor
+            self.last_cut = epoch
+        return self.lr0 / self.lr > self.max_decay
+
+    def lr_at(self, epoch: int, frac: float) -> float:
+        return self.lr
+
+
+@dataclass
+class OneCycleSchedule:
+    """Linear warm-up to lr0 over the first 20% of max_epochs, then linear decay to zero: for short
+    fixed-length runs (cpu presets), where a plateau schedule never gets to cut. Stops at max_epochs."""
+    lr0: float
+    max_epochs: int
+    warmup: float = 0.2
+    best_err: float = float("inf")
+    best_epoch: int = -1
+
+    def lr_at(self, epoch: int, frac: float) -> float:
+        t = (epoch + frac) / self.max_epochs
+        if t < self.warmup:
+            return self.lr0 * (0.1 + 0.9 * t / self.warmup)
+        return self.lr0 * max(0.0, (1 - t) / (1 - self.warmup))
+
+    def step(self, epoch: int, val_err: float) -> bool:
+        if val_err < self.best_err:
+            self.best_err, self.best_epoch = val_err, epoch
+        return epoch + 1 >= self.max_epochs
+
+    @property
+    def lr(self) -> float:
+        return self.lr_at(self.best_epoch, 0)
+
+
+def make_schedule(cfg: TrainConfig):
+    if cfg.schedule == "plateau":
+        return PlateauSchedule(cfg.lr, cfg.patience, cfg.cooldown, cfg.stop_patience, cfg.max_decay)
+    if cfg.schedule == "onecycle":
+        return OneCycleSchedule(cfg.lr, cfg.max_epochs)
+    raise ConfigError(f"schedule must be 'plateau' or 'onecycle', not {cfg.schedule!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Data held as uint8 tensors on the training device; batches are sliced, augmented and standardised there.
+
+@dataclass
+class Split:
+    x: torch.Tensor          # uint8 N×3×32×32
+    y: torch.Tensor          # int64 N
+
+
+@dataclass
+class TrainData:
+    train: Split
+    val: Split
+    test: Split | None
+    num_classes: int = 10
+    sha256: str = ""
+
+
+def load_train_data(cfg: TrainConfig) -> TrainData:
+    from .data import load_cifar, split_train_val
+    if not cfg.data:
+        raise ConfigError("no data: pass --data ARCHIVE (a CIFAR-10 .tar.gz or folder)")
+    c = load_cifar(cfg.data)
+    if c.x_train is None:
+        raise ConfigError(f"{cfg.data}: holds no training batches (data_batch_*), only test data")
+    x_tr, y_tr, x_val, y_val = split_train_val(c.x_train, c.y_train)
+    if cfg.max_train is not None:
+        x_tr, y_tr = x_tr[: cfg.max_train], y_tr[: cfg.max_train]
+    test = Split(c.x_test, c.y_test) if c.x_test is not None else None
+    return TrainData(Split(x_tr, y_tr), Split(x_val, y_val), test, len(c.classes), c.sha256)
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """An independent, reproducible random stream for one epoch (shuffle, augmentation, ...)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + stream)
+
+
+def preprocess(x: torch.Tensor, input_scale: float) -> torch.Tensor:
+    """uint8 or [0,1] float images -> what the network sees: per-image standardised, times input_scale."""
+    return standardize(x) * input_scale
+
+
+def hard_label_batches(cfg: TrainConfig, split: Split, device: torch.device) -> Callable[[int], Iterator]:
+    """epoch -> iterator of (inputs, labels), shuffled and augmented on `device`. The last partial batch
+    is dropped so every step has the same size (batch-norm statistics and step sizes stay comparable)."""
+    x, y = split.x.to(device), split.y.to(device)
+    aug = cfg.augment_config()
+
+    def batches(epoch: int):
+        g = epoch_generator(cfg.seed, epoch)
+        perm = torch.randperm(len(x), generator=g).to(device)
+        n = len(x) // cfg.batch_size if len(x) >= cfg.batch_size else 1
+        for i in range(n):
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            xb = x[idx]
+            xb = augment(xb, aug, g) if aug is not None else xb
+            yield preprocess(xb, cfg.input_scale), y[idx]
+    batches.steps_per_epoch = max(1, len(x) // cfg.batch_size)
+    return batches
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, input_scale: float, device: torch.device,
+                   batch_size: int = 1000) -> torch.Tensor:
+    """Logits (float32, CPU) for uint8 images, in eval mode, in large batches."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(model(preprocess(x[i:i + batch_size].to(device), input_scale)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return (logits.argmax(1) == y.cpu()).float().mean().item() if len(y) else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+def model_meta(cfg: TrainConfig, widths, num_classes: int, n_params: int) -> dict:
+    return {"family": cfg.family, "widths": list(widths), "dropout": list(cfg.dropout), "batchnorm": cfg.batchnorm,
+            "num_classes": num_classes, "input_scale": cfg.input_scale, "preprocess": "per-image-standardise",
+            "params": n_params, "config": artifacts.to_jsonable(cfg)}
+
+
+def model_from_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model a checkpoint describes and load its weights."""
+    tensors, meta = artifacts.load_checkpoint(path)
+    try:
+        model = build_model(meta["family"], tuple(meta["widths"]), num_classes=meta["num_classes"],
+                            dropout=tuple(meta.get("dropout", ())), batchnorm=meta.get("batchnorm", False))
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise artifacts.CheckpointError(f"{path}: weights do not match the model it describes ({str(e).splitlines()[0][:160]})") from None
+    return model.to(device), meta
+
+
+def _state_tensors(model, opt) -> dict[str, torch.Tensor]:
+    t = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            t[f"optim.momentum.{i}"] = buf
+    return t
+
+
+def _restore(model, opt, tensors):
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
+        buf = tensors.get(f"optim.momentum.{i}")
+        if buf is not None:
+            opt.state[p]["momentum_buffer"] = buf.to(p.device).clone()
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+    """Metric lines of epochs <= upto_epoch (a line written after the last checkpoint is dropped on resume)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill
+        if row["epoch"] <= upto_epoch:
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+def hard_label_loss(cfg: TrainConfig):
+    if cfg.loss != "ce":
+        raise ConfigError(f"loss {cfg.loss!r} needs targets from a transfer set; hard-label runs use 'ce'")
+    return lambda out, y: F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+
+
+def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, loss_fn=None,
+        extra_meta: dict | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train (or resume, or return the finished result of) the run in `run_dir`. Returns results.json's content.
+
+    `batches(epoch)` yields (inputs, targets) and `loss_fn(outputs, targets)` scores them; both default to
+    hard labels from `data.train`. Validation accuracy (true labels) drives the schedule and the choice of
+    the best epoch; the test set is evaluated once, on the best weights, for the report."""
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if results_path.exists():
+        return artifacts.read_json(results_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_json = {"config": artifacts.to_jsonable(cfg), "run_id": cfg.run_id(), **(extra_meta or {})}
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists():
+        old = artifacts.read_json(cfg_path)
+        if old.get("run_id") != cfg.run_id():
+            raise ConfigError(f"{run_dir}: holds a run of another config ({old.get('run_id')}); choose another --out")
+    else:
+        artifacts.write_json(cfg_path, {**cfg_json, "code_version": artifacts.code_version()})
+
+    device = resolve_device(cfg.device)
+    data = data or load_train_data(cfg)
+    widths = resolve_widths(cfg)
+    model = build_model(cfg.family, widths, num_classes=data.num_classes, dropout=cfg.dropout, batchnorm=cfg.batchnorm)
+    init_weights(model, cfg.init_scale, generator=torch.Generator().manual_seed(cfg.seed))
+    model.to(device)
+    n_params = count_params(model)
+    meta = {**model_meta(cfg, widths, data.num_classes, n_params), **(extra_meta or {}), "data_sha256": data.sha256}
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                          weight_decay=cfg.weight_decay)
+    sched = make_schedule(cfg)
+    batches = batches or hard_label_batches(cfg, data.train, device)
+    loss_fn = loss_fn or hard_label_loss(cfg)
+    steps = getattr(batches, "steps_per_epoch", None)
+
+    start, best_acc, best_epoch, elapsed = 0, -1.0, -1, 0.0
+    last_path, best_path, metrics_path = run_dir / "last.safetensors", run_dir / "best.safetensors", run_dir / "metrics.jsonl"
+    if last_path.exists():
+        tensors, last = artifacts.load_checkpoint(last_path)
+        _restore(model, opt, {k: v.to(device) for k, v in tensors.items()})
+        sched = type(sched)(**last["schedule"])
+        start, best_acc, best_epoch, elapsed = last["epoch"] + 1, last["best_val_acc"], last["best_epoch"], last["seconds"]
+        rows = _read_metrics(metrics_path, last["epoch"])
+        artifacts.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        log(f"resuming {run_dir} at epoch {start} (best val {best_acc:.4f} at epoch {best_epoch})")
+    else:
+        metrics_path.unlink(missing_ok=True)
+        log(f"training {cfg.family} {'x'.join(map(str, widths))} ({n_params:,} params) on {device} -> {run_dir}")
+
+    stop = start >= cfg.max_epochs
+    epoch = start - 1
+    for epoch in range(start, cfg.max_epochs):
+        if stop:
+            break
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + 1)  # dropout masks: reproducible per epoch
+        model.train()
+        total, count = torch.zeros((), device=device), 0
+        bar = tqdm(batches(epoch), total=steps, desc=f"epoch {epoch}", leave=False, disable=None)
+        for i, (xb, tb) in enumerate(bar):
+            lr = sched.lr_at(epoch, i / steps if steps else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = loss_fn(model(xb), tb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(xb)
+            count += len(xb)
+        train_loss = (total / max(count, 1)).item()
+        if not math.isfinite(train_loss) or train_loss > 1e6:
+            raise Diverged(f"{run_dir}: training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
+        val_acc = accuracy(predict_logits(model, data.val.x, cfg.input_scale, device), data.val.y)
+        lr_used = lr
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            artifacts.save_checkpoint(best_path, {f"model.{k}": v for k, v in model.state_dict().items()},
+                                      {**meta, "epoch": epoch, "val_acc": val_acc})
+        stop = sched.step(epoch, 1.0 - val_acc)
+        elapsed += time.perf_counter() - t0
+        row = {"epoch": epoch, "loss": train_loss, "val_acc": val_acc, "lr": lr_used,
+               "seconds": round(time.perf_counter() - t0, 3)}
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        artifacts.save_checkpoint(last_path, _state_tensors(model, opt),
+                                  {**meta, "epoch": epoch, "best_val_acc": best_acc, "best_epoch": best_epoch,
+                                   "seconds": elapsed, "schedule": dataclasses.asdict(sched)})
+        log(f"epoch {epoch:3d}  loss {train_loss:.4f}  val {val_acc:.4f}  lr {lr_used:.3g}  {row['seconds']:.1f}s")
+
+    if best_epoch < 0:
+        raise ConfigError(f"{run_dir}: no epoch finished (max_epochs={cfg.max_epochs})")
+    model, _ = model_from_checkpoint(best_path, device)
+    results = {"run_id": cfg.run_id(), "family": cfg.family, "widths": list(widths), "params": n_params,
+               "budget": cfg.budget, "best_epoch": best_epoch, "epochs": epoch + 1, "seconds": round(elapsed, 2),
+               "val_acc": accuracy(predict_logits(model, data.val.x, cfg.input_scale, device), data.val.y),
+               "test_acc": (accuracy(predict_logits(model, data.test.x, cfg.input_scale, device), data.test.y)
+                            if data.test is not None else None),
+               "data_sha256": data.sha256, "code_version": artifacts.code_version(), **(extra_meta or {})}
+    artifacts.write_json(results_path, results)
+    log(f"done: best epoch {best_epoch}, val {results['val_acc']:.4f}, test {results['test_acc']}")
+    return results

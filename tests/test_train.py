@@ -1,0 +1,174 @@
+"""Training loop: the S3 schedule, checkpoints, exact resume after a kill, learning at all."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mimicnet import artifacts
+from mimicnet.train import (ConfigError, OneCycleSchedule, PlateauSchedule, TrainConfig, fit,
+                            model_from_checkpoint, resolve_widths)
+
+from synth import write_archive
+
+
+# ---------------------------------------------------------------------------------------- S3 schedule
+
+def run_schedule(errs, **kw):
+    s = PlateauSchedule(lr0=0.1, **kw)
+    lrs = []
+    for e, err in enumerate(errs):
+        stop = s.step(e, err)
+        lrs.append(s.lr)
+        if stop:
+            return lrs, e
+    return lrs, None
+
+
+def test_schedule_halves_after_patience_respects_cooldown_and_stops():
+    # val error never improves after epoch 0: halve at 10 (10 stale epochs), then not within 8 epochs of a
+    # halving -> next at 19, then 28; stop at epoch 30 (30 stale epochs).
+    lrs, stopped = run_schedule([0.5] * 100)
+    cuts = [e for e in range(1, len(lrs)) if lrs[e] < lrs[e - 1]]
+    assert cuts == [10, 19, 28]
+    assert stopped == 30
+    assert lrs[-1] == pytest.approx(0.1 / 8)
+
+
+def test_schedule_improvement_resets_patience():
+    errs = [1.0 - 0.01 * e for e in range(50)]      # improves every epoch
+    lrs, stopped = run_schedule(errs)
+    assert stopped is None and set(lrs) == {0.1}
+    # an improvement at epoch 9 postpones the first halving to epoch 19
+    errs = [0.5] * 9 + [0.4] + [0.45] * 40
+    lrs, _ = run_schedule(errs)
+    assert lrs[18] == 0.1 and lrs[19] == 0.05
+
+
+def test_schedule_stops_when_lr_cut_more_than_max_decay():
+    # cut every epoch from epoch 1: 2**11 = 2048 > 2000 -> stop right after the 11th cut (epoch 11)
+    lrs, stopped = run_schedule([0.5] * 100, patience=1, cooldown=0, stop_patience=1000)
+    assert stopped == 11 and 0.1 / lrs[-1] == pytest.approx(2048)
+
+
+def test_onecycle_warms_up_and_ends_at_zero():
+    s = OneCycleSchedule(lr0=1.0, max_epochs=10)
+    assert s.lr_at(0, 0) == pytest.approx(0.1)
+    assert s.lr_at(2, 0) == pytest.approx(1.0)
+    assert s.lr_at(9, 1.0) == pytest.approx(0.0)
+    assert not s.step(8, 0.5) and s.step(9, 0.5)
+
+
+# ---------------------------------------------------------------------------------------- config
+
+def test_config_round_trips_and_rejects_unknown_fields():
+    cfg = TrainConfig(family="conv2", widths=(8, 8, 16), dropout=(0.1, 0.2, 0.3))
+    again = TrainConfig.from_dict(json.loads(json.dumps(artifacts.to_jsonable(cfg))))
+    assert again == cfg and again.run_id() == cfg.run_id()
+    assert TrainConfig(family="conv2", widths=(8, 8, 16), device="cpu").run_id() == TrainConfig(
+        family="conv2", widths=(8, 8, 16), device="cuda").run_id()
+    with pytest.raises(ConfigError, match="nope"):
+        TrainConfig.from_dict({"nope": 1})
+
+
+def test_resolve_widths():
+    assert resolve_widths(TrainConfig(family="teacher", constants=(0, 0, 0, 0))) == (32, 64, 128, 512)
+    w = resolve_widths(TrainConfig(family="conv2", budget=1_000_000, constants=(0.5, 0.5)))
+    assert len(w) == 3
+    with pytest.raises(ConfigError):
+        resolve_widths(TrainConfig(family="conv2"))
+    with pytest.raises(ConfigError):
+        resolve_widths(TrainConfig(family="conv2", constants=(0.5, 0.5)))
+
+
+# ---------------------------------------------------------------------------------------- a real (tiny) run
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return write_archive(tmp_path_factory.mktemp("data") / "tiny.tar.gz", n_train=400, n_test=200)
+
+
+def small_cfg(archive, **kw):
+    base = dict(family="conv2", widths=(8, 8, 32), data=str(archive), batch_size=32, lr=0.02, momentum=0.9,
+                max_epochs=5, schedule="plateau", device="cpu", seed=3, scale_min=28)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_fit_learns_and_writes_a_complete_run_folder(archive, tmp_path):
+    res = fit(small_cfg(archive), tmp_path / "run", log=lambda s: None)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "best.safetensors", "best.json", "last.safetensors", "results.json"):
+        assert (run / name).exists(), name
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(5))
+    assert set(rows[0]) >= {"loss", "val_acc", "lr", "seconds"}
+    assert rows[-1]["loss"] < rows[0]["loss"]            # it learns
+    assert res["val_acc"] == max(r["val_acc"] for r in rows)  # best-val weights are the result
+    assert res["test_acc"] > 0.3                          # 10 classes: chance is 0.1
+    _, meta = artifacts.load_checkpoint(run / "best.safetensors")
+    assert meta["config"]["widths"] == [8, 8, 32] and meta["code_version"] and meta["family"] == "conv2"
+    model, _ = model_from_checkpoint(run)
+    assert sum(p.numel() for p in model.parameters()) == res["params"]
+    # a finished run is not trained again
+    assert fit(small_cfg(archive), run, log=lambda s: None) == res
+
+
+def test_run_folder_refuses_another_config(archive, tmp_path):
+    fit(small_cfg(archive, max_epochs=1), tmp_path / "r", log=lambda s: None)
+    (tmp_path / "r" / "results.json").unlink()
+    with pytest.raises(ConfigError, match="another config"):
+        fit(small_cfg(archive, max_epochs=1, lr=0.5), tmp_path / "r", log=lambda s: None)
+
+
+def _train_cmd(archive, out, epochs=6):
+    return [sys.executable, "-m", "mimicnet.cli", "train", "--data", str(archive), "--family", "conv2",
+            "--widths", "8,8,32", "--batch-size", "32", "--lr", "0.02", "--max-epochs", str(epochs),
+            "--dropout", "0.1,0.1,0.2", "--seed", "5", "--device", "cpu", "--out", str(out)]
+
+
+def _metrics(run: Path):
+    return [{k: r[k] for k in ("epoch", "loss", "val_acc", "lr")}
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_killed_run_resumes_to_the_same_result(archive, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(archive, full), check=True, env=env, capture_output=True)
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_train_cmd(archive, cut), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:       # kill it mid-run, once two epochs are on disk
+        if (cut / "metrics.jsonl").exists() and len((cut / "metrics.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "results.json").exists(), "the run finished before it could be killed"
+    out = subprocess.run(_train_cmd(archive, cut), check=True, env=env, capture_output=True, text=True)
+    assert "resuming" in out.stdout
+
+    assert _metrics(cut) == _metrics(full)
+    a, b = json.loads((full / "results.json").read_text()), json.loads((cut / "results.json").read_text())
+    assert (a["val_acc"], a["test_acc"], a["best_epoch"]) == (b["val_acc"], b["test_acc"], b["best_epoch"])
+    ta, _ = artifacts.load_checkpoint(full / "best.safetensors")
+    tb, _ = artifacts.load_checkpoint(cut / "best.safetensors")
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "best.safetensors"
+    bad.write_bytes(os.urandom(200))
+    with pytest.raises(artifacts.CheckpointError, match="best.safetensors"):
+        model_from_checkpoint(bad)
+    with pytest.raises(artifacts.CheckpointError, match="not found"):
+        model_from_checkpoint(tmp_path / "nope.safetensors")

@@ -128,3 +128,61 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[dict[str,
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without mimicnet metadata")
     return tensors, json.loads(raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run index: one CSV row per finished run (teacher, baseline, student, ensemble, search trial).
+# Reports are built from it, never by re-parsing logs. Appends take an exclusive lock so many
+# workers can share one index.
+
+INDEX_COLUMNS = (
+    "kind",          # teacher | baseline | student | ensemble | trial
+    "family", "budget", "params", "widths", "seed",
+    "val_acc", "test_acc",
+    "teacher", "teacher_val_acc", "teacher_test_acc",   # for students: what they mimicked
+    "loss",          # ce | l2-logits | kl | l2-probs | softmax-mse
+    "mimic_mse", "mimic_agreement",                      # students: on the test set, vs the teacher
+    "study", "trial", "status",                          # search trials: study name, number, complete|failed|pruned
+    "epochs", "best_epoch", "max_epochs", "seconds",
+    "run_id", "config_hash", "path", "data_sha256", "code_version", "finished_at",
+)
+
+
+def append_index(index_path, row: dict) -> None:
+    """Append one row (unknown keys are an error, missing ones are blank)."""
+    import csv
+    import fcntl
+    import io
+    import time
+    unknown = set(row) - set(INDEX_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown index column(s): {sorted(unknown)}")
+    row = {**row, "finished_at": row.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if isinstance(row.get("widths"), (list, tuple)):
+        row["widths"] = "x".join(map(str, row["widths"]))
+    index_path = Path(index_path)
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(index_path, "a+", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.seek(0, os.SEEK_END)
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS)
+            if f.tell() == 0:
+                w.writeheader()
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in INDEX_COLUMNS})
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_index(index_path) -> list[dict]:
+    """Rows as dicts of strings ('' for blank); numbers are left to the reader (pandas-free on purpose)."""
+    import csv
+    index_path = Path(index_path)
+    if not index_path.exists():
+        return []
+    with open(index_path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -328,13 +328,22 @@ def hard_label_loss(cfg: TrainConfig):
     return lambda out, y: F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
 
 
+def run_kind(cfg: TrainConfig) -> str:
+    """teacher | baseline (hard labels, a student family) | student (mimics a teacher)."""
+    if cfg.loss != "ce":
+        return "student"
+    return "teacher" if cfg.family == "teacher" else "baseline"
+
+
 def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, loss_fn=None,
-        extra_meta: dict | None = None, log: Callable[[str], None] = print) -> dict:
+        extra_meta: dict | None = None, index=None, log: Callable[[str], None] = print) -> dict:
     """Train (or resume, or return the finished result of) the run in `run_dir`. Returns results.json's content.
 
     `batches(epoch)` yields (inputs, targets) and `loss_fn(outputs, targets)` scores them; both default to
     hard labels from `data.train`. Validation accuracy (true labels) drives the schedule and the choice of
-    the best epoch; the test set is evaluated once, on the best weights, for the report."""
+    the best epoch; the test set is evaluated once, on the best weights, for the report.
+    `index`: a run-index CSV (artifacts.INDEX_COLUMNS) to which the finished run appends one row;
+    `extra_meta` goes into config.json, the checkpoints, results.json and (known columns) that row."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     if results_path.exists():
@@ -428,5 +437,13 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
                             if data.test is not None else None),
                "data_sha256": data.sha256, "code_version": artifacts.code_version(), **(extra_meta or {})}
     artifacts.write_json(results_path, results)
+    if index is not None:
+        row = {"kind": run_kind(cfg), "family": cfg.family, "budget": cfg.budget, "params": n_params, "widths": widths,
+               "seed": cfg.seed, "val_acc": results["val_acc"], "test_acc": results["test_acc"], "loss": cfg.loss,
+               "epochs": epoch + 1, "best_epoch": best_epoch, "max_epochs": cfg.max_epochs,
+               "seconds": results["seconds"], "run_id": cfg.run_id(), "config_hash": cfg.run_id().rsplit("-", 1)[1],
+               "path": str(run_dir), "data_sha256": data.sha256, "code_version": artifacts.code_version()}
+        row.update({k: v for k, v in results.items() if k in artifacts.INDEX_COLUMNS and k not in row})
+        artifacts.append_index(index, row)
     log(f"done: best epoch {best_epoch}, val {results['val_acc']:.4f}, test {results['test_acc']}")
     return results

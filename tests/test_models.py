@@ -140,9 +140,7 @@ def test_conv0_takes_feature_vectors():
 # Every (family, budget, constant) cell the solver cannot meet within 1%. The SPEC S4 table's bounds
 # meet every budget at constants 0, 0.5, 1; the sqrt-scaled 0.1M bounds (cpu preset) miss 1% in three
 # cells because one bottleneck unit there is worth > 2% of the budget (3,073 + h parameters in conv0).
-INFEASIBLE = {
-    ("conv0", 100_000, 0.0), ("conv0", 100_000, 1.0), ("conv1", 100_000, 1.0),
-}
+INFEASIBLE: set = set()   # every S4 cell (and 0.1M) can be met: nearest integer width, see below
 
 
 @pytest.mark.parametrize("budget", BUDGETS + (100_000,))
@@ -157,7 +155,12 @@ def test_solve_budget_grid(name, budget):
             continue
         w = solve_budget(name, budget, consts)
         assert all(isinstance(x, int) and x >= 1 for x in w)
-        assert abs(count_params(name, w) - budget) <= 0.01 * budget, (name, budget, c, w)
+        if budget in BUDGETS:
+            assert abs(count_params(name, w) - budget) <= 0.01 * budget, (name, budget, c, w)
+        else:  # scaled-down budget: within 1%, or as close as one unit of the dependent width allows
+            unit = count_params(name, w[:fam.dependent] + (w[fam.dependent] + 1,) + w[fam.dependent + 1:]) - \
+                count_params(name, w)
+            assert abs(count_params(name, w) - budget) <= max(0.01 * budget, unit / 2), (name, budget, c, w)
         # fixed widths are exactly the constants' mapping; only the dependent one was solved
         fixed = widths_from_constants(name, consts, scaled_bounds(name, budget))
         assert [x for i, x in enumerate(w) if i != fam.dependent] == \

@@ -274,16 +274,22 @@ def _geometric(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     # float64 matmul on purpose: it never goes through TF32 (which callers often enable
     # globally for training and would cost ~1e-3 here), makes S=32 an exact identity, and the
     # final rounding to float32 hides summation-order differences between devices and batch
-    # sizes, which is what makes replay bit-stable. The cost is negligible (32×32 matrices).
-    # MPS has no float64, so it falls back to float32 there.
+    # sizes, which is what makes replay bit-stable. It costs ~0.03 ms/image more than float32 on
+    # 2 CPU cores. MPS has no float64, so it falls back to float32 there.
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
     bank = _resize_bank(x.device, dtype)
     ry = _axis_matrices(p["size"], p["y0"], bank)
     rx = _axis_matrices(p["size"], p["x0"], bank)
     # Mirroring after the resize = reversing the output columns = reversing R_x's rows.
     rx = torch.where(p["flip"][:, None, None], rx.flip(1), rx)
-    out = ry[:, None] @ x.to(dtype) @ rx[:, None].transpose(-1, -2)
-    return out.to(torch.float32)
+    # Two bmm's over the batch with the channels folded into the matrix dimension (N products of
+    # 96×32 @ 32×32, then 32×32 @ 32×96) rather than 3N broadcast 32×32 products.
+    n, c, h, w = x.shape
+    cols = torch.bmm(x.to(dtype).reshape(n, c * h, w), rx.transpose(1, 2))      # (N, C*H, 32): along x
+    cols = cols.reshape(n, c, h, IMAGE_SIZE).transpose(1, 2).reshape(n, h, c * IMAGE_SIZE)
+    out = torch.bmm(ry, cols)                                                    # (N, 32, C*32): along y
+    out = out.reshape(n, IMAGE_SIZE, c, IMAGE_SIZE).transpose(1, 2)
+    return out.reshape(n, c, IMAGE_SIZE, IMAGE_SIZE).to(torch.float32)
 
 
 # ----------------------------------------------------------------------------------------

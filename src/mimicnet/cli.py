@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     di = d.add_parser("info", help="sizes, split and checksum of an archive")
     di.add_argument("path")
     di.set_defaults(func=cmd_data_info)
+
+    # Later pipeline stages register their own subcommands.
+    from . import ensemble, reproduce, report, search, transfer
+    for module in (ensemble, transfer, search, reproduce, report):
+        module.register_cli(sub)
     return p
 
 

@@ -528,7 +528,11 @@ def solve_budget(family, budget: int, constants: Sequence[float], bounds: Bounds
     at widths 1 and 2 on the meta device, solve, round, and keep the better of the two neighbours.
     ``bounds`` defaults to STUDENT_BOUNDS[family][budget], else ``scaled_bounds``. ``opts`` (batchnorm,
     num_classes, in_shape, ...) go to the builder since they change the count. Raises BudgetError if
-    the solved width is < 1 or the best count misses the budget by more than ``tol`` (1%)."""
+    the solved width is < 1, or if the best count misses the budget by more than ``tol`` (1%) although
+    integer widths could land closer. At the paper's budgets one unit of the dependent width costs well
+    under 1%, so every solution lands within 1%; at budgets scaled down for CPU runs (e.g. 0.1M) one
+    bottleneck unit of conv0/conv1 can cost 3-9% of the budget, and the nearest integer width is then
+    the honest answer (its actual count is what every report shows)."""
     fam = get_family(family)
     if fam.dependent is None:
         raise ModelError(f"family {fam.name!r} has no dependent width to solve from a budget")
@@ -556,7 +560,7 @@ def solve_budget(family, budget: int, constants: Sequence[float], bounds: Bounds
     candidates = {max(1, math.floor(exact)), max(1, math.ceil(exact))}
     best = min(candidates, key=lambda w: (abs(p1 + (w - 1) * slope - budget), w))
     got = count(best)  # recount for real: guards the affine assumption
-    if abs(got - budget) > tol * budget:
+    if abs(got - budget) > max(tol * budget, abs(slope) / 2):
         raise BudgetError(
             f"{where}: best {fam.width_names[fam.dependent]} = {best} gives {got:,} parameters, "
             f"{100 * (got - budget) / budget:+.2f}% off the budget (tolerance {100 * tol:g}%)")

@@ -55,8 +55,13 @@ class TrainConfig:
     scale_min: int = 24                           # scale jitter S ~ U{scale_min..32}
     mirror: bool = True
     # --- optimisation (S3) ---
-    loss: str = "ce"                              # "ce": hard labels (teachers, baselines)
+    loss: str = "ce"                              # "ce": hard labels (teachers, baselines); mimic losses below
     label_smoothing: float = 0.0
+    # --- mimic learning (students read a transfer set instead of the archive's training images) ---
+    transfer: str = ""                            # transfer-set folder (`mimicnet transfer`)
+    temperature: float = 1.0                      # for "kl" and "softmax-mse"
+    hard_weight: float = 0.0                      # weight of a cross-entropy term on the true labels (Hinton)
+    normalize_logits: bool = False                # regress per-logit standardised teacher logits (Ba & Caruana)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -267,6 +272,93 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
+# Mimic learning: targets are the teacher's logits stored in a transfer set.
+
+MIMIC_LOSSES = ("l2-logits", "kl", "l2-probs", "softmax-mse")
+
+
+def transfer_batches(cfg: TrainConfig, ts, device: torch.device, logit_norm=None) -> Callable[[int], Iterator]:
+    """epoch -> iterator of (inputs, (teacher logits, true labels)) in the transfer set's stored order:
+    student epoch e reads transfer epoch e mod E, so every student sees the same images in the same order.
+    Rows are read in large contiguous slices (several batches at a time) and cut into batches on device."""
+    per_read = cfg.batch_size * max(1, 8192 // cfg.batch_size)
+    mean, std = logit_norm if logit_norm is not None else (None, None)
+
+    def batches(epoch: int):
+        start, stop = ts.epoch_rows(epoch % ts.epochs)
+        for lo in range(start, stop, per_read):
+            x, z, y = ts.read(lo, min(lo + per_read, stop))
+            x, z, y = x.to(device, non_blocking=True), z.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if mean is not None:
+                z = (z - mean) / std
+            for i in range(0, len(x), cfg.batch_size):
+                yield preprocess(x[i:i + cfg.batch_size], cfg.input_scale), (z[i:i + cfg.batch_size], y[i:i + cfg.batch_size])
+    batches.steps_per_epoch = -(-ts.n // cfg.batch_size)
+    return batches
+
+
+def mimic_loss(cfg: TrainConfig):
+    """loss(student logits g, (teacher logits z, labels y)).
+
+    l2-logits   (1/2T) sum ||g - z||^2 over the batch (Ba & Caruana; Urban et al.): the default
+    l2-probs    the same on softmax probabilities
+    kl          T^2 KL(softmax(z/T) || softmax(g/T))  (Hinton et al.)
+    softmax-mse mean squared error between softmax(g/T) and softmax(z/T)  (Ratusznik et al.)
+    Any of them plus hard_weight * cross-entropy on the true labels (the rest weighted 1 - hard_weight)."""
+    T, a = cfg.temperature, cfg.hard_weight
+    if cfg.loss == "l2-logits":
+        soft = lambda g, z: 0.5 * (g - z).pow(2).sum(1).mean()  # noqa: E731
+    elif cfg.loss == "l2-probs":
+        soft = lambda g, z: 0.5 * (g.softmax(1) - z.softmax(1)).pow(2).sum(1).mean()  # noqa: E731
+    elif cfg.loss == "kl":
+        soft = lambda g, z: F.kl_div(F.log_softmax(g / T, 1), F.log_softmax(z / T, 1), log_target=True,  # noqa: E731
+                                     reduction="batchmean") * T * T
+    elif cfg.loss == "softmax-mse":
+        soft = lambda g, z: F.mse_loss((g / T).softmax(1), (z / T).softmax(1))  # noqa: E731
+    else:
+        raise ConfigError(f"loss must be one of ce, {', '.join(MIMIC_LOSSES)}; not {cfg.loss!r}")
+
+    def loss(g, target):
+        z, y = target
+        out = soft(g.float(), z.float())
+        return out if a == 0 else (1 - a) * out + a * F.cross_entropy(g, y)
+    return loss
+
+
+def logit_stats(ts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-logit mean and std over the whole transfer set, streamed (for normalize_logits)."""
+    s = s2 = None
+    n = 0
+    for e in range(ts.epochs):
+        start, stop = ts.epoch_rows(e)
+        for lo in range(start, stop, 65536):
+            _, z, _ = ts.read(lo, min(lo + 65536, stop))
+            z = z.double()
+            s = z.sum(0) if s is None else s + z.sum(0)
+            s2 = z.pow(2).sum(0) if s2 is None else s2 + z.pow(2).sum(0)
+            n += len(z)
+    mean = s / n
+    std = (s2 / n - mean.pow(2)).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+def fold_output_affine(state: dict, mean: torch.Tensor, std: torch.Tensor) -> dict:
+    """A student trained on standardised logits z' = (z - mean) / std predicts z = std * g + mean:
+    fold that into the output layer, so the saved model outputs plain logits like any other."""
+    state = dict(state)
+    state["out.weight"] = state["out.weight"] * std.to(state["out.weight"])[:, None]
+    state["out.bias"] = state["out.bias"] * std.to(state["out.bias"]) + mean.to(state["out.bias"])
+    return state
+
+
+@torch.no_grad()
+def mimic_metrics(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> dict:
+    """How well a student mimics: mean squared logit error and argmax agreement (on the test set)."""
+    return {"mimic_mse": (student_logits - teacher_logits).pow(2).mean().item(),
+            "mimic_agreement": (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item()}
+
+
+# ----------------------------------------------------------------------------------------------
 # Checkpoints
 
 def model_meta(cfg: TrainConfig, widths, num_classes: int, n_params: int) -> dict:
@@ -285,6 +377,13 @@ def model_from_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, dict]:
     except (KeyError, RuntimeError, ValueError) as e:
         raise artifacts.CheckpointError(f"{path}: weights do not match the model it describes ({str(e).splitlines()[0][:160]})") from None
     return model.to(device), meta
+
+
+def predict_teacher(path, x: torch.Tensor, device) -> torch.Tensor:
+    """Logits of a teacher (an ensemble folder, or a run folder / checkpoint) on uint8 images."""
+    from .ensemble import load_teacher
+    model, _ = load_teacher(path, device)
+    return predict_logits(model, x, 1.0, device)  # ensemble members apply their own input scales
 
 
 def _state_tensors(model, opt) -> dict[str, torch.Tensor]:
@@ -369,8 +468,19 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                           weight_decay=cfg.weight_decay)
     sched = make_schedule(cfg)
+    ts, norm = None, None
+    if cfg.loss != "ce" and batches is None:
+        from .transfer import TransferSet
+        if not cfg.transfer:
+            raise ConfigError(f"loss {cfg.loss!r} mimics a teacher: pass --transfer DIR (a transfer set)")
+        ts = TransferSet(cfg.transfer, device=device)
+        norm = logit_stats(ts) if cfg.normalize_logits else None
+        batches = transfer_batches(cfg, ts, device, None if norm is None else (norm[0].to(device), norm[1].to(device)))
+        meta["teacher"] = ts.teacher
     batches = batches or hard_label_batches(cfg, data.train, device)
-    loss_fn = loss_fn or hard_label_loss(cfg)
+    loss_fn = loss_fn or (mimic_loss(cfg) if cfg.loss != "ce" else hard_label_loss(cfg))
+    # what the network's raw outputs mean: standardised logits when normalize_logits, else plain logits
+    to_logits = (lambda g: g) if norm is None else (lambda g: g * norm[1] + norm[0])  # noqa: E731
     steps = getattr(batches, "steps_per_epoch", None)
 
     start, best_acc, best_epoch, elapsed = 0, -1.0, -1, 0.0
@@ -410,11 +520,12 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
         train_loss = (total / max(count, 1)).item()
         if not math.isfinite(train_loss) or train_loss > 1e6:
             raise Diverged(f"{run_dir}: training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
-        val_acc = accuracy(predict_logits(model, data.val.x, cfg.input_scale, device), data.val.y)
+        val_acc = accuracy(to_logits(predict_logits(model, data.val.x, cfg.input_scale, device)), data.val.y)
         lr_used = lr
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
-            artifacts.save_checkpoint(best_path, {f"model.{k}": v for k, v in model.state_dict().items()},
+            state = model.state_dict() if norm is None else fold_output_affine(model.state_dict(), *norm)
+            artifacts.save_checkpoint(best_path, {f"model.{k}": v for k, v in state.items()},
                                       {**meta, "epoch": epoch, "val_acc": val_acc})
         stop = sched.step(epoch, 1.0 - val_acc)
         elapsed += time.perf_counter() - t0
@@ -430,11 +541,17 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
     if best_epoch < 0:
         raise ConfigError(f"{run_dir}: no epoch finished (max_epochs={cfg.max_epochs})")
     model, _ = model_from_checkpoint(best_path, device)
+    test_logits = predict_logits(model, data.test.x, cfg.input_scale, device) if data.test is not None else None
+    mimic = {}
+    if ts is not None and test_logits is not None:
+        z = predict_teacher(ts.teacher["path"], data.test.x, device)
+        mimic = {**mimic_metrics(test_logits, z), "teacher": ts.teacher.get("path"),
+                 "teacher_val_acc": ts.teacher.get("val_acc"), "teacher_test_acc": ts.teacher.get("test_acc")}
     results = {"run_id": cfg.run_id(), "family": cfg.family, "widths": list(widths), "params": n_params,
                "budget": cfg.budget, "best_epoch": best_epoch, "epochs": epoch + 1, "seconds": round(elapsed, 2),
                "val_acc": accuracy(predict_logits(model, data.val.x, cfg.input_scale, device), data.val.y),
-               "test_acc": (accuracy(predict_logits(model, data.test.x, cfg.input_scale, device), data.test.y)
-                            if data.test is not None else None),
+               "test_acc": accuracy(test_logits, data.test.y) if test_logits is not None else None,
+               "loss": cfg.loss, **mimic,
                "data_sha256": data.sha256, "code_version": artifacts.code_version(), **(extra_meta or {})}
     artifacts.write_json(results_path, results)
     if index is not None:

@@ -1,0 +1,119 @@
+"""Student training throughput: mimicnet's path (contiguous slices of a stored transfer set, batched on
+the device) vs the usual one (a torch DataLoader over a per-sample Dataset that augments each image on
+the fly and pairs it with its teacher logits). Same model, same batch size, same images and targets.
+
+    python bench/bench_student.py [--transfer DIR] [--family conv2 --budget 300k] [--steps 30]
+
+Without --transfer, a small transfer set is made first from a synthetic archive (teacher: an untrained
+conv2), which is enough to time the data path and the training step.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from common import save
+from mimicnet.augment import apply_params, standardize, to_uint8
+from mimicnet.models import build_model, solve_budget
+from mimicnet.train import TrainConfig, mimic_loss, transfer_batches
+from mimicnet.transfer import TransferConfig, TransferSet, _array_to_params, generate
+
+
+class PerSample(Dataset):
+    """The plain way: one image at a time, augmented in __getitem__ from its source image and params."""
+
+    def __init__(self, ts: TransferSet, x_train: torch.Tensor, rows: int):
+        self.ts, self.x, self.rows = ts, x_train, rows
+
+    def __len__(self):
+        return self.rows
+
+    def __getitem__(self, i):
+        src = int(torch.from_numpy(self.ts._read("source", i, 1).astype("int64"))[0])
+        p = _array_to_params(torch.from_numpy(self.ts._read("params", i, 1)))
+        img = to_uint8(apply_params(self.x[src:src + 1], p))[0]
+        z = torch.from_numpy(self.ts._read("logits", i, 1).astype("float32"))[0]
+        return standardize(img[None])[0], z
+
+
+def make_transfer(tmp: Path, epochs: int) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from synth import write_archive
+    from mimicnet.train import fit
+    archive = write_archive(tmp / "a.tar.gz", n_train=2500, n_test=100)
+    fit(TrainConfig(family="conv2", widths=(8, 8, 16), data=str(archive), max_epochs=1, device="cpu"),
+        tmp / "teacher", log=lambda s: None)
+    generate(TransferConfig(data=str(archive), epochs=epochs, seed=0, device="cpu"), tmp / "teacher",
+             tmp / "transfer", log=lambda s: None, progress=False)
+    return tmp / "transfer"
+
+
+def steps_per_second(batches, model, loss_fn, opt, steps: int, device) -> float:
+    it = iter(batches)
+    for _ in range(3):  # warm-up
+        x, t = next(it)
+        loss_fn(model(x.to(device)), t).backward()
+    t0, n = time.perf_counter(), 0
+    for _ in range(steps):
+        x, t = next(it)
+        loss = loss_fn(model(x.to(device)), t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        n += len(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--transfer")
+    ap.add_argument("--family", default="conv2")
+    ap.add_argument("--budget", type=float, default=300_000)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers for the baseline")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        tdir = Path(args.transfer) if args.transfer else make_transfer(Path(tmp), epochs=2)
+        ts = TransferSet(tdir, device="cpu")
+        x_train = TransferSet(tdir, device="cpu")._source_images(None) if ts.mode == "images" else ts._x
+        widths = solve_budget(args.family, int(args.budget), (0.5,) * 2 if args.family != "conv0" else (0.5,))
+        cfg = TrainConfig(family=args.family, widths=widths, loss="l2-logits", batch_size=args.batch_size, lr=1e-3)
+        loss_fn = mimic_loss(cfg)
+        rows = min(ts.rows, args.batch_size * (args.steps + 4))
+
+        def fresh():
+            torch.manual_seed(0)
+            m = build_model(args.family, widths).to(device)
+            return m, torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+
+        ours_batches = (b for e in range(10 ** 6) for b in transfer_batches(cfg, ts, device)(e))
+        m, opt = fresh()
+        ours = steps_per_second(((x, (z.to(device), y)) for x, (z, y) in ours_batches), m, loss_fn, opt,
+                                args.steps, device)
+        dl = DataLoader(PerSample(ts, x_train, rows), batch_size=args.batch_size, shuffle=False,
+                        num_workers=args.workers)
+        m, opt = fresh()
+        base = steps_per_second(((x, (z.to(device), None)) for x, z in dl), m, loss_fn, opt, args.steps, device)
+    print(f"student {args.family} {widths} batch {args.batch_size} on {device}")
+    print(f"{'path':44s} {'images/s':>10s}")
+    print(f"{'DataLoader, per-sample Dataset (' + str(args.workers) + ' workers)':44s} {base:10,.0f}")
+    print(f"{'transfer-set slices, batched on device':44s} {ours:10,.0f}")
+    print(f"ratio: {ours / base:.2f}x")
+    print("wrote", save("student", {"device": str(device), "family": args.family, "widths": list(widths),
+                                    "batch_size": args.batch_size, "images_per_s": {"dataloader": base, "ours": ours},
+                                    "ratio": ours / base, "workers": args.workers}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""Teacher ensembles (SPEC S2): average the logits of several trained runs, members chosen on validation.
+
+An ensemble is one folder:
+    cache/<ckpt-sha>-<data-sha>.safetensors   each candidate's val and test logits (computed once, reused)
+    logits.safetensors   the ensemble's val and test logits (students report agreement with it on test)
+    ensemble.json        written last: members (path, checkpoint sha256, val/test acc, weight), method,
+                         ensemble and single-best val/test accuracy. Its presence means "finished".
+
+Selection only ever looks at the validation split; the test split is evaluated for the report.
+Logits are averaged BEFORE the softmax (paper §2.7), with integer weights (how often greedy selection
+picked a member). Each member keeps its own `input_scale`: the ensemble takes standardised images (scale 1)
+and multiplies them by each member's scale, so `train.predict_logits(ens, x, 1.0, device)` just works.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import artifacts
+from .artifacts import CheckpointError
+from .train import ConfigError, TrainData, accuracy, model_from_checkpoint, predict_logits
+
+__all__ = ["Ensemble", "combine", "select", "build_ensemble", "load_ensemble", "load_teacher", "register_cli",
+           "checkpoint_path", "file_sha256"]
+
+FORMAT = "mimicnet-ensemble-1"
+METHODS = ("greedy", "topk")
+
+
+# ----------------------------------------------------------------------------------------------
+# The module
+
+def combine(logits: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Weighted mean of logit tensors, sum(w_i * L_i) / sum(w). The one place the average is computed,
+    so the cached ensemble logits and Ensemble.forward agree to the last bit given equal member outputs."""
+    total = float(sum(weights))
+    out = None
+    for w, z in zip(weights, logits):
+        out = z * float(w) if out is None else out + z * float(w)
+    return out / total
+
+
+class Ensemble(nn.Module):
+    """Weighted average of member logits. Input: standardised images (input_scale 1); member i sees
+    them times its own input_scale, exactly as it did in training."""
+
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float], input_scales: Sequence[float]):
+        super().__init__()
+        if not (len(members) == len(weights) == len(input_scales)) or not members:
+            raise ValueError("an ensemble needs >= 1 member, one weight and one input scale per member")
+        if any(w <= 0 for w in weights):
+            raise ValueError(f"ensemble weights must be > 0, got {list(weights)}")
+        self.members = nn.ModuleList(members)
+        self.weights = [float(w) for w in weights]
+        self.input_scales = [float(s) for s in input_scales]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return combine([m(x * s) for m, s in zip(self.members, self.input_scales)], self.weights)
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}, input_scales={self.input_scales}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection (validation logits only)
+
+def _score(z: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
+    """(number correct, mean NLL) of averaged logits z. Counts are integers so ties are exact."""
+    return int((z.argmax(1) == y).sum()), float(F.cross_entropy(z, y))
+
+
+def select(val_logits: Sequence[torch.Tensor], y_val: torch.Tensor, method: str = "greedy",
+           size: int = 16) -> list[int]:
+    """Integer weight per candidate (0 = not in the ensemble).
+
+    greedy: ensemble selection of Caruana et al. (2004): forward selection WITH replacement; each of
+      `size` steps adds the candidate whose addition gives the best validation accuracy of the averaged
+      logits (ties: lower validation NLL, then lower index). The result is the best prefix of that
+      sequence (by accuracy; ties: the shorter prefix), so extra steps can never hurt validation.
+    topk: the `size` candidates with the best validation accuracy (ties: NLL, then index), weight 1 each;
+      fewer when there are fewer candidates.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"ensemble method must be one of {', '.join(METHODS)}, not {method!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"ensemble size must be an integer >= 1, got {size!r}")
+    if not val_logits:
+        raise ConfigError("no ensemble candidates")
+    y = y_val.long().cpu()
+    # float64 sums: the order members are added in must not flip a near-tie between candidates
+    zs = [z.detach().cpu().double() for z in val_logits]
+    m = len(zs)
+
+    def key(i: int, z: torch.Tensor) -> tuple:
+        correct, nll = _score(z, y)
+        return (-correct, nll, i)
+
+    if method == "topk":
+        order = sorted(range(m), key=lambda i: key(i, zs[i]))
+        picked = set(order[:size])
+        return [int(i in picked) for i in range(m)]
+
+    counts = [0] * m
+    total = torch.zeros_like(zs[0])
+    best_correct, best_counts = -1, None
+    for step in range(1, size + 1):
+        # argmax is scale-free, but the NLL tie-break needs the true average, hence / step
+        i = min(range(m), key=lambda i: key(i, (total + zs[i]) / step))
+        total += zs[i]
+        counts[i] += 1
+        correct = _score(total / step, y)[0]
+        if correct > best_correct:  # strict: a later prefix must beat, not tie, an earlier one
+            best_correct, best_counts = correct, list(counts)
+    return best_counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Members on disk
+
+def checkpoint_path(run: str | Path) -> Path:
+    """The best.safetensors of a run folder (or the file itself)."""
+    p = Path(run)
+    return p / "best.safetensors" if p.is_dir() else p
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _member_info(run: str | Path) -> dict:
+    """Identity of one candidate run: resolved path, checkpoint sha256, and the checkpoint's metadata."""
+    run = Path(run)
+    ckpt = checkpoint_path(run)
+    if not ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: checkpoint not found (is {run} a training run folder?)")
+    if run.is_dir() and not (run / "results.json").exists():
+        raise CheckpointError(f"{run}: run not finished (no results.json); "
+                              "finish it with the same `mimicnet train` command")
+    meta = _checkpoint_meta(ckpt)
+    results = ckpt.parent / "results.json"
+    run_id = artifacts.read_json(results).get("run_id") if results.exists() else None
+    return {"path": str(ckpt.resolve()), "sha256": file_sha256(ckpt), "meta": meta,
+            "run_id": run_id or ckpt.parent.name}
+
+
+def _checkpoint_meta(ckpt: Path) -> dict:
+    """A checkpoint's metadata without reading its weights (they are read once, when logits are needed)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(ckpt), framework="pt") as f:
+            raw = (f.metadata() or {}).get("mimicnet")
+    except Exception as e:  # safetensors raises several types on garbage
+        raise CheckpointError(f"{ckpt}: not a readable safetensors checkpoint ({str(e).splitlines()[0][:120]})") from None
+    if raw is None:
+        raise CheckpointError(f"{ckpt}: safetensors file without mimicnet metadata")
+    return json.loads(raw)
+
+
+def _member_logits(info: dict, data: TrainData, cache_dir: Path, device, log) -> dict[str, torch.Tensor]:
+    """{'val': ..., 'test': ...} logits of one candidate, from the cache when it has them."""
+    cache = cache_dir / f"{info['sha256'][:16]}-{data.sha256[:16]}.safetensors"
+    if cache.exists():
+        try:
+            return load_file(str(cache))
+        except Exception:  # a torn cache file (should not happen: writes are atomic); recompute
+            pass
+    model, meta = model_from_checkpoint(info["path"], device)
+    scale = meta.get("input_scale", 1.0)
+    out = {"val": predict_logits(model, data.val.x, scale, device)}
+    if data.test is not None:
+        out["test"] = predict_logits(model, data.test.x, scale, device)
+    artifacts._atomic(cache, lambda tmp: save_file({k: v.contiguous() for k, v in out.items()}, tmp))
+    log(f"  logits of {info['path']}")
+    return out
+
+
+def _inputs_hash(infos: list[dict], data_sha: str, method: str, size: int) -> str:
+    key = {"members": [(i["path"], i["sha256"]) for i in infos], "data_sha256": data_sha,
+           "method": method, "size": size}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data: TrainData, method: str = "greedy",
+                   size: int = 16, device="cpu", index=None, log: Callable[[str], None] = print) -> dict:
+    """Select an ensemble from `run_dirs` on validation, write it to `out_dir`, return ensemble.json's content.
+
+    A finished out_dir built from the same inputs (same checkpoints by sha256, same data, method, size) is
+    returned as it is; one built from other inputs is an error (choose another --out)."""
+    out_dir = Path(out_dir)
+    if method not in METHODS:
+        raise ConfigError(f"ensemble method must be one of {', '.join(METHODS)}, not {method!r}")
+    if not run_dirs:
+        raise ConfigError("an ensemble needs at least one run folder")
+    infos = [_member_info(r) for r in run_dirs]
+    seen = set()
+    for info in infos:
+        if info["path"] in seen:
+            raise ConfigError(f"{info['path']}: given twice (greedy selection already repeats members when that helps)")
+        seen.add(info["path"])
+        # Selecting on a validation split that overlaps a member's training images would be dishonest.
+        if info["meta"].get("data_sha256") not in (None, data.sha256):
+            raise ConfigError(f"{info['path']}: trained on other data (sha256 {info['meta']['data_sha256'][:12]}…) "
+                              f"than the ensemble's (sha256 {data.sha256[:12]}…); its validation split may differ")
+        if info["meta"].get("num_classes", data.num_classes) != data.num_classes:
+            raise ConfigError(f"{info['path']}: has {info['meta']['num_classes']} classes, the data {data.num_classes}")
+    inputs_hash = _inputs_hash(infos, data.sha256, method, size)
+
+    done_path = out_dir / "ensemble.json"
+    if done_path.exists():
+        done = artifacts.read_json(done_path)
+        if done.get("inputs_hash") == inputs_hash:
+            log(f"{out_dir}: ensemble already built from these inputs")
+            return done
+        raise ConfigError(f"{out_dir}: holds an ensemble of other inputs ({done.get('inputs_hash')}); "
+                          "choose another --out")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"ensemble of {len(infos)} candidates -> {out_dir}")
+    logits = [_member_logits(i, data, out_dir / "cache", device, log) for i in infos]
+    weights = select([z["val"] for z in logits], data.val.y, method, size)
+    has_test = data.test is not None
+
+    def acc(z, split):
+        if split == "test" and not has_test:
+            return None
+        return accuracy(z, data.val.y if split == "val" else data.test.y)
+
+    members = []
+    for info, z, w in zip(infos, logits, weights):
+        meta = info["meta"]
+        members.append({"path": info["path"], "sha256": info["sha256"], "run_id": info["run_id"],
+                        "family": meta.get("family"), "widths": meta.get("widths"), "params": meta.get("params"), "input_scale": meta.get("input_scale", 1.0),
+                        "val_acc": acc(z["val"], "val"), "test_acc": acc(z.get("test"), "test"), "weight": w})
+    chosen = [i for i, w in enumerate(weights) if w > 0]
+    ens = {"val": combine([logits[i]["val"] for i in chosen], [weights[i] for i in chosen])}
+    if has_test:
+        ens["test"] = combine([logits[i]["test"] for i in chosen], [weights[i] for i in chosen])
+    # single best by validation (ties: lower NLL, then order given): what an honest "best teacher" is
+    nll = [float(F.cross_entropy(z["val"], data.val.y)) for z in logits]
+    best = min(range(len(infos)), key=lambda i: (-members[i]["val_acc"], nll[i], i))
+    n_params = sum(members[i]["params"] or 0 for i in chosen)
+    result = {"format": FORMAT, "method": method, "size": size, "inputs_hash": inputs_hash, "members": members,
+              "n_members": len(chosen), "params": n_params, "num_classes": data.num_classes,
+              "val_acc": acc(ens["val"], "val"), "test_acc": acc(ens.get("test"), "test"),
+              "single_best": {"path": members[best]["path"], "run_id": members[best]["run_id"],
+                              "val_acc": members[best]["val_acc"], "test_acc": members[best]["test_acc"]},
+              "n_val": len(data.val.y), "n_test": len(data.test.y) if has_test else 0,
+              "data_sha256": data.sha256, "code_version": artifacts.code_version()}
+    artifacts._atomic(out_dir / "logits.safetensors", lambda tmp: save_file(
+        {k: v.contiguous() for k, v in ens.items()}, tmp, metadata={"inputs_hash": inputs_hash}))
+    artifacts.write_json(done_path, result)  # last: its presence means "finished"
+    if index is not None:
+        artifacts.append_index(index, {
+            "kind": "ensemble", "family": "ensemble", "params": n_params, "val_acc": result["val_acc"],
+            "test_acc": result["test_acc"], "run_id": f"ensemble-{inputs_hash[:10]}", "config_hash": inputs_hash[:10],
+            "path": str(out_dir), "data_sha256": data.sha256, "code_version": result["code_version"]})
+    return result
+
+
+def load_ensemble(out_dir: str | Path, device="cpu") -> tuple[Ensemble, dict]:
+    """(Ensemble of the members with weight > 0, ensemble.json's content). Member checkpoints are checked
+    against the sha256 recorded at build time: a retrained member would silently be another teacher."""
+    out_dir = Path(out_dir)
+    path = out_dir / "ensemble.json"
+    if not path.exists():
+        raise CheckpointError(f"{out_dir}: not a finished ensemble (no ensemble.json); "
+                              "run `mimicnet ensemble` to build it")
+    info = artifacts.read_json(path)
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a mimicnet ensemble (format {info.get('format')!r})")
+    models, weights, scales = [], [], []
+    for m in info["members"]:
+        if m["weight"] <= 0:
+            continue
+        if not Path(m["path"]).is_file():
+            raise CheckpointError(f"{path}: member {m['path']} is missing")
+        if file_sha256(m["path"]) != m["sha256"]:
+            raise CheckpointError(f"{path}: member {m['path']} changed since the ensemble was built (sha256 differs)")
+        model, meta = model_from_checkpoint(m["path"], device)
+        models.append(model.eval())
+        weights.append(m["weight"])
+        scales.append(meta.get("input_scale", 1.0))
+    return Ensemble(models, weights, scales).to(device).eval(), info
+
+
+def load_teacher(path: str | Path, device="cpu") -> tuple[Ensemble, dict]:
+    """A teacher from an ensemble folder, a run folder or a checkpoint file, always as an Ensemble (a single
+    run is an ensemble of one), plus its identity: kind, path, sha256, val/test accuracy, classes, params."""
+    path = Path(path)
+    if (path / "ensemble.json").exists():
+        ens, info = load_ensemble(path, device)
+        return ens, {"kind": "ensemble", "path": str(path.resolve()), "sha256": file_sha256(path / "ensemble.json"),
+                     "val_acc": info["val_acc"], "test_acc": info["test_acc"], "num_classes": info["num_classes"],
+                     "params": info["params"], "n_members": info["n_members"], "data_sha256": info["data_sha256"]}
+    ckpt = checkpoint_path(path)
+    if not ckpt.is_file():
+        raise CheckpointError(f"{path}: not a teacher (no ensemble.json and no best.safetensors)")
+    model, meta = model_from_checkpoint(ckpt, device)
+    results = path / "results.json" if path.is_dir() else ckpt.parent / "results.json"
+    res = artifacts.read_json(results) if results.exists() else {}
+    teacher = Ensemble([model.eval()], [1], [meta.get("input_scale", 1.0)]).to(device).eval()
+    return teacher, {"kind": "run", "path": str(ckpt.resolve()), "sha256": file_sha256(ckpt),
+                     "val_acc": res.get("val_acc", meta.get("val_acc")), "test_acc": res.get("test_acc"),
+                     "num_classes": meta["num_classes"], "params": meta.get("params"), "n_members": 1,
+                     "data_sha256": meta.get("data_sha256")}
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+def _fmt(v) -> str:
+    return "   -  " if v is None else f"{100 * v:6.2f}"
+
+
+def cmd_ensemble(args) -> int:
+    from .train import TrainConfig, load_train_data, resolve_device
+    device = resolve_device(args.device or "auto")
+    data = load_train_data(TrainConfig(data=args.data))
+    res = build_ensemble(args.runs, args.out, data, args.method, args.size, device, index=args.index)
+    print(f"{'member':40s} {'weight':>6s} {'val %':>7s} {'test %':>7s}")
+    for m in sorted(res["members"], key=lambda m: -m["val_acc"]):
+        print(f"{str(m['run_id'])[:40]:40s} {m['weight']:6d} {_fmt(m['val_acc']):>7s} {_fmt(m['test_acc']):>7s}")
+    sb = res["single_best"]
+    print(f"{'single best (by val)':40s} {'':6s} {_fmt(sb['val_acc']):>7s} {_fmt(sb['test_acc']):>7s}")
+    print(f"{'ensemble (' + res['method'] + ', ' + str(res['n_members']) + ' members)':40s} "
+          f"{sum(m['weight'] for m in res['members']):6d} {_fmt(res['val_acc']):>7s} {_fmt(res['test_acc']):>7s}")
+    print(f"ensemble folder: {args.out}  ({res['params']:,} params)")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("ensemble", help="average the logits of trained runs, members chosen on validation",
+                              description="Choose ensemble members from training run folders on the validation split "
+                              "(greedy: Caruana et al. 2004 forward selection with replacement; topk: the K best), "
+                              "average their logits, and write ensemble.json and logits.safetensors. The same "
+                              "command again reuses the finished folder.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="training run folders (with best.safetensors)")
+    p.add_argument("--data", required=True, help="CIFAR archive the runs were trained on (its validation split selects)")
+    p.add_argument("--out", required=True, type=Path, help="ensemble folder")
+    p.add_argument("--method", choices=METHODS, default="greedy")
+    p.add_argument("--size", type=int, default=16, help="greedy: selection steps; topk: members (default 16, as S2)")
+    p.add_argument("--index", type=Path, help="run-index CSV to append the ensemble's row to")
+    p.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
+    p.set_defaults(func=cmd_ensemble)

@@ -1,0 +1,1403 @@
+"""`mimicnet report RESULTS_DIR`: the main study's tables and figures, from the run index, beside the paper.
+
+Everything is computed from RESULTS_DIR/index.csv (artifacts.INDEX_COLUMNS, one row per finished run) plus
+the optional RESULTS_DIR/reproduce.json (planned trials, command, config, stage times, hardware, data);
+logs are never parsed. Outputs go to RESULTS_DIR/report/:
+
+    table1.{md,csv,tex}        hard-target baselines, teachers, ensembles (Urban et al. Table 1)
+    table2.{md,csv,tex}        students, family × budget (Urban et al. Table 2)
+    figure1.{png,svg}          accuracy vs parameters, this run | the paper (Urban et al. Figure 1)
+    teacher_student.{png,svg}  student vs teacher accuracy (Ba & Caruana Fig. 3), only when measured
+    report.html                one self-contained page: all of the above, configs, data, hardware, times
+
+Statistics of a *cell* = (kind, family, budget), over its finished rows (status blank or "complete"):
+  * n: finished trials; failed / pruned trials are counted and shown but never enter a statistic;
+  * best: the highest test accuracy of any trial (what the paper's tables report), and the best val;
+  * top-5: the five trials with the highest VALIDATION accuracy (ties: index order), so the choice never
+    looks at the test set; their test accuracy's mean ± sample standard deviation (n-1), min and max.
+    Figure 1 plots that mean, with a bar from the lowest to the highest of those five (5th best .. best);
+  * params: the median parameter count (the x of Figure 1: real counts, not nominal budgets).
+Accuracies are fractions in the index and percent everywhere in the report (a value <= 1 is a fraction).
+
+A cell is *cut short* (marker †, explained in a footnote) when fewer trials ran than reproduce.json
+planned, or when a run stopped because it reached max_epochs while its schedule would have gone on
+(a fixed-length "onecycle" run ends at max_epochs by design and is not cut short; the schedule is read
+from the run's config.json when it is there, otherwise the run counts as capped).
+A cell with no finished trial is shown as missing ("—"), never as 0 and never filled from the paper.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import html
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import published as P
+from .artifacts import read_index, write_text
+
+MISSING = "—"
+CUT = "†"            # cell's trials were cut short
+TOP_K = 5
+FAMILY_ORDER = ("conv0", "conv1", "conv2", "conv3", "conv4")
+FAMILY_COLORS = {"conv0": "#7f7f7f", "conv1": "#1f77b4", "conv2": "#2ca02c", "conv3": "#ff7f0e",
+                 "conv4": "#d62728"}
+_EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+FINISHED_STATUSES = ("", "complete", "completed", "finished", "ok")
+FIXED_LENGTH_SCHEDULES = ("onecycle",)   # these end at max_epochs by design
+AGREE_PTS, CLOSE_PTS = 1.0, 3.0          # |Δ| thresholds (percentage points) for the colour of a difference
+
+
+class ReportError(ValueError):
+    """The results folder cannot be reported on (message names the folder)."""
+
+
+# ============================================================================================ index rows
+
+def _float(s) -> float | None:
+    try:
+        v = float(s)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _int(s) -> int | None:
+    v = _float(s)
+    return None if v is None else int(round(v))
+
+
+def _pct(s) -> float | None:
+    """Accuracy in percent; the index stores fractions (fit() writes 0..1), a value > 1 is already percent."""
+    v = _float(s)
+    if v is None:
+        return None
+    return v * 100.0 if v <= 1.0 else v
+
+
+def parse_budget(s) -> int | None:
+    """'1000000', '1e6', '1M', '3.16M', '100k' -> int; blank -> None."""
+    if s is None:
+        return None
+    t = str(s).strip().lower().replace("_", "").replace(",", "")
+    if t in ("", "-", "none", "null"):
+        return None
+    mult = {"k": 1e3, "m": 1e6}.get(t[-1:], 1)
+    try:
+        return int(round(float(t.rstrip("km")) * mult))
+    except ValueError:
+        return None
+
+
+@dataclass
+class Run:
+    """One index row, parsed (the raw strings stay in `row`)."""
+    row: dict
+    order: int
+    kind: str
+    family: str
+    budget: int | None
+    params: int | None
+    val: float | None
+    test: float | None
+    status: str
+    teacher: str
+    teacher_test: float | None
+    epochs: int | None
+    max_epochs: int | None
+    seconds: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def label(self) -> str:
+        r = self.row
+        return r.get("run_id") or (Path(r["path"]).name if r.get("path") else f"row {self.order + 2}")
+
+
+def _infer_kind(row: dict) -> str:
+    """Rows written as kind 'trial' (search trials) are sorted into teacher / baseline / student."""
+    kind = (row.get("kind") or "").strip().lower()
+    if kind in ("teacher", "baseline", "student", "ensemble"):
+        return kind
+    fam = (row.get("family") or "").strip()
+    if fam == "ensemble" or "ensemble" in kind:
+        return "ensemble"
+    if fam == "teacher":
+        return "teacher"
+    if (row.get("loss") or "ce") not in ("", "ce") or row.get("teacher"):
+        return "student"
+    return "baseline" if kind in ("trial", "") else kind
+
+
+def load_runs(results_dir) -> list[Run]:
+    """Every row of RESULTS_DIR/index.csv, parsed; [] when there is no index yet."""
+    runs = []
+    for i, r in enumerate(read_index(Path(results_dir) / "index.csv")):
+        r = {k: (v or "").strip() for k, v in r.items() if k is not None}
+        runs.append(Run(row=r, order=i, kind=_infer_kind(r), family=r.get("family", "") or "?",
+                        budget=parse_budget(r.get("budget")), params=_int(r.get("params")),
+                        val=_pct(r.get("val_acc")), test=_pct(r.get("test_acc")),
+                        status=(r.get("status") or "").lower(), teacher=r.get("teacher", ""),
+                        teacher_test=_pct(r.get("teacher_test_acc")), epochs=_int(r.get("epochs")),
+                        max_epochs=_int(r.get("max_epochs")), seconds=_float(r.get("seconds"))))
+    return runs
+
+
+def load_reproduce(results_dir) -> dict:
+    """RESULTS_DIR/reproduce.json, or {} (absent or unreadable: the report says what it lacks)."""
+    p = Path(results_dir) / "reproduce.json"
+    try:
+        d = json.loads(p.read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def planned_trials(repro: dict) -> dict[tuple[str, str, int | None], int]:
+    """{"student/conv2/100000": 8, "teacher/teacher/": 20} -> {(kind, family, budget): n}."""
+    out = {}
+    for key, n in (repro.get("planned_trials") or {}).items():
+        parts = str(key).split("/")
+        if len(parts) < 2 or _int(n) is None:
+            continue
+        out[(parts[0], parts[1], parse_budget(parts[2]) if len(parts) > 2 else None)] = _int(n)
+    return out
+
+
+# ============================================================================================ statistics
+
+def _mean(v):
+    return statistics.fmean(v) if v else None
+
+
+def _std(v):
+    return statistics.stdev(v) if len(v) >= 2 else None
+
+
+@dataclass
+class Cell:
+    kind: str
+    family: str
+    budget: int | None
+    runs: list[Run] = field(default_factory=list)       # rows used (after the teacher choice), any status
+    planned: int | None = None
+    teacher: str | None = None                           # students: the teacher these rows mimicked
+    other_teacher_runs: int = 0                          # students of this cell that mimicked another teacher
+    capped: list[Run] = field(default_factory=list)      # runs stopped by max_epochs, not by their schedule
+
+    # ---- counts
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.finished]
+
+    @property
+    def n(self) -> int:
+        return len(self.finished)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(r.status == "failed" for r in self.runs)
+
+    @property
+    def n_pruned(self) -> int:
+        return sum(r.status == "pruned" for r in self.runs)
+
+    @property
+    def n_other(self) -> int:                            # any other non-finished status
+        return len(self.runs) - self.n - self.n_failed - self.n_pruned
+
+    @property
+    def missing(self) -> bool:
+        return not any(r.test is not None or r.val is not None for r in self.finished)
+
+    # ---- statistics (None when not measured)
+    @property
+    def best_test(self):
+        v = [r.test for r in self.finished if r.test is not None]
+        return max(v) if v else None
+
+    @property
+    def best_val(self):
+        v = [r.val for r in self.finished if r.val is not None]
+        return max(v) if v else None
+
+    @property
+    def top(self) -> list[Run]:
+        """The TOP_K finished runs with the best validation accuracy (stable: index order breaks ties)."""
+        ranked = sorted((r for r in self.finished if r.val is not None), key=lambda r: -r.val)
+        return ranked[:TOP_K]
+
+    @property
+    def top_test(self) -> list[float]:
+        return [r.test for r in self.top if r.test is not None]
+
+    @property
+    def top_val(self) -> list[float]:
+        return [r.val for r in self.top]
+
+    @property
+    def sel_test(self):
+        """Test accuracy of the best-validation run: the model a selection on validation would ship."""
+        t = self.top
+        return t[0].test if t else None
+
+    @property
+    def params(self):
+        v = [r.params for r in self.finished if r.params is not None]
+        return int(statistics.median(v)) if v else None
+
+    # ---- cut short
+    @property
+    def cut_reasons(self) -> list[str]:
+        out = []
+        ran = len(self.runs) + self.other_teacher_runs
+        if self.planned is not None and ran < self.planned:
+            out.append(f"{ran} of {self.planned} planned trials ran")
+        if self.capped:
+            caps = sorted({r.max_epochs for r in self.capped})
+            out.append(f"{len(self.capped)} run(s) stopped at the max_epochs cap "
+                       f"({', '.join(map(str, caps))}) before the schedule ended")
+        return out
+
+    @property
+    def cut_short(self) -> bool:
+        return bool(self.cut_reasons)
+
+    def stats(self) -> dict:
+        """The numbers of one cell, as written to the CSV (percent; None = not measured)."""
+        tt, tv = self.top_test, self.top_val
+        return {"n": self.n, "n_failed": self.n_failed, "n_pruned": self.n_pruned, "planned": self.planned,
+                "params": self.params, "best_test": self.best_test, "best_val": self.best_val,
+                "top_k": len(self.top), "top_test_mean": _mean(tt), "top_test_std": _std(tt),
+                "top_test_min": min(tt) if tt else None, "top_test_max": max(tt) if tt else None,
+                "top_val_mean": _mean(tv), "top_val_std": _std(tv), "sel_test": self.sel_test}
+
+
+class _Schedules:
+    """Reads the schedule of a run from its config.json once (to tell a capped run from a fixed-length one)."""
+
+    def __init__(self, results_dir: Path):
+        self.results_dir, self.cache = results_dir, {}
+
+    def fixed_length(self, run: Run) -> bool:
+        p = run.row.get("path")
+        if not p:
+            return False
+        if p not in self.cache:
+            sched = None
+            for cand in (Path(p), self.results_dir / p):
+                try:
+                    d = json.loads((cand / "config.json").read_text())
+                    sched = (d.get("config") or d).get("schedule")
+                    break
+                except (OSError, ValueError, AttributeError):
+                    continue
+            self.cache[p] = sched in FIXED_LENGTH_SCHEDULES
+        return self.cache[p]
+
+
+def _family_key(f: str):
+    return (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f)
+
+
+def _same_teacher(t: str, want: str) -> bool:
+    return t == want or (t and Path(t).name == want) or (want and Path(want).name == t)
+
+
+def build_cells(runs: list[Run], kinds: Iterable[str], planned: dict, schedules: _Schedules | None = None,
+                teacher: str | None = None) -> dict[tuple, Cell]:
+    """Group runs into cells (kind, family, budget), add planned-but-empty cells, pick students' teacher."""
+    kinds = tuple(kinds)
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.kind in kinds:
+            groups[(r.kind, r.family, r.budget)].append(r)
+    for key in planned:
+        if key[0] in kinds:
+            groups.setdefault(key, [])
+    overall = Counter(r.teacher for r in runs if r.kind == "student")
+    cells = {}
+    for key, rs in groups.items():
+        c = Cell(*key, planned=planned.get(key))
+        if key[0] == "student" and rs:
+            counts = Counter(r.teacher for r in rs)
+            if teacher is not None:
+                c.teacher = teacher
+            else:  # the teacher most rows of this cell used (ties: most used overall, then by name)
+                c.teacher = max(counts, key=lambda t: (counts[t], overall[t], t))
+            c.runs = [r for r in rs if _same_teacher(r.teacher, c.teacher)]
+            c.other_teacher_runs = len(rs) - len(c.runs)
+        else:
+            c.runs = list(rs)
+        if schedules is not None:
+            c.capped = [r for r in c.runs if r.epochs is not None and r.max_epochs is not None
+                        and r.epochs >= r.max_epochs and not schedules.fixed_length(r)]
+        cells[key] = c
+    return dict(sorted(cells.items(), key=lambda kv: (kv[0][0], _family_key(kv[0][1]), kv[0][2] or 0)))
+
+
+# ============================================================================================ formatting
+
+def _f(v, nd=2) -> str:
+    return MISSING if v is None else f"{v:.{nd}f}"
+
+
+def _paper(v) -> str:
+    """As the paper prints it: at least one decimal (90.0, 88.0), two where it gives two (91.75)."""
+    if v is None:
+        return MISSING
+    return f"{v:.1f}" if abs(v * 10 - round(v * 10)) < 1e-9 else f"{v:.2f}"
+
+
+def _delta(ours, paper) -> float | None:
+    return None if ours is None or paper is None else ours - paper
+
+
+def _csvnum(v, nd=4):
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{round(v, nd):.{nd}f}"
+    return v
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _csvnum(r.get(k)) for k in columns})
+    write_text(path, buf.getvalue())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic like artifacts.write_text (a reader never sees half a figure)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_LATEX_MAP = {"²": "$^2$", "³": "$^3$", "⁴": "$^4$", "⁶": "$^6$", "⁸": "$^8$", "¹": "$^1$", "×": "$\\times$",
+              "±": "$\\pm$", "Δ": "$\\Delta$", "—": "---", "–": "--", "†": "$^\\dagger$", "·": "$\\cdot$",
+              "≈": "$\\approx$", "%": "\\%", "&": "\\&", "#": "\\#", "_": "\\_", "$": "\\$", "{": "\\{",
+              "}": "\\}", "~": "\\textasciitilde{}", "^": "\\^{}", "\\": "\\textbackslash{}"}
+
+
+def tex(s) -> str:
+    return "".join(_LATEX_MAP.get(ch, ch) for ch in str(s))
+
+
+def _md(s) -> str:
+    return str(s).replace("|", "\\|")
+
+
+def family_label(f: str) -> str:
+    return P.FAMILY_LABELS.get(f, f)
+
+
+# ============================================================================================ Table 2
+
+@dataclass
+class T2:
+    """Table 2's content: the cells and the grid they sit in."""
+    cells: dict[tuple, Cell]
+    families: list[str]
+    budgets: list[int | None]
+    main_teacher: str | None
+
+    def cell(self, family, budget) -> Cell | None:
+        return self.cells.get(("student", family, budget))
+
+
+def table2(runs, planned, schedules, teacher=None) -> T2:
+    cells = build_cells(runs, ("student",), planned, schedules, teacher)
+    fams = sorted({k[1] for k in cells}, key=_family_key)
+    budgets = sorted({k[2] for k in cells}, key=lambda b: (b is None, b or 0))
+    # the grid is families × budgets: a combination nobody ran is an explicit missing cell
+    for f in fams:
+        for b in budgets:
+            cells.setdefault(("student", f, b), Cell("student", f, b))
+    cells = dict(sorted(cells.items(), key=lambda kv: (_family_key(kv[0][1]), kv[0][2] or 0)))
+    used = Counter(c.teacher for c in cells.values() if c.teacher is not None for _ in c.runs)
+    return T2(cells, fams, budgets, teacher or (used.most_common(1)[0][0] if used else None))
+
+
+def paper_for_student(family, budget) -> dict:
+    """The paper's number for this cell: exact (with Δ), or the nearest paper budget labelled (no Δ)."""
+    exact = P.student_paper_acc(family, budget)
+    if exact is not None:
+        return {"paper_budget": P.matching_paper_budget(budget), "paper_test_acc": exact, "paper_exact": True}
+    nb = P.nearest_paper_budget(budget)
+    # only a neighbour within one paper step (×√10) is worth showing; further away it invites a false comparison
+    if nb is not None and family in P.STUDENTS and abs(math.log10(budget / nb)) <= 0.5 + 1e-9:
+        return {"paper_budget": nb, "paper_test_acc": P.STUDENTS[family][nb], "paper_exact": False}
+    return {"paper_budget": None, "paper_test_acc": None, "paper_exact": False}
+
+
+T2_COLUMNS = ["kind", "family", "budget", "params", "n", "n_failed", "n_pruned", "planned", "best_test",
+              "best_val", "top_k", "top_test_mean", "top_test_std", "top_test_min", "top_test_max",
+              "top_val_mean", "top_val_std", "sel_test", "teacher", "other_teacher_runs", "paper_budget",
+              "paper_test_acc", "paper_exact", "diff_best_vs_paper", "cut_short", "status", "note"]
+
+
+def table2_rows(t: T2) -> list[dict]:
+    rows = []
+    for f in t.families:
+        for b in t.budgets:
+            c = t.cell(f, b)
+            p = paper_for_student(f, b)
+            s = c.stats()
+            rows.append({"kind": "student", "family": f, "budget": b, **s, "teacher": c.teacher,
+                         "other_teacher_runs": c.other_teacher_runs, **p,
+                         "diff_best_vs_paper": _delta(s["best_test"], p["paper_test_acc"]) if p["paper_exact"] else None,
+                         "cut_short": c.cut_short, "status": "missing" if c.missing else "measured",
+                         "note": "; ".join(c.cut_reasons)})
+    return rows
+
+
+def _cell_summary(c: Cell, single: bool = False) -> tuple[str, str]:
+    """('91.30', 'top-5 90.84 ± 0.31 · n=7, 1 failed') for a cell; the mark † when cut short."""
+    cut = CUT if c.cut_short else ""
+    extra = []
+    if c.n_failed:
+        extra.append(f"{c.n_failed} failed")
+    if c.n_pruned:
+        extra.append(f"{c.n_pruned} pruned")
+    if c.missing:
+        return MISSING + cut, (f"n=0, {', '.join(extra)}" if extra else "")
+    if single:
+        return _f(c.best_test) + cut, ""
+    top = c.top_test
+    sd = _std(top)
+    parts = [f"top-{len(top)} {_f(_mean(top))}" + (f" ± {sd:.2f}" if sd is not None else "")] if top else []
+    parts.append(f"n={c.n}" + (", " + ", ".join(extra) if extra else ""))
+    return _f(c.best_test) + cut, " · ".join(parts)
+
+
+def _paper_text(p: dict, best) -> str:
+    if p["paper_test_acc"] is None:
+        return ""
+    if p["paper_exact"]:
+        d = _delta(best, p["paper_test_acc"])
+        return f"paper {_paper(p['paper_test_acc'])}" + (f" (Δ {d:+.2f})" if d is not None else "")
+    return f"paper@{P.budget_label(p['paper_budget'])} {_paper(p['paper_test_acc'])} (other budget, no Δ)"
+
+
+def table2_markdown(t: T2, compact: bool = False) -> str:
+    if not t.families:
+        return "_No student runs in the index yet._\n"
+    head = "| family | " + " | ".join(P.budget_label(b) for b in t.budgets) + " |"
+    lines = [head, "|---|" + "---|" * len(t.budgets)]
+    for f in t.families:
+        cells = []
+        for b in t.budgets:
+            c = t.cell(f, b)
+            best, rest = _cell_summary(c)
+            ptxt = _paper_text(paper_for_student(f, b), c.best_test)
+            if compact:
+                txt = best + (f" ({rest})" if rest else "") + (f" [{ptxt}]" if ptxt else "")
+            else:
+                txt = f"**{best}**" + (f"<br>{rest}" if rest else "") + (f"<br>_{ptxt}_" if ptxt else "")
+            cells.append(_md(txt))
+        lines.append(f"| {_md(f)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _footnotes(named: Iterable[tuple[str, Cell]]) -> list[str]:
+    """One line per reason a cell was cut short, and per cell with trials of another teacher (deduplicated)."""
+    out = []
+    for name, c in named:
+        for reason in c.cut_reasons:
+            out.append(f"{CUT} {name}: {reason}.")
+        if c.other_teacher_runs:
+            out.append(f"{name}: {c.other_teacher_runs} more trial(s) mimicked another teacher "
+                       f"(not in this cell; see the teacher → student curve).")
+    return list(dict.fromkeys(out))
+
+
+def _cell_name(c: Cell) -> str:
+    return f"{c.kind} {c.family}" + (f" @ {P.budget_label(c.budget)}" if c.budget else "")
+
+
+def paper_table2_markdown() -> str:
+    lines = ["| family | " + " | ".join(P.budget_label(b) for b in P.PAPER_BUDGETS) + " | hard targets, 10M |",
+             "|---|" + "---|" * (len(P.PAPER_BUDGETS) + 1)]
+    for f, row in P.STUDENTS.items():
+        lines.append(f"| {f} | " + " | ".join(_paper(row[b]) for b in P.PAPER_BUDGETS)
+                     + f" | {_paper(P.BASELINES.get(f))} |")
+    return "\n".join(lines) + "\n"
+
+
+def table2_latex(t: T2) -> str:
+    cols = "l" + "c" * max(len(t.budgets), 1)
+    out = ["% Table 2 (students). Cell: best test acc, mean ± sd of the 5 best-by-validation trials (n trials);",
+           "% second line: the paper's value at that budget and the difference. Generated by mimicnet report.",
+           "\\begin{tabular}{" + cols + "}", "\\hline",
+           "family & " + " & ".join(tex(P.budget_label(b)) for b in t.budgets) + " \\\\", "\\hline"]
+    for f in t.families:
+        cells = []
+        for b in t.budgets:
+            c = t.cell(f, b)
+            best, rest = _cell_summary(c)
+            ptxt = _paper_text(paper_for_student(f, b), c.best_test)
+            lines = [f"\\textbf{{{tex(best)}}}"] + [f"\\scriptsize {tex(x)}" for x in (rest, ptxt) if x]
+            cells.append("\\begin{tabular}[c]{@{}c@{}}" + " \\\\ ".join(lines) + "\\end{tabular}")
+        out.append(tex(f) + " & " + " & ".join(cells) + " \\\\")
+    out += ["\\hline", "\\end{tabular}", ""]
+    return "\n".join(out)
+
+
+# ============================================================================================ Table 1
+
+T1_COLUMNS = ["section", "model", "kind", "family", "budget", "architecture", "params", "n", "n_failed",
+              "n_pruned", "planned", "best_test", "best_val", "top_k", "top_test_mean", "top_test_std",
+              "top_val_mean", "sel_test", "paper_model", "paper_params", "paper_test_acc", "paper_exact",
+              "diff_best_vs_paper", "cut_short", "status", "note"]
+
+
+def _widths_arch(r: Run | None) -> str:
+    if r is None:
+        return ""
+    w = r.row.get("widths", "")
+    if r.family == "teacher" and w.count("x") == 3:
+        g1, g2, g3, h = w.split("x")
+        return f"{g1}c²-mp-{g2}c²-mp-{g3}c⁴-mp-{h}fc²"
+    return (P.FAMILY_ARCHITECTURES.get(r.family, r.family) + (f" ({w})" if w else ""))
+
+
+def _ensemble_arch(r: Run) -> str:
+    w = r.row.get("widths", "")
+    return f"{w} members" if w.isdigit() else w
+
+
+@dataclass
+class T1Row:
+    section: str
+    model: str
+    cell: Cell | None             # None for reference-only rows
+    single: bool = False          # one run (a ranked teacher, an ensemble): show its accuracy alone
+    architecture: str = ""
+    paper_model: str = ""
+    paper_params: int | None = None
+    paper_acc: float | None = None
+    paper_exact: bool = True
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        c = self.cell
+        s = c.stats() if c is not None else {}
+        if self.single and c is not None:
+            s = {**s, "top_k": None, "top_test_mean": None, "top_test_std": None, "top_val_mean": None,
+                 "top_val_std": None}
+        best = s.get("best_test")
+        return {"section": self.section, "model": self.model, "kind": c.kind if c else "",
+                "family": c.family if c else "", "budget": c.budget if c else None,
+                "architecture": self.architecture, **s, "paper_model": self.paper_model,
+                "paper_params": self.paper_params, "paper_test_acc": self.paper_acc, "paper_exact": self.paper_exact,
+                "diff_best_vs_paper": _delta(best, self.paper_acc) if self.paper_exact else None,
+                "cut_short": c.cut_short if c else None,
+                "status": ("reference" if c is None else "missing" if c.missing else "measured"),
+                "note": "; ".join(filter(None, [self.note] + (c.cut_reasons if c else [])))}
+
+
+def table1(runs, planned, schedules, main_teacher: str | None) -> list[T1Row]:
+    rows: list[T1Row] = []
+    # -- hard-target baselines: one row per (family, budget) cell; the paper has them at 10M only
+    base = build_cells(runs, ("baseline",), planned, schedules)
+    fams = {k[1] for k in base} | set(P.BASELINES)
+    # the grid: every family (the paper's and this run's) at every budget this run trained baselines at
+    # (the paper's 10M when it trained none); a combination not run is an explicit missing row
+    budgets = sorted({k[2] for k in base}, key=lambda b: (b is None, b or 0)) or [P.BASELINE_BUDGET]
+    for f in sorted(fams, key=_family_key):
+        for b in budgets:
+            c = base.get(("baseline", f, b)) or Cell("baseline", f, b)
+            exact = P.baseline_paper_acc(f, c.budget)
+            rows.append(T1Row("hard targets", f"{family_label(f)}, {P.budget_label(c.budget)}", c,
+                              architecture=P.FAMILY_ARCHITECTURES.get(f, f),
+                              paper_model=f"{P.FAMILY_ARCHITECTURES.get(f, f)}, 10M" if f in P.BASELINES else "",
+                              paper_params=P.BASELINE_BUDGET if f in P.BASELINES else None,
+                              paper_acc=P.BASELINES.get(f), paper_exact=exact is not None))
+    # -- teachers: the three best by validation (the paper lists its three best), then the whole search
+    tcells = build_cells(runs, ("teacher",), planned, schedules)
+    all_t = [r for c in tcells.values() for r in c.runs]
+    ranked = sorted((r for r in all_t if r.finished and r.val is not None), key=lambda r: -r.val)
+    for i, pt in enumerate(P.TEACHERS):
+        r = ranked[i] if i < len(ranked) else None
+        one = Cell("teacher", r.family if r else "teacher", r.budget if r else None, runs=[r] if r else [])
+        if r is not None and schedules is not None and r.epochs is not None and r.max_epochs is not None \
+                and r.epochs >= r.max_epochs and not schedules.fixed_length(r):
+            one.capped = [r]
+        rows.append(T1Row("teachers", f"Teacher, {('1st', '2nd', '3rd')[i]} by val"
+                          + (f" ({r.label})" if r else ""), one, single=True, architecture=_widths_arch(r),
+                          paper_model=pt["architecture"], paper_params=pt["params"], paper_acc=pt["test_acc"]))
+    whole = Cell("teacher", "teacher", None, runs=all_t,
+                 planned=sum(n for k, n in planned.items() if k[0] == "teacher") or None,
+                 capped=[r for c in tcells.values() for r in c.capped])
+    rows.append(T1Row("teachers", "Teacher search, all trials", whole,
+                      paper_model=f"{P.TEACHER_SEARCH['trials']} trials; 5th best "
+                                  f"{P.TEACHER_SEARCH['fifth_best_test_acc']:g}",
+                      paper_acc=P.TEACHER_SEARCH["best_test_acc"]))
+    # -- ensembles: every ensemble run is a row of its own; the one the students mimicked is marked
+    ens = [r for r in runs if r.kind == "ensemble"]
+    for r in sorted(ens, key=lambda r: -(r.val or -1)):
+        mimicked = main_teacher is not None and _same_teacher(main_teacher, r.label) or \
+            (main_teacher is not None and _same_teacher(main_teacher, r.row.get("path", "")))
+        rows.append(T1Row("ensembles", f"Ensemble {r.label}", Cell("ensemble", r.family, r.budget, runs=[r]),
+                          single=True, architecture=_ensemble_arch(r),
+                          paper_model=f"ensemble of {P.ENSEMBLE['members']} CNNs", paper_params=P.ENSEMBLE["params"],
+                          paper_acc=P.ENSEMBLE["test_acc"],
+                          note="the students' teacher" if mimicked else ""))
+    if not ens:
+        rows.append(T1Row("ensembles", "Ensemble", Cell("ensemble", "ensemble", None), single=True,
+                          paper_model=f"ensemble of {P.ENSEMBLE['members']} CNNs", paper_params=P.ENSEMBLE["params"],
+                          paper_acc=P.ENSEMBLE["test_acc"]))
+    # -- the (*) rows of the paper's Table 1: Ba & Caruana's models, for reference only
+    for name, d in (("Teacher CNN (*)", P.BA_TEACHER_CNN), ("Ensemble, 4 CNNs (*)", P.BA_ENSEMBLE)):
+        rows.append(T1Row("Ba & Caruana (*)", name, None, paper_model=d["architecture"], paper_params=d["params"],
+                          paper_acc=d["test_acc"], paper_exact=False, note="published reference, not run here"))
+    return rows
+
+
+def _t1_texts(row: T1Row) -> tuple[str, str, str, str, str]:
+    """(ours best, ours detail, params, paper, Δ) as plain text."""
+    c = row.cell
+    if c is None:
+        ours, detail, params = "n/a", "", ""
+    else:
+        ours, detail = _cell_summary(c, single=row.single)
+        params = P.budget_label(c.params) if c.params else MISSING
+    paper = ""
+    if row.paper_acc is not None:
+        paper = _paper(row.paper_acc) + (f" ({P.budget_label(row.paper_params)})" if row.paper_params else "")
+        if row.cell is not None and not row.paper_exact:
+            paper += " (other budget, no Δ)"
+    d = _delta(c.best_test if c else None, row.paper_acc) if row.paper_exact else None
+    return ours, detail, params, paper, ("" if d is None else f"{d:+.2f}")
+
+
+def table1_markdown(rows: list[T1Row]) -> str:
+    lines = ["| | model | architecture | params | test acc (best) | top-5 / trials | paper | Δ |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ours, detail, params, paper, d = _t1_texts(r)
+        lines.append("| " + " | ".join(_md(x) for x in (r.section, r.model, r.architecture, params, f"**{ours}**",
+                                                          detail, paper, d)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table1_latex(rows: list[T1Row]) -> str:
+    out = ["% Table 1 (hard targets, teachers, ensembles). Generated by mimicnet report.",
+           "\\begin{tabular}{lllrrlrr}", "\\hline",
+           "section & model & architecture & params & best & top-5 / trials & paper & $\\Delta$ \\\\", "\\hline"]
+    for r in rows:
+        ours, detail, params, paper, d = _t1_texts(r)
+        out.append(" & ".join(tex(x) for x in (r.section, r.model, r.architecture, params, ours, detail, paper, d))
+                   + " \\\\")
+    out += ["\\hline", "\\end{tabular}", ""]
+    return "\n".join(out)
+
+
+# ============================================================================================ headline checks
+
+def _best_by_family(t: T2) -> dict[str, dict[int, float]]:
+    out = defaultdict(dict)
+    for (_, f, b), c in t.cells.items():
+        if c.best_test is not None and b is not None:
+            out[f][b] = c.best_test
+    return out
+
+
+def _conv_depth(f: str) -> int | None:
+    return int(f[4:]) if f.startswith("conv") and f[4:].isdigit() else None
+
+
+def _ordered_budgets(table: dict[str, dict[int, float]]) -> tuple[int, int]:
+    """(budgets where accuracy rises strictly with depth, budgets with >= 2 families)."""
+    budgets = sorted({b for v in table.values() for b in v})
+    ok = tot = 0
+    for b in budgets:
+        seq = [table[f][b] for f in sorted(table, key=lambda f: _conv_depth(f) or 0)
+               if _conv_depth(f) is not None and b in table[f]]
+        if len(seq) >= 2:
+            tot += 1
+            ok += all(x < y for x, y in zip(seq, seq[1:]))
+    return ok, tot
+
+
+def _monotone_families(table) -> tuple[int, int]:
+    ok = tot = 0
+    for f, v in table.items():
+        if len(v) >= 2:
+            seq = [v[b] for b in sorted(v)]
+            tot += 1
+            ok += all(x <= y + 1e-9 for x, y in zip(seq, seq[1:]))
+    return ok, tot
+
+
+def gaps(t: T2, teacher_acc: float | None) -> dict:
+    """Compression gap (teacher minus best student) and convolutional gap (best conv student minus the
+    0-conv student at the largest budget both were measured at), on best trials like the paper's tables."""
+    bf = _best_by_family(t)
+    out: dict[str, Any] = {"compression": None, "convolutional": None, "conv_budget": None}
+    students = [(acc, f, b) for f, v in bf.items() for b, acc in v.items()]
+    if students and teacher_acc is not None:
+        acc, f, b = max(students)
+        out.update(compression=teacher_acc - acc, compression_at=(f, b))
+    common = sorted(b for b in bf.get("conv0", {}) if any(b in bf[f] for f in bf if f != "conv0"))
+    if common:
+        b = common[-1]
+        acc, f = max((bf[f][b], f) for f in bf if f != "conv0" and b in bf[f])
+        out.update(convolutional=acc - bf["conv0"][b], conv_budget=b, conv_family=f)
+    return out
+
+
+def headline(t: T2, t1: list[T1Row], teacher_ref: tuple[str, float | None]) -> list[dict]:
+    """The paper's claims, each with what this run measured and a verdict (agrees / differs / not measured)."""
+    mine, paper = _best_by_family(t), P.STUDENTS
+    out = []
+
+    def add(claim, paper_txt, ours_txt, verdict):
+        out.append({"claim": claim, "paper": paper_txt, "ours": ours_txt, "verdict": verdict})
+
+    ok, tot = _ordered_budgets(mine)
+    pok, ptot = _ordered_budgets(paper)
+    add("Deeper students are better (accuracy rises with conv layers at a fixed budget)",
+        f"at {pok} of {ptot} budgets", f"at {ok} of {tot} budgets" if tot else "not measured",
+        "not measured" if not tot else "agrees" if ok == tot else "differs")
+    ok, tot = _monotone_families(mine)
+    pok, ptot = _monotone_families(paper)
+    add("More parameters help within a family", f"{pok} of {ptot} families never drop",
+        f"{ok} of {tot} families never drop" if tot else "not measured",
+        "not measured" if not tot else "agrees" if ok == tot else "differs")
+    # distillation beats hard targets, same family and budget
+    base = {(r.cell.family, r.cell.budget): r.cell.best_test for r in t1
+            if r.section == "hard targets" and r.cell is not None and r.cell.best_test is not None}
+    diffs = []
+    for (f, b), acc in sorted(base.items(), key=lambda kv: _family_key(kv[0][0])):
+        c = t.cell(f, b)
+        if c is not None and c.best_test is not None:
+            diffs.append((f, b, c.best_test - acc))
+    ptxt = ", ".join(f"{f} {P.STUDENTS[f][P.BASELINE_BUDGET] - v:+.2f}" for f, v in P.BASELINES.items())
+    add("Mimic students beat the same architecture trained on hard labels (student − hard target)",
+        ptxt + " (10M)", ", ".join(f"{f}@{P.budget_label(b)} {d:+.2f}" for f, b, d in diffs) or "not measured",
+        "not measured" if not diffs else "agrees" if all(d > 0 for _, _, d in diffs) else "differs")
+    name, tacc = teacher_ref
+    g = gaps(t, tacc)
+    pb, pg = P.paper_convolutional_gap()
+    add("Convolutional gap: best conv student − 0-conv student, largest common budget",
+        f"{pg:.1f} pts at {P.budget_label(pb)}",
+        f"{g['convolutional']:.2f} pts at {P.budget_label(g['conv_budget'])} ({g['conv_family']})"
+        if g["convolutional"] is not None else "not measured",
+        "not measured" if g["convolutional"] is None else "agrees" if g["convolutional"] > 5 else "differs")
+    add(f"Compression gap: teacher ({name}) − best student", f"{P.paper_compression_gap():.1f} pts "
+        f"(ensemble {P.ENSEMBLE['test_acc']:g} − {P.ENSEMBLE['test_acc'] - P.paper_compression_gap():g})",
+        f"{g['compression']:.2f} pts" if g["compression"] is not None else "not measured",
+        "not measured" if g["compression"] is None else "agrees" if g["compression"] > 0 else "differs")
+    tb = [r.cell.best_test for r in t1 if r.section == "teachers" and r.single and r.cell and r.cell.best_test]
+    eb = [r.cell.best_test for r in t1 if r.section == "ensembles" and r.cell and r.cell.best_test is not None]
+    pd_ = P.ENSEMBLE["test_acc"] - P.TEACHERS[0]["test_acc"]
+    add("The ensemble beats the best single teacher", f"{pd_:+.2f} pts ({P.ENSEMBLE['test_acc']:g} vs "
+        f"{P.TEACHERS[0]['test_acc']:g})", f"{max(eb) - max(tb):+.2f} pts ({max(eb):.2f} vs {max(tb):.2f})"
+        if tb and eb else "not measured",
+        "not measured" if not (tb and eb) else "agrees" if max(eb) > max(tb) else "differs")
+    return out
+
+
+# ============================================================================================ figures
+
+def _family_color(f: str, extra: dict) -> str:
+    if f in FAMILY_COLORS:
+        return FAMILY_COLORS[f]
+    return extra.setdefault(f, _EXTRA_COLORS[len(extra) % len(_EXTRA_COLORS)])
+
+
+def _param_formatter():
+    from matplotlib.ticker import FuncFormatter
+    return FuncFormatter(lambda x, _pos: P.budget_label(x))
+
+
+def _gap_arrow(ax, x, y_lo, y_hi, text, color="k", side="right", above=False):
+    """A double arrow from y_lo to y_hi at x, named beside it (or above it, for a gap too small to hold text)."""
+    ax.annotate("", xy=(x, y_hi), xytext=(x, y_lo),
+                arrowprops=dict(arrowstyle="<->", color=color, lw=1.1, shrinkA=0, shrinkB=0))
+    if above:
+        ax.annotate(text.replace("\n", " "), xy=(x, y_hi), xytext=(0, 3), textcoords="offset points",
+                    ha="right" if side == "left" else "left", va="bottom", fontsize=7, color=color, style="italic")
+    else:
+        ax.annotate(text, xy=(x, (y_lo + y_hi) / 2), xytext=(4 if side == "right" else -4, 0),
+                    textcoords="offset points", ha="left" if side == "right" else "right", va="center",
+                    fontsize=7, color=color, style="italic")
+
+
+def figure1(t: T2, baselines: list[Cell], teacher_ref: tuple[str, float | None]):
+    """Accuracy vs parameters: this run (left), the paper's Table 2 drawn the same way (right)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax, axp = fig.subplots(1, 2)
+    extra: dict = {}
+    ys: list[float] = []
+    # ---- this run
+    for f in t.families:
+        pts = [(c.params, _mean(c.top_test), min(c.top_test), max(c.top_test), c.cut_short)
+               for b in t.budgets if (c := t.cell(f, b)) is not None and c.top_test and c.params]
+        if not pts:
+            continue
+        pts.sort()
+        col = _family_color(f, extra)
+        x, m, lo, hi, cut = zip(*pts)
+        ax.errorbar(x, m, yerr=[[a - b for a, b in zip(m, lo)], [b - a for a, b in zip(m, hi)]], color=col,
+                    marker="o", ms=4, lw=1.4, capsize=3, elinewidth=0.9, label=family_label(f))
+        for xi, mi, ci in zip(x, m, cut):
+            if ci:
+                ax.annotate(CUT, (xi, mi), xytext=(3, 3), textcoords="offset points", fontsize=8, color=col)
+        ys += list(lo) + list(hi)
+    marked = False
+    for c in baselines:
+        if c.top_test and c.params:
+            y = _mean(c.top_test)
+            ax.hlines(y, c.params / 1.25, c.params * 1.25, color=_family_color(c.family, extra), lw=3)
+            marked = True
+            ys.append(y)
+    if marked:  # one neutral legend entry: the mark's colour is its family's
+        ax.plot([], [], color="0.35", lw=3, label="hard targets (family colour)")
+    tname, tacc = teacher_ref
+    if tacc is not None:
+        ax.axhline(tacc, color="k", ls="--", lw=1, label=f"{tname} {tacc:.2f}")
+        ys.append(tacc)
+    g = gaps(t, tacc)
+    span = (max(ys) - min(ys)) if ys else 1.0
+    if g["compression"] is not None:
+        # drawn a little right of the best student, so it never sits on the convolutional gap's arrow
+        f, b = g["compression_at"]
+        c = t.cell(f, b)
+        _gap_arrow(ax, c.params * 1.12, c.best_test, tacc, f"compression gap\n{g['compression']:.1f} pts",
+                   side="left", above=abs(g["compression"]) < 0.12 * span)
+    if g["convolutional"] is not None:
+        b = g["conv_budget"]
+        c0, cb = t.cell("conv0", b), t.cell(g["conv_family"], b)
+        _gap_arrow(ax, c0.params / 1.4, c0.best_test, cb.best_test,  # left of the hard-target marks
+                   f"convolutional\ngap {g['convolutional']:.1f} pts", side="left")
+    if not t.families:
+        ax.text(0.5, 0.5, "no student runs yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.set_title("This run: mean of top-5 (by val); bars 5th best … best", fontsize=9)
+    # ---- the paper
+    for f, row in P.STUDENTS.items():
+        bs = sorted(row)
+        axp.plot(bs, [row[b] for b in bs], marker="o", ms=4, lw=1.4, color=_family_color(f, extra),
+                 label=family_label(f))
+    for f, acc in P.BASELINES.items():
+        axp.hlines(acc, P.BASELINE_BUDGET / 1.25, P.BASELINE_BUDGET * 1.25, color=_family_color(f, extra), lw=3)
+    axp.plot([], [], color="0.35", lw=3, label="hard targets, 10M (family colour)")
+    axp.axhline(P.ENSEMBLE["test_acc"], color="k", ls="--", lw=1, label=f"ensemble of 16 {P.ENSEMBLE['test_acc']:g}")
+    s = P.BA_SNN_MIMIC
+    axp.plot([s["params"]], [s["test_acc"]], marker="*", ms=9, color=_family_color("conv1", extra), ls="none",
+             label=f"Ba & Caruana SNN-MIMIC {s['test_acc']:g}")
+    best_b = max(P.PAPER_BUDGETS, key=lambda b: (P.STUDENTS["conv4"][b], -b))
+    _gap_arrow(axp, best_b * 1.12, P.STUDENTS["conv4"][best_b], P.ENSEMBLE["test_acc"],
+               f"compression gap\n{P.paper_compression_gap():.1f} pts", side="left", above=True)
+    pb, pg = P.paper_convolutional_gap()
+    _gap_arrow(axp, pb * 1.12, P.STUDENTS["conv0"][pb], P.STUDENTS["conv4"][pb], f"convolutional\ngap {pg:.1f} pts")
+    axp.set_title("Paper (Urban et al. Table 2: best trial per cell)", fontsize=9)
+    from matplotlib.ticker import LogLocator, NullFormatter
+    for a in (ax, axp):
+        a.set_xscale("log")
+        # labels at 1, 3 × 10^k only (the paper's budgets are half-decades); unlabelled minor ticks between
+        a.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.16)))
+        a.xaxis.set_major_formatter(_param_formatter())
+        a.xaxis.set_minor_formatter(NullFormatter())
+        a.tick_params(labelsize=7)
+        a.set_xlabel("parameters (log scale)", fontsize=8)
+        a.set_ylabel("test accuracy (%)", fontsize=8)
+        a.grid(True, which="major", alpha=0.3)
+        if a.get_legend_handles_labels()[0]:  # two columns: the free band kept below the curves holds it
+            a.legend(fontsize=6, loc="lower right", framealpha=0.85, ncol=2)
+    xmin, xmax = axp.get_xlim()
+    axp.set_xlim(xmin, xmax * 1.6)           # room for the gap labels right of the last point
+    if ys:
+        lo, hi = min(ys), max(ys)
+        pad = max(1.0, 0.08 * (hi - lo))
+        ax.set_ylim(lo - 4 * pad, hi + pad)  # room below for the legend
+        x0, x1 = ax.get_xlim()
+        ax.set_xlim(x0 / 1.3, x1 * 1.6)
+    axp.set_ylim(45, 97)
+    fig.suptitle("Figure 1: accuracy vs parameters, students by number of conv layers", fontsize=10)
+    return fig
+
+
+def teacher_student_points(runs: list[Run], t: T2) -> dict[tuple[str, int | None], list[dict]]:
+    """Per student cell (family, budget) with >= 2 teachers of known accuracy: one point per teacher."""
+    ens_ids = set()
+    acc_of = {}
+    for r in runs:
+        for key in {r.label, r.row.get("path", ""), r.row.get("run_id", ""), Path(r.row.get("path", "")).name} - {""}:
+            if r.test is not None:
+                acc_of.setdefault(key, r.test)
+            if r.kind == "ensemble":
+                ens_ids.add(key)
+    by = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.kind == "student" and r.finished and r.test is not None:
+            by[(r.family, r.budget)][r.teacher].append(r)
+    out = {}
+    for key, groups in by.items():
+        pts = []
+        for teacher, rs in groups.items():
+            ta = [r.teacher_test for r in rs if r.teacher_test is not None]
+            tacc = statistics.median(ta) if ta else acc_of.get(teacher, acc_of.get(Path(teacher).name))
+            if tacc is None:
+                continue
+            c = Cell("student", key[0], key[1], runs=rs)
+            is_ens = teacher in ens_ids or Path(teacher).name in ens_ids or "ens" in teacher.lower()
+            pts.append({"teacher": teacher, "teacher_acc": tacc, "ensemble": is_ens, "n": c.n,
+                        "mean": _mean(c.top_test), "lo": min(c.top_test), "hi": max(c.top_test),
+                        "best": c.best_test})
+        if len(pts) >= 2:
+            out[key] = sorted(pts, key=lambda p: p["teacher_acc"])
+    return dict(sorted(out.items(), key=lambda kv: (_family_key(kv[0][0]), kv[0][1] or 0)))
+
+
+def teacher_student_figure(points):
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax, axp = fig.subplots(1, 2)
+    extra: dict = {}
+    xs, ys = [], []
+    for (f, b), pts in points.items():
+        col = _family_color(f, extra)
+        x = [p["teacher_acc"] for p in pts]
+        m = [p["mean"] for p in pts]
+        ax.errorbar(x, m, yerr=[[mi - p["lo"] for mi, p in zip(m, pts)], [p["hi"] - mi for mi, p in zip(m, pts)]],
+                    color=col, lw=1.2, capsize=3, elinewidth=0.9, label=f"{f} @ {P.budget_label(b)}")
+        for p, mi in zip(pts, m):
+            ax.plot([p["teacher_acc"]], [mi], marker="s" if p["ensemble"] else "o", ms=5, color=col,
+                    mfc="white" if p["ensemble"] else col, ls="none")
+        # slope 1 through the weakest teacher's point: "the student gains what the teacher gains"
+        ax.plot([x[0], x[-1]], [m[0], m[0] + x[-1] - x[0]], ls=":", color=col, lw=1)
+        xs += x
+        ys += [p["lo"] for p in pts] + [p["hi"] for p in pts] + [m[0] + x[-1] - x[0]]
+    ax.plot([], [], "o", color="0.3", label="single teacher")
+    ax.plot([], [], "s", color="0.3", mfc="white", label="ensemble teacher")
+    ax.set_title("This run: student (top-5 mean; bars 5th … best) vs its teacher", fontsize=9)
+    for s in P.BA_STUDENTS:
+        axp.plot([s["teacher_test_acc"]], [s["test_acc"]], marker="s" if s["teacher_kind"] == "ensemble" else "o",
+                 ms=6, ls="none", color="#1f77b4", mfc="white" if s["teacher_kind"] == "ensemble" else "#1f77b4")
+        axp.annotate(f"{s['name']}\n{s['test_acc']:g}", (s["teacher_test_acc"], s["test_acc"]), xytext=(5, -3),
+                     textcoords="offset points", fontsize=6)
+    ref = P.BA_STUDENTS[1]  # the 128c student of a single CNN; the ensemble's student has the same architecture
+    axp.plot([87.5, 90.5], [ref["test_acc"] - 0.5, ref["test_acc"] + 2.5], ls=":", color="#1f77b4", lw=1,
+             label="slope 1 through the 128c single-teacher student")
+    axp.legend(fontsize=6, loc="lower right")
+    axp.set_xlim(87.5, 90.5)
+    axp.set_ylim(84, 86.5)
+    axp.set_title("Ba & Caruana (CIFAR-10, Table 2): 1-conv mimic students", fontsize=9)
+    ax.plot([], [], ls=":", color="0.3", label="slope 1 (student gains what teacher gains)")
+    for a in (ax, axp):
+        a.set_xlabel("teacher test accuracy (%)", fontsize=8)
+        a.set_ylabel("student test accuracy (%)", fontsize=8)
+        a.tick_params(labelsize=7)
+        a.grid(True, alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    if ys:
+        pad = max(0.5, 0.1 * (max(ys) - min(ys)))
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    fig.suptitle("Teacher → student: does a better teacher make a better student?", fontsize=10)
+    return fig
+
+
+def _save_figure(fig, stem: Path) -> bytes:
+    """PNG and SVG beside each other (atomic); returns the PNG bytes for embedding."""
+    import matplotlib
+    png, svg = io.BytesIO(), io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "mimicnet", "svg.fonttype": "path"}):
+        fig.savefig(png, format="png", dpi=150)
+        fig.savefig(svg, format="svg", metadata={"Date": None})
+    _write_bytes(stem.with_suffix(".png"), png.getvalue())
+    _write_bytes(stem.with_suffix(".svg"), svg.getvalue())
+    return png.getvalue()
+
+
+# ============================================================================================ environment
+
+def hardware_now() -> dict:
+    """What the report-building machine is (the runs' own hardware comes from reproduce.json when present)."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    d = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+         "python": sys.version.split()[0]}
+    try:
+        import torch
+        d["torch"] = torch.__version__
+        d["cuda"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) \
+            if torch.cuda.is_available() else "none"
+    except Exception as e:  # noqa: BLE001 -- a report must not fail for want of torch
+        d["torch"] = f"unavailable ({type(e).__name__})"
+    return d
+
+
+# ============================================================================================ HTML
+
+_CSS = """
+body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:3px}
+h3{font-size:15px;margin-top:20px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 7px;vertical-align:top}
+th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.cell{text-align:center;min-width:120px}.best{font-size:15px;font-weight:600}.sub{font-size:11px;color:#555}
+.paper{font-size:11px;color:#333;margin-top:2px}.muted{color:#888}.missing{color:#999;font-size:16px}
+.d-ok{background:#e3f4e3;color:#1c5e1c;padding:0 4px;border-radius:3px}
+.d-mid{background:#fff1d6;color:#7a5200;padding:0 4px;border-radius:3px}
+.d-bad{background:#fde2e1;color:#8c1d18;padding:0 4px;border-radius:3px}
+.v-agrees{color:#1c5e1c;font-weight:600}.v-differs{color:#8c1d18;font-weight:600}.v-not{color:#888}
+.cut{color:#b00;font-weight:700}.foot{font-size:12px;color:#444}
+img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px;max-height:420px}
+details summary{cursor:pointer;color:#235}.kv td:first-child{font-weight:600;white-space:nowrap}
+"""
+
+
+def _e(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _dclass(d) -> str:
+    a = abs(d)
+    return "d-ok" if a <= AGREE_PTS else "d-mid" if a <= CLOSE_PTS else "d-bad"
+
+
+def _html_delta(d) -> str:
+    return "" if d is None else f'<span class="{_dclass(d)}">Δ {d:+.2f}</span>'
+
+
+def _html_cell(c: Cell, paper: dict | None, single=False) -> str:
+    best, rest = _cell_summary(c, single)
+    cut = ""
+    if best.endswith(CUT):
+        best = best[:-1]
+        cut = f'<span class="cut" title="{_e("; ".join(c.cut_reasons))}">{CUT}</span>'
+    cls = "missing" if c.missing else "best"
+    s = f'<div class="{cls}">{_e(best)}{cut}</div>'
+    if rest:
+        s += f'<div class="sub">{_e(rest)}</div>'
+    if paper and paper.get("paper_test_acc") is not None:
+        if paper["paper_exact"]:
+            s += (f'<div class="paper">paper {_paper(paper["paper_test_acc"])} '
+                  f'{_html_delta(_delta(c.best_test, paper["paper_test_acc"]))}</div>')
+        else:
+            s += (f'<div class="paper muted">paper@{P.budget_label(paper["paper_budget"])} '
+                  f'{_paper(paper["paper_test_acc"])} (other budget)</div>')
+    return s
+
+
+def _kv_table(d: dict) -> str:
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, (dict, list)):
+            v = json.dumps(v, indent=1, sort_keys=True)
+            rows.append(f"<tr><td>{_e(k)}</td><td><pre>{_e(v)}</pre></td></tr>")
+        else:
+            rows.append(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>")
+    return '<table class="kv">' + "".join(rows) + "</table>"
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return MISSING
+    s = float(s)
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def _notes_html(notes: list[str]) -> str:
+    return ('<div class="foot"><b>Notes</b><ul>' + "".join(f"<li>{_e(x)}</li>" for x in notes) + "</ul></div>"
+            if notes else "")
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def render_html(*, results_dir: Path, runs: list[Run], repro: dict, t2: T2, t1: list[T1Row], claims: list[dict],
+                teacher_ref, fig1_png: bytes, ts_png: bytes | None, ts_points, notes2: list[str],
+                notes1: list[str]) -> str:
+    h = []
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    kinds = Counter(r.kind for r in runs)
+    status = Counter(r.status or "complete" for r in runs)
+    h.append(f"<h1>mimicnet report: do deep conv nets need to be deep and convolutional?</h1>"
+             f'<div class="sub">results folder <code>{_e(results_dir)}</code> · built {now} · '
+             f"{len(runs)} runs in the index (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+             + ")" + (" · " + ", ".join(f"{n} {s}" for s, n in sorted(status.items()) if s != "complete")
+                      if len(status) > 1 or "complete" not in status else "") + "</div>")
+    preset = repro.get("preset")
+    if preset:
+        h.append(f'<p class="sub">preset <b>{_e(preset)}</b>. Budgets and data may be scaled down from the paper: '
+                 "the paper's value is compared (with Δ) only at the paper's own budgets.</p>")
+    # ---- at a glance
+    h.append("<h2>At a glance: the paper's claims, checked</h2><table><tr><th>claim</th><th>paper</th>"
+             "<th>this run</th><th>verdict</th></tr>")
+    for c in claims:
+        v = c["verdict"]
+        cls = "v-agrees" if v == "agrees" else "v-differs" if v == "differs" else "v-not"
+        h.append(f"<tr><td>{_e(c['claim'])}</td><td>{_e(c['paper'])}</td><td>{_e(c['ours'])}</td>"
+                 f'<td class="{cls}">{_e(v)}</td></tr>')
+    h.append('</table><p class="foot">Computed on each cell\'s best trial, as the paper\'s tables are. '
+             f'Differences to the paper: <span class="d-ok">|Δ| ≤ {AGREE_PTS:g}</span> '
+             f'<span class="d-mid">≤ {CLOSE_PTS:g}</span> <span class="d-bad">&gt; {CLOSE_PTS:g}</span> '
+             "percentage points.</p>")
+    # ---- figure 1
+    h.append("<h2>Figure 1: accuracy vs parameters</h2>" + _img(fig1_png, "Figure 1")
+             + '<p class="foot">Left: this run; each point is the mean test accuracy of a cell\'s five best trials '
+               "by validation accuracy, the bar spans those five trials' test accuracies (5th best to best), x is "
+               "the median parameter count. Short thick marks: hard-target baselines (same statistic). Dashed: the "
+               f"teacher the students mimicked ({_e(teacher_ref[0])}). {CUT}: cell cut short. Gaps use best trials. "
+               "Right: the paper's Table 2 values (best trial per cell; the paper publishes no top-5 numbers), its "
+               "hard-target baselines at 10M, the 16-CNN ensemble and Ba &amp; Caruana's SNN-MIMIC. Files: "
+               "figure1.png, figure1.svg.</p>")
+    # ---- table 2
+    h.append("<h2>Table 2: students (family × budget)</h2>")
+    if t2.main_teacher is not None:
+        h.append(f'<p class="sub">Students mimicking <code>{_e(t2.main_teacher or "(teacher not recorded)")}</code>. '
+                 "Cell: best test accuracy (%), then the mean ± sd of the five best-by-validation trials, the "
+                 "number of finished trials (failed ones are counted, never averaged), and the paper.</p>")
+    if t2.families:
+        h.append("<table><tr><th>family</th>" + "".join(f"<th>{_e(P.budget_label(b))}</th>" for b in t2.budgets)
+                 + "</tr>")
+        for f in t2.families:
+            h.append(f"<tr><th>{_e(family_label(f))}</th>" + "".join(
+                f'<td class="cell">{_html_cell(t2.cell(f, b), paper_for_student(f, b))}</td>' for b in t2.budgets)
+                + "</tr>")
+        h.append("</table>")
+    else:
+        h.append('<p class="missing">No student runs in the index yet.</p>')
+    h.append(_notes_html(notes2))
+    h.append("<h3>The paper's Table 2 (Urban et al.), for comparison</h3>"
+             "<table><tr><th>family</th>" + "".join(f"<th>{P.budget_label(b)}</th>" for b in P.PAPER_BUDGETS)
+             + "<th>hard targets, 10M</th></tr>")
+    for f, row in P.STUDENTS.items():
+        h.append(f"<tr><th>{_e(family_label(f))}</th>" + "".join(f'<td class="num">{_paper(row[b])}</td>'
+                                                                for b in P.PAPER_BUDGETS)
+                 + f'<td class="num">{_paper(P.BASELINES.get(f))}</td></tr>')
+    h.append(f'<tr><th>Ba &amp; Caruana SNN-MIMIC (1 conv, 70M)</th><td colspan="4" class="muted">–</td>'
+             f'<td class="num">{_paper(P.BA_SNN_MIMIC["test_acc"])} (student, 70M)</td></tr></table>')
+    # ---- table 1
+    h.append("<h2>Table 1: hard-target models, teachers, ensembles</h2><table><tr><th></th><th>model</th>"
+             "<th>architecture</th><th>params</th><th>this run (test %)</th><th>paper</th></tr>")
+    for r in t1:
+        ours = _html_cell(r.cell, None, single=r.single) if r.cell is not None else '<span class="muted">n/a</span>'
+        d = _delta(r.cell.best_test if r.cell else None, r.paper_acc) if r.paper_exact else None
+        ptxt = "" if r.paper_acc is None else (
+            _paper(r.paper_acc) + (f" ({P.budget_label(r.paper_params)})" if r.paper_params else "")
+            + (f" <span class='muted'>{_e(r.paper_model)}</span>" if r.paper_model else ""))
+        if r.cell is not None and r.paper_acc is not None and not r.paper_exact:
+            ptxt += ' <span class="muted">(other budget, no Δ)</span>'
+        params = P.budget_label(r.cell.params) if r.cell is not None and r.cell.params else MISSING
+        note = f'<div class="sub">{_e(r.note)}</div>' if r.note else ""
+        h.append(f"<tr><td>{_e(r.section)}</td><td>{_e(r.model)}{note}</td><td>{_e(r.architecture)}</td>"
+                 f'<td class="num">{_e(params)}</td><td class="cell">{ours}</td>'
+                 f"<td>{ptxt} {_html_delta(d)}</td></tr>")
+    h.append("</table>")
+    h.append(_notes_html(notes1))
+    h.append('<p class="foot">Also written: table1/table2 .md, .csv (every statistic, full precision), .tex.</p>')
+    # ---- teacher -> student
+    h.append("<h2>Teacher → student</h2>")
+    if ts_png is not None:
+        h.append(_img(ts_png, "teacher to student") + "<table><tr><th>cell</th><th>teacher</th><th>teacher acc</th>"
+                 "<th>student best</th><th>student top-5 mean</th><th>n</th></tr>")
+        for (f, b), pts in ts_points.items():
+            for p in pts:
+                h.append(f"<tr><td>{_e(f)} @ {_e(P.budget_label(b))}</td><td>{_e(p['teacher'])}"
+                         f"{' (ensemble)' if p['ensemble'] else ''}</td><td class='num'>{p['teacher_acc']:.2f}</td>"
+                         f"<td class='num'>{_f(p['best'])}</td><td class='num'>{_f(p['mean'])}</td>"
+                         f"<td class='num'>{p['n']}</td></tr>")
+        h.append("</table>")
+    else:
+        h.append('<p class="muted">Not measured: no student cell was trained on two or more teachers of known '
+                 "accuracy. Published (Ba &amp; Caruana, CIFAR-10): " + "; ".join(
+                     f"{_e(s['name'])} {_paper(s['test_acc'])} from a teacher at {_paper(s['teacher_test_acc'])}"
+                     for s in P.BA_STUDENTS) + ".</p>")
+    # ---- provenance
+    h.append("<h2>How these numbers were made</h2>")
+    cmd = repro.get("command")
+    if cmd:
+        cmd = " ".join(cmd) if isinstance(cmd, list) else str(cmd)
+    h.append("<h3>Commands</h3><pre>" + (_e(cmd) + "\n" if cmd else "# reproduce.json not found: the command that "
+                                           "made these runs is not recorded\n")
+             + _e(f"mimicnet report {results_dir}") + "</pre>")
+    if repro.get("config") is not None:
+        h.append("<h3>Config</h3><pre>" + _e(json.dumps(repro["config"], indent=2, sort_keys=True)) + "</pre>")
+    data = repro.get("data")
+    h.append("<h3>Data set</h3>")
+    if isinstance(data, dict) and data:
+        h.append(_kv_table({"name": Path(str(data.get("path", ""))).name or MISSING, **data}))
+    else:
+        shas = Counter(r.row.get("data_sha256", "") for r in runs if r.row.get("data_sha256"))
+        h.append('<p class="sub">reproduce.json has no data entry; the index records these archive checksums:</p>'
+                 + (_kv_table({f"sha256 {s}": f"{n} runs" for s, n in shas.items()}) if shas else
+                    '<p class="muted">none</p>'))
+    h.append("<h3>Hardware</h3>")
+    if repro.get("hardware"):
+        hw = repro["hardware"]
+        h.append('<p class="sub">where the runs were made (reproduce.json):</p>'
+                 + (_kv_table(hw) if isinstance(hw, dict) else f"<p>{_e(hw)}</p>"))
+    h.append('<p class="sub">where this report was built:</p>' + _kv_table(hardware_now()))
+    h.append("<h3>Run times</h3>")
+    stages = repro.get("stages")
+    if isinstance(stages, dict) and stages:
+        h.append("<table><tr><th>stage</th><th>wall time</th></tr>" + "".join(
+            f"<tr><td>{_e(k)}</td><td class='num'>{_fmt_seconds(_float(v))}</td></tr>" for k, v in stages.items())
+            + f"<tr><th>total</th><td class='num'>{_fmt_seconds(sum(_float(v) or 0 for v in stages.values()))}"
+              "</td></tr></table>")
+    per = defaultdict(list)
+    for r in runs:
+        if r.seconds is not None:
+            per[r.kind].append(r.seconds)
+    if per:
+        h.append("<table><tr><th>kind</th><th>runs</th><th>training time, summed</th><th>median per run</th></tr>"
+                 + "".join(f"<tr><td>{_e(k)}</td><td class='num'>{len(v)}</td><td class='num'>{_fmt_seconds(sum(v))}"
+                           f"</td><td class='num'>{_fmt_seconds(statistics.median(v))}</td></tr>"
+                           for k, v in sorted(per.items())) + "</table>")
+    elif not stages:
+        h.append('<p class="muted">no run times recorded</p>')
+    codes = sorted({r.row.get("code_version", "") for r in runs} - {""})
+    if codes:
+        h.append(f'<p class="sub">code version(s): {_e(", ".join(codes))}</p>')
+    # ---- the index itself (for recomputing any cell by hand)
+    cols = ["kind", "family", "budget", "params", "seed", "val_acc", "test_acc", "status", "teacher",
+            "teacher_test_acc", "study", "trial", "epochs", "max_epochs", "seconds", "run_id", "path"]
+    h.append(f"<h2>The run index</h2><details><summary>all {len(runs)} rows of index.csv (accuracies as stored)"
+             "</summary><table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>")
+    for r in runs:
+        h.append("<tr>" + "".join(f"<td>{_e(r.row.get(c, ''))}</td>" for c in cols) + "</tr>")
+    h.append("</table></details>")
+    body = "\n".join(h)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>mimicnet report</title>'
+            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+# ============================================================================================ build
+
+def _teacher_reference(runs: list[Run], main_teacher: str | None) -> tuple[str, float | None]:
+    """The horizontal line of Figure 1: the teacher the students mimicked (an ensemble, normally)."""
+    by_id = {}
+    for r in runs:
+        for key in (r.label, r.row.get("path", ""), r.row.get("run_id", ""), Path(r.row.get("path", "")).name):
+            if key and r.test is not None and r.kind in ("ensemble", "teacher"):
+                by_id.setdefault(key, r)
+    if main_teacher:
+        r = by_id.get(main_teacher) or by_id.get(Path(main_teacher).name)
+        if r is not None:
+            return f"{'ensemble' if r.kind == 'ensemble' else 'teacher'} {r.label}", r.test
+        accs = [s.teacher_test for s in runs if s.kind == "student" and s.teacher == main_teacher
+                and s.teacher_test is not None]
+        if accs:
+            return f"teacher {Path(main_teacher).name}", statistics.median(accs)
+    for kind in ("ensemble", "teacher"):
+        cands = [r for r in runs if r.kind == kind and r.finished and r.test is not None]
+        if cands:
+            r = max(cands, key=lambda r: (r.val or -1, -r.order))
+            return f"best {kind} {r.label}", r.test
+    return "teacher", None
+
+
+def build_report(results_dir, teacher: str | None = None, out_dir=None) -> Path:
+    """Write every table and figure of the report into RESULTS_DIR/report/ and return report.html's path."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ReportError(f"{results_dir}: results folder not found")
+    out = Path(out_dir) if out_dir is not None else results_dir / "report"
+    runs = load_runs(results_dir)
+    repro = load_reproduce(results_dir)
+    planned = planned_trials(repro)
+    sched = _Schedules(results_dir)
+
+    t2 = table2(runs, planned, sched, teacher)
+    t1 = table1(runs, planned, sched, t2.main_teacher)
+    teacher_ref = _teacher_reference(runs, t2.main_teacher)
+    claims = headline(t2, t1, teacher_ref)
+    base_cells = [r.cell for r in t1 if r.section == "hard targets" and r.cell is not None]
+    notes2 = _footnotes([(_cell_name(c), c) for c in t2.cells.values()])
+    notes1 = _footnotes([(r.model, r.cell) for r in t1 if r.cell is not None])
+
+    legend = ("Cell: **best** test accuracy (%) of the finished trials; then the mean ± sample sd of the test "
+              "accuracy of the 5 trials with the best *validation* accuracy, and n = finished trials (failed or "
+              "pruned ones are counted, never averaged). Paper value with Δ = best − paper only at the paper's own "
+              f"budgets; '{MISSING}' = not measured; {CUT} = cut short (see notes).\n")
+    write_text(out / "table2.md", "# Table 2: students\n\n" + (f"Teacher: `{t2.main_teacher}`\n\n"
+               if t2.main_teacher else "") + legend + "\n" + table2_markdown(t2) + "".join(f"\n- {x}" for x in notes2)
+               + "\n\n## The paper's Table 2 (Urban et al.)\n\n" + paper_table2_markdown())
+    _write_csv(out / "table2.csv", table2_rows(t2), T2_COLUMNS)
+    write_text(out / "table2.tex", table2_latex(t2))
+    write_text(out / "table1.md", "# Table 1: hard-target models, teachers, ensembles\n\n" + legend + "\n"
+               + table1_markdown(t1) + "".join(f"\n- {x}" for x in notes1) + "\n")
+    _write_csv(out / "table1.csv", [r.as_dict() for r in t1], T1_COLUMNS)
+    write_text(out / "table1.tex", table1_latex(t1))
+
+    fig1 = _save_figure(figure1(t2, base_cells, teacher_ref), out / "figure1")
+    ts_points = teacher_student_points(runs, t2)
+    ts_png = None
+    if ts_points:
+        ts_png = _save_figure(teacher_student_figure(ts_points), out / "teacher_student")
+    else:  # a stale figure from an earlier report must not outlive the data it showed
+        for ext in (".png", ".svg"):
+            (out / f"teacher_student{ext}").unlink(missing_ok=True)
+
+    page = render_html(results_dir=results_dir, runs=runs, repro=repro, t2=t2, t1=t1, claims=claims,
+                       teacher_ref=teacher_ref, fig1_png=fig1, ts_png=ts_png, ts_points=ts_points,
+                       notes2=notes2, notes1=notes1)
+    write_text(out / "report.html", page)
+    return out / "report.html"
+
+
+# ============================================================================================ CLI
+
+def cmd_report(args) -> int:
+    try:
+        path = build_report(args.results_dir, teacher=args.teacher, out_dir=args.out)
+    except ReportError as e:
+        print(f"mimicnet: error: {e}", file=sys.stderr)
+        return 2
+    runs = load_runs(args.results_dir)
+    t2 = table2(runs, planned_trials(load_reproduce(args.results_dir)), _Schedules(Path(args.results_dir)),
+                args.teacher)
+    print(table2_markdown(t2, compact=True), end="")
+    print(f"report: {path}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add `mimicnet report RESULTS_DIR` to the CLI's subparsers."""
+    r = subparsers.add_parser("report", help="tables, figures and one HTML page from a results folder",
+                              description="Build Table 1, Table 2, Figure 1 and the teacher → student curve from "
+                              "RESULTS_DIR/index.csv, beside the paper's numbers, into RESULTS_DIR/report/ "
+                              "(report.html is one self-contained file). Prints Table 2 and the page's path.")
+    r.add_argument("results_dir", type=Path, help="the folder holding index.csv (and reproduce.json, if any)")
+    r.add_argument("--teacher", default=None, help="Table 2 uses students of this teacher (its id in the index's "
+                   "teacher column); default: the teacher most trials of each cell mimicked")
+    r.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS_DIR/report)")
+    r.set_defaults(func=cmd_report)

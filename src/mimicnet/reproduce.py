@@ -1,0 +1,297 @@
+"""`mimicnet reproduce --preset NAME`: the whole study, stage by stage, resumable.
+
+    teachers -> ensemble -> transfer set -> hard-target baselines -> students -> table (+ report)
+
+Every stage writes its artifact into RESULTS_DIR and is skipped when that artifact is already complete
+(a finished run has results.json, an ensemble has ensemble.json, a transfer set has manifest.json, a
+search has its trials in study.db), so a killed `reproduce` continues where it stopped when run again.
+Every finished run appends a row to RESULTS_DIR/index.csv; the table and the report read only that.
+
+A preset is a dataclass of plain values; any field can be overridden with `--set field=value`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import artifacts
+from .train import ConfigError, TrainConfig, fit, load_train_data, resolve_device
+
+STUDENT_FAMILIES = ("conv0", "conv1", "conv2", "conv3", "conv4")
+BASELINE_FAMILIES = ("conv1", "conv2", "conv3", "conv4")
+
+
+@dataclass
+class Preset:
+    name: str
+    data: str = ""                       # archive; empty: download the official CIFAR-10 into the cache
+    max_train: int | None = None         # cap on training images (after the validation split)
+    device: str = "auto"
+    seed: int = 0
+    # teachers: "fixed" trains the configs in `teachers` (one run each); "search" runs the S2 search
+    teacher_mode: str = "fixed"
+    teachers: list = field(default_factory=list)     # TrainConfig overrides, one dict per teacher
+    teacher_trials: int = 0
+    teacher_base: dict = field(default_factory=dict)  # TrainConfig fields shared by every teacher
+    # ensemble
+    ensemble_method: str = "greedy"
+    ensemble_size: int = 16
+    # transfer set
+    transfer_epochs: int = 160
+    transfer_mode: str = "images"
+    logits_dtype: str = "float16"
+    # hard-target baselines (searched), and students (searched)
+    baseline_families: tuple = BASELINE_FAMILIES
+    baseline_budgets: tuple = (10_000_000,)
+    baseline_trials: int = 30
+    baseline_base: dict = field(default_factory=dict)
+    student_families: tuple = STUDENT_FAMILIES
+    student_budgets: tuple = (1_000_000, 3_160_000, 10_000_000, 31_600_000)
+    student_trials: int = 30
+    student_base: dict = field(default_factory=dict)
+    sampler: str = "gp"
+    n_startup: int = 4
+    report: bool = True
+
+
+# Teachers on the CPU presets: S2's family with batch norm, one-cycle lr and label smoothing. Measured on
+# the subset (2 cores): 32/64/128 filters, 256 fc, 30 epochs -> ~70% test in ~4.5 min; without batch norm
+# the same family stays near 50% in that time, and a weak teacher makes distillation meaningless.
+_CPU_TEACHER = dict(family="teacher", widths=(32, 64, 128, 256), batchnorm=True, schedule="onecycle",
+                    lr=0.05, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, batch_size=128)
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke", max_train=400,
+        teachers=[dict(seed=s) for s in range(2)],
+        teacher_base=dict(_CPU_TEACHER, widths=(8, 8, 16, 32), max_epochs=2),
+        ensemble_size=4, transfer_epochs=2, logits_dtype="float16",
+        baseline_families=("conv2",), baseline_budgets=(20_000,), baseline_trials=1,
+        baseline_base=dict(schedule="onecycle", max_epochs=2, batch_size=64),
+        student_families=STUDENT_FAMILIES, student_budgets=(20_000,), student_trials=1,
+        student_base=dict(schedule="onecycle", max_epochs=2, batch_size=64),
+        sampler="random", n_startup=1),
+    "cpu": Preset(
+        name="cpu", max_train=5000,
+        teachers=[dict(seed=s) for s in range(3)],
+        teacher_base=dict(_CPU_TEACHER, max_epochs=20),
+        ensemble_size=8, transfer_epochs=20,
+        baseline_budgets=(300_000,), baseline_trials=2,
+        baseline_base=dict(schedule="onecycle", max_epochs=20, batch_size=128),
+        student_budgets=(100_000, 300_000), student_trials=3,
+        student_base=dict(schedule="onecycle", max_epochs=20, batch_size=128),
+        sampler="gp", n_startup=4),
+    "paper": Preset(
+        name="paper", teacher_mode="search", teacher_trials=16,
+        teacher_base=dict(family="teacher", schedule="plateau", max_epochs=1000, batch_size=128),
+        ensemble_size=16, transfer_epochs=160,
+        baseline_budgets=(10_000_000,), baseline_trials=30,
+        baseline_base=dict(schedule="plateau", max_epochs=1000, batch_size=128),
+        student_budgets=(1_000_000, 3_160_000, 10_000_000, 31_600_000), student_trials=30,
+        student_base=dict(schedule="plateau", max_epochs=1000, batch_size=128),
+        sampler="gp", n_startup=4),
+}
+
+
+def apply_overrides(preset: Preset, sets: list[str]) -> Preset:
+    """`field=value` strings; values are JSON (numbers, lists, objects) or else plain strings."""
+    names = {f.name for f in dataclasses.fields(Preset)}
+    changes = {}
+    for s in sets:
+        if "=" not in s:
+            raise ConfigError(f"--set {s!r}: expected field=value")
+        k, v = s.split("=", 1)
+        if k not in names:
+            raise ConfigError(f"--set {k}: no such preset field (fields: {', '.join(sorted(names))})")
+        try:
+            val = json.loads(v)
+        except json.JSONDecodeError:
+            val = v
+        if isinstance(getattr(preset, k), tuple) and isinstance(val, list):
+            val = tuple(val)
+        changes[k] = val
+    return dataclasses.replace(preset, **changes)
+
+
+def _budget_str(b: int) -> str:
+    return f"{b / 1e6:g}M" if b >= 1e6 else f"{b / 1e3:g}k"
+
+
+def hardware() -> dict:
+    h = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        h["cuda_device"] = torch.cuda.get_device_name(0)
+    return h
+
+
+class Study:
+    """The state of one reproduce run: its folder, its record (reproduce.json), stage timing."""
+
+    def __init__(self, preset: Preset, out: Path, command: str):
+        self.p, self.out, self.index = preset, out, out / "index.csv"
+        self.record_path = out / "reproduce.json"
+        old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
+        if old and old.get("config_hash") != artifacts.config_hash(preset, exclude=("device",)):
+            raise ConfigError(f"{out}: holds a reproduce run of another config (preset {old.get('preset')}); "
+                              "choose another --out")
+        self.record = {"preset": preset.name, "command": command, "config": artifacts.to_jsonable(preset),
+                       "config_hash": artifacts.config_hash(preset, exclude=("device",)),
+                       "code_version": artifacts.code_version(), "hardware": hardware(),
+                       "stages": old.get("stages", {}), "planned_trials": {}}
+        self.save()
+
+    def save(self):
+        artifacts.write_json(self.record_path, self.record)
+
+    def stage(self, name: str, fn):
+        t0 = time.perf_counter()
+        print(f"\n== {name}", flush=True)
+        out = fn()
+        self.record["stages"][name] = round(self.record["stages"].get(name, 0) + time.perf_counter() - t0, 1)
+        self.save()
+        return out
+
+
+def train_cfg(p: Preset, base: dict, **kw) -> TrainConfig:
+    d = {"data": p.data, "max_train": p.max_train, "device": p.device, "seed": p.seed, **base, **kw}
+    return TrainConfig.from_dict(d)
+
+
+def run_teachers(st: Study, data) -> list[Path]:
+    p = st.p
+    if p.teacher_mode == "fixed":
+        dirs = []
+        for i, over in enumerate(p.teachers):
+            cfg = train_cfg(p, p.teacher_base, **over)
+            d = st.out / "teachers" / f"t{i}"
+            fit(cfg, d, data=data, index=st.index)
+            dirs.append(d)
+        return dirs
+    if p.teacher_mode == "search":
+        from .search import get_space, run_search
+        space = get_space("teacher")
+        st.record["planned_trials"][f"teacher/teacher/"] = p.teacher_trials
+        study = run_search(space, train_cfg(p, p.teacher_base), st.out / "studies" / "teacher", p.teacher_trials,
+                           sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index)
+        return [Path(t.user_attrs["run_dir"]) for t in study.trials
+                if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs]
+    raise ConfigError(f"teacher_mode must be 'fixed' or 'search', not {p.teacher_mode!r}")
+
+
+def run_cells(st: Study, kind: str, families, budgets, trials: int, base: dict, extra: dict):
+    from .search import make_space, run_search
+    for budget in budgets:
+        for fam in families:
+            space = make_space(kind, fam, budget)
+            st.record["planned_trials"][f"{kind}/{fam}/{budget}"] = trials
+            st.save()
+            print(f"-- {kind} {fam} {_budget_str(budget)}: {trials} trial(s)", flush=True)
+            run_search(space, train_cfg(st.p, base, family=fam, budget=budget, **extra),
+                       st.out / "studies" / space.name, trials, sampler=st.p.sampler, n_startup=st.p.n_startup,
+                       seed=st.p.seed, index=st.index)
+
+
+def results_table(index_path: Path) -> str:
+    """Per cell (kind, family, budget): trials, best test, mean ± std of the top-5-by-validation test acc."""
+    rows = [r for r in artifacts.read_index(index_path) if r.get("status", "") in ("", "complete")]
+    cells: dict = {}
+    for r in rows:
+        if r["test_acc"] == "":
+            continue
+        cells.setdefault((r["kind"], r["family"], r["budget"]), []).append(r)
+    order = {"teacher": 0, "ensemble": 1, "baseline": 2, "student": 3}
+    lines = [f"{'kind':9s} {'family':9s} {'budget':>8s} {'params':>9s} {'n':>3s} {'best val':>9s} {'test@best':>9s} "
+             f"{'top5 test':>15s}"]
+    for (kind, fam, budget), rs in sorted(cells.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][2] and float(kv[0][2]) or 0, kv[0][1])):
+        rs = sorted(rs, key=lambda r: -float(r["val_acc"] or 0))
+        top = torch.tensor([float(r["test_acc"]) for r in rs[:5]]) * 100
+        spread = f"{top.mean():.1f} ± {top.std():.1f}" if len(top) > 1 else f"{top.mean():.1f}"
+        b = _budget_str(int(float(budget))) if budget else "-"
+        lines.append(f"{kind:9s} {fam:9s} {b:>8s} {int(float(rs[0]['params'] or 0)):>9,d} {len(rs):>3d} "
+                     f"{100 * float(rs[0]['val_acc']):>9.1f} {100 * float(rs[0]['test_acc']):>9.1f} {spread:>15s}")
+    return "\n".join(lines)
+
+
+def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    if not preset.data:
+        from .data import default_cache_dir, download_cifar
+        preset = dataclasses.replace(preset, data=str(download_cifar(default_cache_dir())))
+    print(json.dumps(artifacts.to_jsonable(preset), indent=1))
+    st = Study(preset, out, command)
+    resolve_device(preset.device)
+    data = load_train_data(train_cfg(preset, preset.teacher_base))
+    st.record["data"] = {"path": preset.data, "sha256": data.sha256, "n_train": len(data.train.y),
+                         "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
+    st.save()
+
+    teacher_dirs = st.stage("teachers", lambda: run_teachers(st, data))
+
+    from .ensemble import build_ensemble
+    ens_dir = out / "ensemble"
+    ens = st.stage("ensemble", lambda: build_ensemble(teacher_dirs, ens_dir, data, method=preset.ensemble_method,
+                                                      size=preset.ensemble_size, device=resolve_device(preset.device),
+                                                      index=st.index))
+
+    from .transfer import TransferConfig, generate
+    tdir = out / "transfer"
+    tcfg = TransferConfig(data=preset.data, max_train=preset.max_train, epochs=preset.transfer_epochs,
+                          seed=preset.seed, mode=preset.transfer_mode, logits_dtype=preset.logits_dtype,
+                          device=preset.device)
+    st.stage("transfer", lambda: generate(tcfg, ens_dir, tdir))
+
+    st.stage("baselines", lambda: run_cells(st, "baseline", preset.baseline_families, preset.baseline_budgets,
+                                            preset.baseline_trials, preset.baseline_base, {}))
+    st.stage("students", lambda: run_cells(st, "student", preset.student_families, preset.student_budgets,
+                                           preset.student_trials, preset.student_base,
+                                           {"loss": "l2-logits", "transfer": str(tdir)}))
+    table = results_table(st.index)
+    artifacts.write_text(out / "results.txt", table + "\n")
+    print("\n" + table)
+    if preset.report:
+        from .report import build_report
+        path = st.stage("report", lambda: build_report(out))
+        print(f"\nreport: {path}")
+    return st.record
+
+
+def cmd_reproduce(args) -> int:
+    if args.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
+    p = PRESETS[args.preset]
+    sets = list(args.set or [])
+    for flag in ("data", "device", "max_train", "seed"):
+        v = getattr(args, flag)
+        if v is not None:
+            sets.append(f"{flag}={json.dumps(v) if not isinstance(v, str) else v}")
+    p = apply_overrides(p, sets)
+    out = args.out or Path("results") / p.name
+    reproduce(p, out, command=" ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]]))
+    return 0
+
+
+def register_cli(sub) -> None:
+    r = sub.add_parser("reproduce", help="the whole study: teachers, ensemble, transfer set, baselines, students, report",
+                       description="Run a preset of the study end to end. Each stage is skipped when its artifact "
+                       "is already complete, so a killed run continues when the same command is run again. "
+                       "Presets: " + "; ".join(f"{k}" for k in PRESETS) + ". "
+                       "smoke: minutes on CPU; cpu: the subset on 2 cores in about an hour; paper: S2-S4 as "
+                       "written, for a GPU.")
+    r.add_argument("--preset", default="cpu", help="smoke | cpu | paper (default cpu)")
+    r.add_argument("--data", help="local CIFAR archive (default: download the official one into the cache)")
+    r.add_argument("--out", type=Path, help="results folder (default results/PRESET)")
+    r.add_argument("--max-train", dest="max_train", type=int, help="cap on training images")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override any preset field (JSON values), e.g. --set student_trials=4")
+    r.add_argument("--device", default=None, help="auto | cpu | cuda")
+    r.set_defaults(func=cmd_reproduce)

@@ -1,0 +1,498 @@
+"""The transfer set (SPEC S1): N epochs of augmented training images, each labelled ONCE with the teacher's
+(ensemble-averaged) logits, stored so every student sees the same data in the same order.
+
+A transfer set is one folder of raw little-endian arrays, epoch-major (row e*n + i is the i-th image the
+student sees in epoch e):
+
+    images.u8         rows × 3×32×32 uint8   the augmented images, exactly as the teacher saw them
+                                             (absent in replay mode: rebuilt from the params)
+    logits.f16|.f32   rows × C               the teacher's logits for those images
+    source.i32        rows                   index of the source image in the training split
+    params.f32        rows × 9               augmentation params (augment.PARAM_KEYS order: hue, sat_scale,
+                                             sat_shift, val_scale, val_shift, size, x0, y0, flip)
+    train_labels.i32  n                      true labels of the training split (labels of row r are
+                                             train_labels[source[r]]; for a hard-label term)
+    manifest.json     written LAST: config, counts, shapes, dtypes, sha256 of every file, teacher identity,
+                      data sha256, code version, seconds. Without it the set is incomplete.
+
+While generating, the arrays live under `*.partial` names next to `progress.json` (epochs finished, written
+atomically after that epoch's data is fsynced). Running the same command again continues at the first
+unfinished epoch; nothing random is carried between epochs (epoch e draws its permutation and augmentation
+from a generator seeded by (seed, e)), so a resumed set is byte-identical to an uninterrupted one, and the
+first k epochs of a longer set are the k-epoch set.
+
+Memory does not grow with the number of epochs: each chunk is written with os.pwrite at its offset. (Writing
+through np.memmap would keep every dirty page in the process's RSS until it is flushed.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import artifacts
+from .augment import IMAGE_SIZE, PARAM_KEYS, AugmentConfig, apply_params, sample_params, to_uint8
+
+__all__ = ["TransferError", "TransferConfig", "TransferSet", "generate", "verify", "register_cli"]
+
+FORMAT = "mimicnet-transfer-1"
+IMAGE_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE
+_STREAM = 17  # generator stream of the transfer set: independent of the teachers' own epoch-e augmentation
+_LOGITS = {"float16": ("logits.f16", np.float16), "float32": ("logits.f32", np.float32)}
+
+
+class TransferError(ValueError):
+    """A transfer set (or its config) that cannot be used as asked; the message names the folder and why."""
+
+
+@dataclass
+class TransferConfig:
+    data: str = ""                                 # CIFAR archive (.tar.gz) or folder
+    max_train: int | None = None                   # use only the first N training images (after the val split)
+    epochs: int = 160                              # S1: 160 epochs of the 40k training images
+    seed: int = 0
+    hsv: tuple[float, float, float, float, float] = (0.06, 0.26, 0.20, 0.21, 0.13)  # S1's fixed setting
+    scale_min: int = 24
+    mirror: bool = True
+    logits_dtype: str = "float16"                  # float16 halves the size; its 3 significant digits are
+                                                   # finer than the teacher's own run-to-run noise
+    chunk: int = 4096                              # images per write
+    batch_size: int = 1000                         # teacher inference batch
+    mode: str = "images"                           # images: store them; replay: rebuild from params on read
+    device: str = "auto"                           # not part of the set's identity
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransferConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise TransferError(f"unknown transfer config field(s): {', '.join(unknown)}")
+        d = dict(d)
+        if d.get("hsv") is not None:
+            d["hsv"] = tuple(d["hsv"])
+        return cls(**d)
+
+    def validate(self) -> None:
+        def positive_int(name):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise TransferError(f"transfer config: {name} must be an integer >= 1, got {v!r}")
+        for name in ("epochs", "chunk", "batch_size"):
+            positive_int(name)
+        if self.max_train is not None:
+            positive_int("max_train")
+        if not self.data:
+            raise TransferError("transfer config: no data; pass --data ARCHIVE (a CIFAR-10 .tar.gz or folder)")
+        if self.logits_dtype not in _LOGITS:
+            raise TransferError(f"transfer config: logits_dtype must be float16 or float32, not {self.logits_dtype!r}")
+        if self.mode not in ("images", "replay"):
+            raise TransferError(f"transfer config: mode must be images or replay, not {self.mode!r}")
+        if len(self.hsv) != 5:
+            raise TransferError(f"transfer config: hsv takes 5 numbers (Dh,Ds,Dv,As,Av), got {len(self.hsv)}")
+        try:
+            self.augment_config()
+        except ValueError as e:
+            raise TransferError(f"transfer config: {e}") from None
+
+    def augment_config(self) -> AugmentConfig:
+        dh, ds, dv, as_, av = (float(v) for v in self.hsv)
+        return AugmentConfig(dh=dh, ds=ds, dv=dv, as_=as_, av=av, scale_min=self.scale_min, mirror=self.mirror)
+
+
+# ----------------------------------------------------------------------------------------------
+# File layout
+
+def _layout(mode: str, logits_dtype: str, rows: int, n: int, num_classes: int) -> dict[str, dict]:
+    """{key: {name, dtype, shape}} of the files of a set; shape[0] is the number of rows in the file."""
+    files = {}
+    if mode == "images":
+        files["images"] = {"name": "images.u8", "dtype": "uint8", "shape": [rows, 3, IMAGE_SIZE, IMAGE_SIZE]}
+    files["logits"] = {"name": _LOGITS[logits_dtype][0], "dtype": logits_dtype, "shape": [rows, num_classes]}
+    files["source"] = {"name": "source.i32", "dtype": "int32", "shape": [rows]}
+    files["params"] = {"name": "params.f32", "dtype": "float32", "shape": [rows, len(PARAM_KEYS)]}
+    files["train_labels"] = {"name": "train_labels.i32", "dtype": "int32", "shape": [n]}
+    for f in files.values():
+        f["row_bytes"] = int(np.dtype(f["dtype"]).itemsize * math.prod(f["shape"][1:]))
+        f["bytes"] = f["row_bytes"] * f["shape"][0]
+    return files
+
+
+def _pwrite(fd: int, arr: np.ndarray, offset: int) -> None:
+    """Write an array's bytes at `offset` (little-endian; pwrite may write less than asked, so loop)."""
+    mv = memoryview(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B")
+    while mv.nbytes:
+        k = os.pwrite(fd, mv, offset)
+        mv, offset = mv[k:], offset + k
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)  # hashlib releases the GIL on large buffers: files hash in parallel threads
+    return h.hexdigest()
+
+
+def _hash_files(paths: list[Path]) -> list[str]:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(paths), os.cpu_count() or 1))) as pool:
+        return list(pool.map(_sha256, paths))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _identity(cfg: TransferConfig, teacher_sha: str, data_sha: str) -> str:
+    """What makes two sets the same set: the config, the teacher and the data, by content (so neither the
+    device nor the spelling of the data's path matter; chunk and batch_size do: they set the teacher's batches)."""
+    d = {"config": {k: v for k, v in artifacts.to_jsonable(cfg).items() if k not in ("device", "data")},
+         "teacher_sha256": teacher_sha, "data_sha256": data_sha}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _train_split(data: str, max_train: int | None):
+    from .train import TrainConfig, load_train_data
+    d = load_train_data(TrainConfig(data=data, max_train=max_train))
+    return d.train.x, d.train.y, d.sha256, d.num_classes
+
+
+def _params_to_array(p: dict[str, torch.Tensor]) -> np.ndarray:
+    # every value is exact in float32: the five HSV params are float32, size/x0/y0 <= 32, flip is 0/1
+    return torch.stack([p[k].float().cpu() for k in PARAM_KEYS], dim=1).numpy()
+
+
+def _array_to_params(a: torch.Tensor) -> dict[str, torch.Tensor]:
+    cols = dict(zip(PARAM_KEYS, a.unbind(1)))
+    return {k: (v.long() if k in ("size", "x0", "y0") else v.bool() if k == "flip" else v) for k, v in cols.items()}
+
+
+def _on_chunk(epoch: int, start: int) -> None:
+    """Called after each chunk is written (a test hook: raising here simulates a crash mid-epoch)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+
+def generate(cfg: TransferConfig, teacher_dir, out_dir, log: Callable[[str], None] = print,
+             progress: bool | None = None) -> dict:
+    """Generate (or finish, or return the finished) transfer set in `out_dir`; returns manifest.json's content.
+
+    `teacher_dir`: an ensemble folder (ensemble.json) or a training run folder / checkpoint (a single teacher).
+    Only the training split is used (validation removed, capped by max_train)."""
+    from tqdm import tqdm
+
+    from .ensemble import load_teacher
+    from .train import epoch_generator, predict_logits, resolve_device
+
+    cfg.validate()
+    out = Path(out_dir)
+    device = resolve_device(cfg.device)
+    x, y, data_sha, data_classes = _train_split(cfg.data, cfg.max_train)
+    teacher, tinfo = load_teacher(teacher_dir, device)
+    if tinfo["num_classes"] != data_classes:
+        raise TransferError(f"{teacher_dir}: teacher has {tinfo['num_classes']} outputs, {cfg.data} {data_classes} classes")
+    n, num_classes, epochs = len(x), tinfo["num_classes"], cfg.epochs
+    rows = epochs * n
+    ident = _identity(cfg, tinfo["sha256"], data_sha)
+    files = _layout(cfg.mode, cfg.logits_dtype, rows, n, num_classes)
+
+    manifest_path, progress_path = out / "manifest.json", out / "progress.json"
+    if manifest_path.exists():
+        man = artifacts.read_json(manifest_path)
+        if man.get("identity") == ident:
+            progress_path.unlink(missing_ok=True)  # left behind by a kill right after the manifest was written
+            log(f"{out}: transfer set already complete")
+            return man
+        raise TransferError(f"{out}: holds another transfer set (config, teacher or data differ); choose another --out")
+
+    done, seconds = 0, 0.0
+    if progress_path.exists():
+        prog = artifacts.read_json(progress_path)
+        if prog.get("identity") != ident:
+            raise TransferError(f"{out}: holds an unfinished transfer set of another config, teacher or data; "
+                                "choose another --out")
+        done, seconds = prog["epochs_done"], prog["seconds"]
+        log(f"resuming {out} at epoch {done}/{epochs}")
+    else:
+        log(f"transfer set: {epochs} epochs × {n} images ({cfg.mode}) from {tinfo['kind']} {tinfo['path']} -> {out}")
+
+    def write_progress(k: int, secs: float) -> None:
+        artifacts.write_json(progress_path, {"format": FORMAT + "-progress", "identity": ident, "epochs_done": k,
+                                             "epochs": epochs, "n": n, "seconds": round(secs, 3),
+                                             "config": cfg, "teacher": tinfo})
+
+    out.mkdir(parents=True, exist_ok=True)
+    t_run, made = time.perf_counter(), 0
+    if done < epochs:
+        if not progress_path.exists():
+            write_progress(0, 0.0)  # before any data: a folder with partial files always has a progress.json
+        fds = {k: os.open(out / (f["name"] + ".partial"), os.O_WRONLY | os.O_CREAT, 0o644) for k, f in files.items()}
+        try:
+            for k, f in files.items():
+                if k != "train_labels":  # drop whatever a killed run wrote past the last finished epoch
+                    os.ftruncate(fds[k], done * n * f["row_bytes"])
+            _pwrite(fds["train_labels"], y.numpy().astype(np.int32), 0)
+            os.ftruncate(fds["train_labels"], files["train_labels"]["bytes"])
+
+            aug = cfg.augment_config()
+            x_dev = x.to(device)
+            np_logits = _LOGITS[cfg.logits_dtype][1]
+            # One chunk's images and logits, reused for every chunk: no per-chunk allocation churn on the host.
+            img_buf = np.empty((min(cfg.chunk, n), 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+            logit_buf = np.empty((min(cfg.chunk, n), num_classes), np_logits)
+            bar = tqdm(total=rows, initial=done * n, unit="img", unit_scale=True, desc="transfer set",
+                       disable=None if progress is None else not progress)
+            for e in range(done, epochs):
+                t0 = time.perf_counter()
+                g = epoch_generator(cfg.seed, e, _STREAM)
+                perm = torch.randperm(n, generator=g)
+                params = sample_params(n, aug, g)  # CPU draws: the same params whatever the device
+                for a in range(0, n, cfg.chunk):
+                    b = min(a + cfg.chunk, n)
+                    idx = perm[a:b]
+                    # Augment and label in teacher-sized batches: the float intermediates of augmentation
+                    # (float64 resize) are ~25x the uint8 images, so this bounds the working set.
+                    for c in range(a, b, cfg.batch_size):
+                        d = min(c + cfg.batch_size, b)
+                        p = {k: v[c:d] for k, v in params.items()}
+                        imgs = to_uint8(apply_params(x_dev[perm[c:d].to(device)], p))
+                        # the teacher labels exactly the uint8 images that are stored (or replayed)
+                        logit_buf[c - a:d - a] = predict_logits(teacher, imgs, 1.0, device, cfg.batch_size).numpy()
+                        if "images" in fds:
+                            img_buf[c - a:d - a] = imgs.cpu().numpy()
+                    z = logit_buf[:b - a]
+                    if not np.isfinite(z).all():
+                        raise TransferError(f"{out}: teacher logits are not finite in {cfg.logits_dtype} at epoch {e} "
+                                            "(overflow? try --logits-dtype float32)")
+                    r = e * n + a
+                    if "images" in fds:
+                        _pwrite(fds["images"], img_buf[:b - a], r * IMAGE_BYTES)
+                    _pwrite(fds["logits"], z, r * files["logits"]["row_bytes"])
+                    _pwrite(fds["source"], idx.numpy().astype(np.int32), r * 4)
+                    _pwrite(fds["params"], _params_to_array({k: v[a:b] for k, v in params.items()}),
+                            r * files["params"]["row_bytes"])
+                    made += b - a
+                    bar.update(b - a)
+                    _on_chunk(e, a)
+                for fd in fds.values():
+                    os.fsync(fd)  # the epoch's data is on disk before progress says so
+                seconds += time.perf_counter() - t0
+                write_progress(e + 1, seconds)
+            bar.close()
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+    run_seconds = time.perf_counter() - t_run
+
+    # Finish: final names, checksums, then the manifest, last. Each step is redone safely after a kill.
+    for f in files.values():
+        partial, final = out / (f["name"] + ".partial"), out / f["name"]
+        if partial.exists():
+            os.replace(partial, final)
+        if not final.exists() or final.stat().st_size != f["bytes"]:
+            raise TransferError(f"{final}: missing or of the wrong size after generation; delete {out} and regenerate")
+    _fsync_dir(out)
+    t_hash = time.perf_counter()
+    shas = _hash_files([out / f["name"] for f in files.values()])
+    for f, sha in zip(files.values(), shas):
+        f["sha256"] = sha
+    hash_seconds = time.perf_counter() - t_hash
+    data_path = Path(cfg.data).expanduser().resolve()
+    manifest = {
+        "format": FORMAT, "identity": ident, "config": cfg, "mode": cfg.mode,
+        "epochs": epochs, "n": n, "rows": rows, "num_classes": num_classes,
+        "layout": "epoch-major: row e*n + i is the i-th image of epoch e; little-endian",
+        "params_columns": list(PARAM_KEYS), "files": files, "teacher": tinfo,
+        "data": {"path": str(data_path), "sha256": data_sha, "n_train": n, "max_train": cfg.max_train},
+        "device": str(device), "seconds": round(seconds, 3), "hash_seconds": round(hash_seconds, 3),
+        "images_per_second": round(rows / seconds, 1) if seconds > 0 else None,
+        "this_run": {"images": made, "seconds": round(run_seconds, 3)},
+        "code_version": artifacts.code_version(),
+    }
+    artifacts.write_json(manifest_path, manifest)
+    progress_path.unlink(missing_ok=True)
+    return artifacts.read_json(manifest_path)  # exactly what a later call or TransferSet sees
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+def _read_manifest(path: Path) -> dict:
+    man_path = path / "manifest.json"
+    if not man_path.exists():
+        prog_path = path / "progress.json"
+        if prog_path.exists():
+            try:
+                prog = json.loads(prog_path.read_text())
+                state = f"{prog['epochs_done']}/{prog['epochs']} epochs"
+            except (OSError, ValueError, KeyError):
+                state = "unreadable progress.json"
+            raise TransferError(f"{path}: incomplete transfer set ({state}); run the same `mimicnet transfer` "
+                                "command to finish it")
+        if not path.is_dir():
+            raise TransferError(f"{path}: no such transfer set folder")
+        raise TransferError(f"{path}: not a transfer set (no manifest.json)")
+    try:
+        man = json.loads(man_path.read_text())
+    except ValueError as e:
+        raise TransferError(f"{man_path}: not valid JSON ({e})") from None
+    if not isinstance(man, dict) or man.get("format") != FORMAT:
+        raise TransferError(f"{man_path}: not a mimicnet transfer set manifest")
+    return man
+
+
+class TransferSet:
+    """A finished transfer set, read in contiguous row ranges (never loaded whole).
+
+    `read(start, stop)` -> (images uint8 [k,3,32,32], teacher logits float32 [k,C], true labels int64 [k]),
+    all on `device`. In replay mode the images are rebuilt from the source images and the stored params,
+    bit-identical to what the teacher saw when read on the device type the set was generated on."""
+
+    def __init__(self, path, device="cpu", data=None):
+        self.path = Path(path)
+        self.device = torch.device(device)
+        self.manifest = man = _read_manifest(self.path)
+        self.epochs, self.n, self.rows = man["epochs"], man["n"], man["rows"]
+        self.num_classes, self.mode, self.teacher = man["num_classes"], man["mode"], man["teacher"]
+        self.files = man["files"]
+        for f in self.files.values():
+            p = self.path / f["name"]
+            size = p.stat().st_size if p.exists() else None
+            if size != f["bytes"]:
+                raise TransferError(f"{p}: {'missing' if size is None else f'{size} bytes'}, the manifest says "
+                                    f"{f['bytes']}; the set is damaged")
+        self.train_labels = torch.from_numpy(self._read("train_labels", 0, self.n).astype(np.int64)).to(self.device)
+        self._x = None
+        if self.mode == "replay":
+            self._x = self._source_images(data).to(self.device)
+
+    def _source_images(self, data) -> torch.Tensor:
+        d = self.manifest["data"]
+        path = data or d["path"]
+        if not Path(path).exists():
+            raise TransferError(f"{self.path}: replay needs the training images of {d['path']} (sha256 "
+                                f"{d['sha256'][:12]}…), which are not there; pass data=… to point at a copy")
+        x, _, sha, _ = _train_split(str(path), d["max_train"])
+        if sha != d["sha256"]:
+            raise TransferError(f"{path}: sha256 {sha[:12]}… is not the data this replay set was made from "
+                                f"({d['sha256'][:12]}…)")
+        return x
+
+    def _read(self, key: str, start: int, count: int) -> np.ndarray:
+        f = self.files[key]
+        items = math.prod(f["shape"][1:])
+        a = np.fromfile(self.path / f["name"], dtype=np.dtype(f["dtype"]).newbyteorder("<"), count=count * items,
+                        offset=start * f["row_bytes"])
+        if len(a) != count * items:
+            raise TransferError(f"{self.path / f['name']}: short read at row {start}; the set is damaged")
+        return a.reshape(count, *f["shape"][1:])
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def epoch_rows(self, e: int) -> tuple[int, int]:
+        if not 0 <= e < self.epochs:
+            raise IndexError(f"epoch {e} out of range (set has {self.epochs})")
+        return e * self.n, (e + 1) * self.n
+
+    def read(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not 0 <= start <= stop <= self.rows:
+            raise IndexError(f"rows {start}:{stop} out of range (set has {self.rows})")
+        k = stop - start
+        src = torch.from_numpy(self._read("source", start, k).astype(np.int64)).to(self.device)
+        logits = torch.from_numpy(self._read("logits", start, k).astype(np.float32)).to(self.device)
+        if self.mode == "images":
+            imgs = torch.from_numpy(self._read("images", start, k)).to(self.device)
+        else:
+            p = _array_to_params(torch.from_numpy(self._read("params", start, k)).to(self.device))
+            imgs = to_uint8(apply_params(self._x[src], p))
+        return imgs, logits, self.train_labels[src]
+
+
+def verify(path) -> dict:
+    """Recompute every file's sha256 and compare with the manifest; returns the manifest, raises on a mismatch."""
+    path = Path(path)
+    man = _read_manifest(path)
+    files = list(man["files"].values())
+    for f in files:
+        p = path / f["name"]
+        if not p.exists():
+            raise TransferError(f"{p}: missing")
+    bad = [f["name"] for f, sha in zip(files, _hash_files([path / f["name"] for f in files])) if sha != f["sha256"]]
+    if bad:
+        raise TransferError(f"{path}: checksum mismatch in {', '.join(bad)}; the set is damaged, regenerate it")
+    return man
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1000
+
+
+def cmd_transfer(args) -> int:
+    if args.verify is not None:
+        t0 = time.perf_counter()
+        man = verify(args.verify)
+        size = sum(f["bytes"] for f in man["files"].values())
+        print(f"{args.verify}: OK, {len(man['files'])} files, {_human(size)} verified in {time.perf_counter() - t0:.1f}s")
+        return 0
+    missing = [flag for flag, v in (("--teacher", args.teacher), ("--data", args.data), ("--epochs", args.epochs),
+                                    ("--out", args.out)) if v is None]
+    if missing:
+        raise TransferError(f"mimicnet transfer: {', '.join(missing)} required (or --verify DIR)")
+    cfg = TransferConfig(data=args.data, max_train=args.max_train, epochs=args.epochs, seed=args.seed,
+                         logits_dtype=args.logits_dtype, mode=args.mode, chunk=args.chunk,
+                         batch_size=args.batch_size, device=args.device or "auto")
+    man = generate(cfg, args.teacher, args.out)
+    size = sum(f["bytes"] for f in man["files"].values())
+    t = man["teacher"]
+    print(f"transfer set {args.out}: {man['epochs']} epochs × {man['n']:,} images = {man['rows']:,} rows, "
+          f"{man['num_classes']} classes, mode {man['mode']}, logits {man['config']['logits_dtype']}")
+    print(f"teacher: {t['kind']} {t['path']} (val {t['val_acc']}, test {t['test_acc']})")
+    run = man["this_run"]
+    rate = f"{run['images'] / run['seconds']:,.0f} images/s" if run["images"] and run["seconds"] > 0 else "nothing to do"
+    print(f"disk {_human(size)}; this run: {run['images']:,} images in {run['seconds']:.1f}s ({rate}); "
+          f"checksums {man['hash_seconds']:.1f}s")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("transfer", help="label augmented training images with a teacher, once, on disk",
+                              description="Generate the transfer set of S1: EPOCHS passes over the training split "
+                              "(validation removed), each a seeded permutation with seeded augmentation, labelled "
+                              "with the teacher's logits and stored in order. Running the same command again "
+                              "continues an interrupted set; --verify DIR rechecks a finished set's checksums.")
+    p.add_argument("--teacher", type=Path, help="ensemble folder (mimicnet ensemble) or a training run folder")
+    p.add_argument("--data", help="CIFAR archive (.tar.gz) or folder")
+    p.add_argument("--epochs", type=int, help="passes over the training images (S1: 160)")
+    p.add_argument("--out", type=Path, help="transfer set folder")
+    p.add_argument("--max-train", dest="max_train", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--mode", choices=("images", "replay"), default="images",
+                   help="images: store the augmented images; replay: store only the params (2% of the disk) "
+                   "and rebuild the images when read")
+    p.add_argument("--logits-dtype", dest="logits_dtype", choices=tuple(_LOGITS), default="float16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, default=4096, help="images per write (default 4096)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=1000, help="teacher inference batch (default 1000)")
+    p.add_argument("--verify", type=Path, metavar="DIR", help="recompute a finished set's checksums and compare")
+    p.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
+    p.set_defaults(func=cmd_transfer)

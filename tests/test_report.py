@@ -1,0 +1,217 @@
+"""The report, built from a synthetic run index whose every number is known: cells recomputed by hand."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import re
+import statistics
+
+import pytest
+
+from mimicnet import published as P
+from mimicnet.artifacts import append_index
+from mimicnet.report import ReportError, build_report, register_cli
+
+ENS = "ens16-abc"
+# (val, test) fractions per trial, as fit() writes them. Top-5 by val differs from top-5 by test on purpose.
+STUDENTS = {
+    ("conv0", 100_000): [(.40, .41), (.43, .40), (.45, .44), (.42, .46), (.44, .39), (.41, .42)],
+    ("conv0", 1_000_000): [(.47, .48), (.50, .49), (.49, .51), (.46, .50), (.48, .47), (.51, .46), (.45, .52)],
+    ("conv2", 100_000): [(.55, .54), (.58, .56), (.57, .59), (.56, .55), (.60, .57), (.54, .60), (.59, .58)],
+    ("conv2", 1_000_000): [(.62, .61), (.64, .65), (.63, .62), (.66, .63), (.61, .66), (.65, .64)],
+    ("conv4", 100_000): [(.60, .61), (.63, .62), (.62, .64), (.61, .60), (.64, .63), (.65, .59)],
+    # (conv4, 1M) is planned but never ran: a missing cell
+}
+PLANNED = {"student/conv2/100000": 10, "student/conv4/1000000": 6, "student/conv0/100000": 6}
+
+
+def _row(**kw):
+    base = {"params": 0, "seed": 0, "epochs": 12, "max_epochs": 30, "seconds": 5.0, "loss": "ce",
+            "data_sha256": "ab" * 32, "code_version": "0.1.0"}
+    return {**base, **kw}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    d = tmp_path_factory.mktemp("results")
+    idx = d / "index.csv"
+    append_index(idx, _row(kind="ensemble", family="ensemble", params=2_400_000, val_acc=.80, test_acc=.79,
+                           run_id=ENS, path=str(d / "ensembles" / ENS), widths="16"))
+    for i, (v, t) in enumerate([(.74, .73), (.77, .76), (.75, .77), (.72, .71)]):
+        append_index(idx, _row(kind="teacher", family="teacher", params=600_000 + i, widths="32x64x128x256",
+                               val_acc=v, test_acc=t, seed=i, run_id=f"teacher-{i}"))
+    for (fam, budget), trials in STUDENTS.items():
+        for i, (v, t) in enumerate(trials):
+            extra = {}
+            if (fam, budget) == ("conv2", 1_000_000) and i == 2:
+                extra = {"epochs": 30, "path": str(d / "no-such-run")}  # hit the cap, schedule unknown: capped
+            append_index(idx, _row(kind="student", family=fam, budget=budget, params=budget - 10 * i, seed=i,
+                                   val_acc=v, test_acc=t, teacher=ENS, teacher_val_acc=.80, teacher_test_acc=.79,
+                                   loss="l2-logits", study=f"s-{fam}-{budget}", trial=i, status="complete",
+                                   **extra))
+    # a diverged trial with (bogus) accuracies that would top the cell if it were counted
+    append_index(idx, _row(kind="student", family="conv2", budget=100_000, params=100_000, val_acc=.99,
+                           test_acc=.99, teacher=ENS, teacher_test_acc=.79, loss="l2-logits", status="failed",
+                           study="s-conv2-100000", trial=7))
+    # a second, weaker teacher for conv2 @ 1M: not in Table 2 (fewer rows), but on the teacher -> student curve
+    for i, (v, t) in enumerate([(.57, .56), (.58, .57), (.56, .58)]):
+        append_index(idx, _row(kind="student", family="conv2", budget=1_000_000, params=1_000_000, val_acc=v,
+                               test_acc=t, teacher="teacher-1", teacher_test_acc=.76, loss="l2-logits", seed=i))
+    # a fixed-length (onecycle) run ends at max_epochs by design: not cut short
+    run = d / "runs" / "conv0-onecycle"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": {"schedule": "onecycle", "max_epochs": 30}}))
+    append_index(idx, _row(kind="student", family="conv0", budget=1_000_000, params=1_000_000, val_acc=.30,
+                           test_acc=.30, teacher=ENS, teacher_test_acc=.79, loss="l2-logits", epochs=30,
+                           path=str(run)))
+    # hard-target baselines
+    for fam, accs in {"conv2": [(.52, .51), (.53, .54), (.50, .52)], "conv4": [(.55, .56), (.57, .55)]}.items():
+        for i, (v, t) in enumerate(accs):
+            append_index(idx, _row(kind="baseline", family=fam, budget=1_000_000, params=999_000, val_acc=v,
+                                   test_acc=t, seed=i))
+    (d / "reproduce.json").write_text(json.dumps({
+        "command": "mimicnet reproduce --preset cpu", "preset": "cpu", "planned_trials": PLANNED,
+        "config": {"budgets": [100_000, 1_000_000]}, "stages": {"teachers": 120.5, "students": 900},
+        "data": {"path": "/data/cifar-10-subset-python.tar.gz", "sha256": "ab" * 32, "n_train": 3254,
+                 "n_val": 814, "n_test": 1017}}))
+    html_path = build_report(d)
+    return d, html_path
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _by_hand(fam, budget):
+    """Recompute a Table 2 cell from the trials above: selection on val, statistics on test, in percent."""
+    trials = STUDENTS[(fam, budget)]
+    if (fam, budget) == ("conv0", 1_000_000):
+        trials = trials + [(.30, .30)]  # the onecycle run belongs to the cell
+    top = sorted(trials, key=lambda vt: -vt[0])[:5]  # stable: index order breaks ties
+    tests = [t * 100 for _, t in top]
+    return {"n": len(trials), "best_test": max(t for _, t in trials) * 100, "best_val": max(v for v, _ in trials) * 100,
+            "top_test_mean": statistics.fmean(tests), "top_test_std": statistics.stdev(tests),
+            "top_val_mean": statistics.fmean(v * 100 for v, _ in top), "sel_test": top[0][1] * 100}
+
+
+def test_three_random_cells_match_a_hand_computation(results):
+    d, _ = results
+    rows = {(r["family"], int(r["budget"])): r for r in _csv(d / "report" / "table2.csv")}
+    for cell in random.Random(5).sample(sorted(STUDENTS), 3):
+        r, want = rows[cell], _by_hand(*cell)
+        assert int(r["n"]) == want["n"], cell
+        for k in ("best_test", "best_val", "top_test_mean", "top_test_std", "top_val_mean", "sel_test"):
+            assert float(r[k]) == round(want[k], 4), (cell, k)
+        assert r["top_k"] == "5"
+
+
+def test_failed_trials_are_counted_not_averaged(results):
+    d, _ = results
+    r = next(r for r in _csv(d / "report" / "table2.csv") if (r["family"], r["budget"]) == ("conv2", "100000"))
+    assert r["n"] == "7" and r["n_failed"] == "1"
+    assert float(r["best_test"]) == 60.0 and float(r["best_val"]) == 60.0   # the failed 99% is excluded
+    assert "1 failed" in (d / "report" / "table2.md").read_text()
+
+
+def test_missing_cell_is_missing_not_zero(results):
+    d, _ = results
+    r = next(r for r in _csv(d / "report" / "table2.csv") if (r["family"], r["budget"]) == ("conv4", "1000000"))
+    assert r["status"] == "missing" and r["n"] == "0"
+    assert r["best_test"] == "" and r["top_test_mean"] == "" and r["params"] == ""
+    assert r["cut_short"] == "yes" and "0 of 6 planned" in r["note"]
+    md = (d / "report" / "table2.md").read_text()
+    conv4 = next(line for line in md.splitlines() if line.startswith("| conv4 |"))
+    assert "—" in conv4.split("|")[3]          # the 1M column of conv4
+    assert "0.00" not in conv4
+
+
+def test_cut_short_cells_say_so_and_onecycle_is_not_capped(results):
+    d, _ = results
+    rows = {(r["family"], r["budget"]): r for r in _csv(d / "report" / "table2.csv")}
+    assert rows[("conv2", "100000")]["cut_short"] == "yes"                 # 8 of 10 planned ran
+    assert "8 of 10 planned" in rows[("conv2", "100000")]["note"]
+    assert rows[("conv2", "1000000")]["cut_short"] == "yes"                # a run hit max_epochs
+    assert "max_epochs" in rows[("conv2", "1000000")]["note"]
+    assert rows[("conv0", "1000000")]["cut_short"] == "no"                 # onecycle ends at max_epochs by design
+    assert rows[("conv0", "100000")]["cut_short"] == "no"                  # 6 of 6 planned
+    md = (d / "report" / "table2.md").read_text()
+    assert "†" in md and "8 of 10 planned trials ran" in md
+
+
+def test_main_teacher_and_paper_values(results):
+    d, _ = results
+    rows = {(r["family"], r["budget"]): r for r in _csv(d / "report" / "table2.csv")}
+    r = rows[("conv2", "1000000")]
+    assert r["teacher"] == ENS and r["other_teacher_runs"] == "3" and r["n"] == "6"
+    # 1M is a paper budget: value and difference; 100k is not: nothing (no neighbour within a paper step)
+    assert float(r["paper_test_acc"]) == P.STUDENTS["conv2"][1_000_000] and r["paper_exact"] == "yes"
+    assert float(r["diff_best_vs_paper"]) == round(66.0 - 87.9, 4)
+    r = rows[("conv2", "100000")]
+    assert r["paper_test_acc"] == "" and r["diff_best_vs_paper"] == ""
+
+
+def test_table1_rows(results):
+    d, _ = results
+    rows = _csv(d / "report" / "table1.csv")
+    base = {r["family"]: r for r in rows if r["section"] == "hard targets"}
+    assert base["conv2"]["n"] == "3" and float(base["conv2"]["best_test"]) == 54.0
+    assert float(base["conv2"]["paper_test_acc"]) == 88.9 and base["conv2"]["diff_best_vs_paper"] == ""  # 1M ≠ 10M
+    assert base["conv1"]["status"] == "missing"         # the paper has it, this run does not
+    teachers = [r for r in rows if r["section"] == "teachers"]
+    assert [float(r["best_test"]) for r in teachers[:3]] == [76.0, 77.0, 73.0]   # ranked by val, not test
+    assert [float(r["paper_test_acc"]) for r in teachers[:3]] == [92.78, 92.77, 92.67]
+    ens = next(r for r in rows if r["section"] == "ensembles")
+    assert float(ens["best_test"]) == 79.0 and float(ens["diff_best_vs_paper"]) == round(79.0 - 93.8, 4)
+
+
+def test_markdown_and_latex(results):
+    d, _ = results
+    rep = d / "report"
+    for name in ("table1", "table2"):
+        md = rep.joinpath(f"{name}.md").read_text()
+        assert re.search(r"^\|---", md, re.M)
+        tex = rep.joinpath(f"{name}.tex").read_text()
+        assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") >= 1
+        assert "²" not in tex and "—" not in tex        # unicode turned into LaTeX
+    assert "87.9" in rep.joinpath("table2.md").read_text()  # the paper's Table 2 beside
+
+
+def test_html_is_one_self_contained_file(results):
+    d, html_path = results
+    page = html_path.read_text()
+    assert html_path == d / "report" / "report.html"
+    assert 'src="http' not in page and 'href="http' not in page and "<link" not in page and "<script" not in page
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) >= 2 and all(s.startswith("data:image/png;base64,") for s in srcs)  # fig 1 + teacher->student
+    for number in ("93.8", "92.78", "87.9", "84.6", "85.8"):
+        assert number in page
+    assert "cifar-10-subset-python.tar.gz" in page and "mimicnet reproduce --preset cpu" in page
+    assert "torch" in page and "1017" in page
+
+
+def test_figures_written(results):
+    d, _ = results
+    rep = d / "report"
+    for stem in ("figure1", "teacher_student"):
+        png = rep.joinpath(f"{stem}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+        assert "<svg" in rep.joinpath(f"{stem}.svg").read_text()[:2000]
+
+
+def test_cli_and_an_empty_results_folder(tmp_path, capsys):
+    p = argparse.ArgumentParser()
+    register_cli(p.add_subparsers(dest="command"))
+    args = p.parse_args(["report", str(tmp_path)])
+    assert args.func(args) == 0                                    # no index yet: a report that says so
+    out = capsys.readouterr().out
+    assert "report.html" in out and "No student runs" in out
+    assert not (tmp_path / "report" / "teacher_student.png").exists()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "not measured" in page and "93.8" in page
+    args = p.parse_args(["report", str(tmp_path / "nope")])
+    assert args.func(args) == 2 and "not found" in capsys.readouterr().err
+    with pytest.raises(ReportError):
+        build_report(tmp_path / "nope")

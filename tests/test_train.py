@@ -172,3 +172,13 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         model_from_checkpoint(bad)
     with pytest.raises(artifacts.CheckpointError, match="not found"):
         model_from_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_run_identity_ignores_execution_fields_and_new_default_fields():
+    import dataclasses
+    cfg = TrainConfig(family="conv2", widths=(8, 8, 32), lr=0.02)
+    assert cfg.run_id() == dataclasses.replace(cfg, device="cuda", amp=False, compile=True).run_id()
+    assert cfg.run_id() != dataclasses.replace(cfg, lr=0.03).run_id()
+    # a field at its default does not enter the hash: the identity of old runs survives new options
+    assert artifacts.config_hash({"a": 1}) == artifacts.config_hash({"a": 1})
+    assert TrainConfig(lr=0.01).run_id() == TrainConfig().run_id()  # 0.01 is the default lr

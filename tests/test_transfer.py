@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mimicnet import transfer
+from mimicnet import ensemble, transfer
 from mimicnet.augment import apply_params, to_uint8
 from mimicnet.ensemble import build_ensemble, load_teacher
 from mimicnet.train import TrainConfig, fit, load_train_data, predict_logits
@@ -124,7 +124,7 @@ def test_float32_logits_match_the_teacher(setup, tmp_path):
     assert torch.allclose(logits, predict_logits(teacher, imgs, 1.0, CPU), atol=1e-5)
 
 
-def test_same_seed_same_files_other_seed_other_files(setup, images_set, tmp_path):
+def test_same_seed_same_files_other_seed_other_files(setup, images_set, tmp_path, monkeypatch):
     archive, teacher, _, _ = setup
     generate(cfg_for(archive), teacher, tmp_path / "again", **QUIET)
     assert file_bytes(tmp_path / "again") == file_bytes(images_set)
@@ -137,7 +137,11 @@ def test_same_seed_same_files_other_seed_other_files(setup, images_set, tmp_path
     for name in ("images.u8", "logits.f16", "source.i32", "params.f32"):
         one = (tmp_path / "one" / name).read_bytes()
         assert one == (images_set / name).read_bytes()[:len(one)]
-    # a finished set is returned as is; another config into the same folder is refused
+    # a finished set is returned as is, without even loading the teacher's weights;
+    # another config into the same folder is refused
+    def no_weights(*a, **k):
+        raise AssertionError("teacher loaded")
+    monkeypatch.setattr(ensemble, "load_teacher", no_weights)
     assert generate(cfg_for(archive), teacher, tmp_path / "again", **QUIET) == b
     with pytest.raises(TransferError, match="another transfer set"):
         generate(cfg_for(archive, epochs=4), teacher, tmp_path / "again", **QUIET)
@@ -173,6 +177,24 @@ def test_killed_generation_resumes_to_identical_files(setup, images_set, tmp_pat
     assert man["this_run"]["images"] == (3 - crash_at[0]) * 200
     assert not (out / "progress.json").exists()
     TransferSet(out)
+
+
+def test_kill_while_finishing_is_finished_by_a_rerun(setup, images_set, tmp_path, monkeypatch):
+    archive, teacher, _, _ = setup
+    out = tmp_path / "fin"
+    real = transfer._hash_files
+
+    def crash(paths):
+        raise Crash
+    monkeypatch.setattr(transfer, "_hash_files", crash)       # all data written and renamed, no manifest yet
+    with pytest.raises(Crash):
+        generate(cfg_for(archive), teacher, out, **QUIET)
+    assert (out / "images.u8").exists() and not (out / "manifest.json").exists()
+    with pytest.raises(TransferError, match=r"incomplete transfer set \(3/3 epochs\)"):
+        TransferSet(out)
+    monkeypatch.setattr(transfer, "_hash_files", real)
+    man = generate(cfg_for(archive), teacher, out, **QUIET)
+    assert man["this_run"]["images"] == 0 and file_bytes(out) == file_bytes(images_set)
 
 
 def test_replay_mode_is_bit_identical_to_stored_images(setup, images_set, tmp_path):

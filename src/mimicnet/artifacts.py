@@ -59,8 +59,19 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
-    """Short stable hash of a config (used to name run folders and to check a resume matches its run)."""
+    """Short stable hash of a config (used to name run folders and to check a resume matches its run).
+
+    For a dataclass only the fields that differ from their defaults count, so adding a field with a
+    default (a new option) leaves the identity of every existing run unchanged."""
     d = to_jsonable(cfg)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        defaults = {}
+        for f in dataclasses.fields(cfg):
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = to_jsonable(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = to_jsonable(f.default_factory())
+        d = {k: v for k, v in d.items() if k not in defaults or v != defaults[k]}
     if isinstance(d, dict):
         d = {k: v for k, v in d.items() if k not in exclude}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]

@@ -69,6 +69,8 @@ _TRAIN_FLAGS = {
     "stop_patience": (int, "S3: stop after this many epochs without improvement (30)"),
     "max_decay": (float, "S3: stop once lr has been cut by more than this factor (2000)"),
     "seed": (int, "random seed (init, shuffling, augmentation, dropout)"),
+    "optimizer": (str, "sgd (Nesterov, S3) or adam (S6)"),
+    "preprocess": (str, "standardize (per image, default) or gcn-zca (S5: ZCA fitted on the training split)"),
 }
 
 
@@ -155,7 +157,7 @@ def cmd_model_describe(args) -> int:
         widths = teacher_widths(*args.constants)
     else:
         raise ModelError(f"{args.family}: give --widths, or --budget (and --constants)")
-    if len(widths) != len(fam.width_names):
+    if not fam.variable_widths and len(widths) != len(fam.width_names):
         raise ModelError(f"{args.family} takes {len(fam.width_names)} widths ({','.join(fam.width_names)}), got {len(widths)}")
     rows = describe(args.family, widths, batchnorm=args.batchnorm)
     print(f"{fam.name}: {fam.description}   widths " + ", ".join(f"{n}={w}" for n, w in zip(fam.width_names, widths)))
@@ -238,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     di.set_defaults(func=cmd_data_info)
 
     # Later pipeline stages register their own subcommands.
-    from . import ensemble, reproduce, report, search, transfer
-    for module in (ensemble, transfer, search, reproduce, report):
+    from . import ensemble, estimate, features, reproduce, report, search, transfer
+    for module in (ensemble, transfer, search, reproduce, report, estimate, features):
         module.register_cli(sub)
     return p
 
@@ -248,8 +250,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .artifacts import CheckpointError
     from .data import DataError
     from .models import ModelError
+    from .report import ReportError
     from .train import ConfigError, Diverged
-    return (DataError, ModelError, ConfigError, CheckpointError, Diverged)
+    from .transfer import TransferError
+    return (DataError, ModelError, ConfigError, CheckpointError, Diverged, TransferError, ReportError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,8 +27,8 @@ from . import artifacts
 from .artifacts import CheckpointError
 from .train import ConfigError, TrainData, accuracy, model_from_checkpoint, predict_logits
 
-__all__ = ["Ensemble", "combine", "select", "build_ensemble", "load_ensemble", "load_teacher", "register_cli",
-           "checkpoint_path", "file_sha256"]
+__all__ = ["Ensemble", "combine", "select", "build_ensemble", "load_ensemble", "load_teacher", "teacher_info",
+           "register_cli", "checkpoint_path", "file_sha256"]
 
 FORMAT = "mimicnet-ensemble-1"
 METHODS = ("greedy", "topk")
@@ -294,26 +294,37 @@ def load_ensemble(out_dir: str | Path, device="cpu") -> tuple[Ensemble, dict]:
     return Ensemble(models, weights, scales).to(device).eval(), info
 
 
-def load_teacher(path: str | Path, device="cpu") -> tuple[Ensemble, dict]:
-    """A teacher from an ensemble folder, a run folder or a checkpoint file, always as an Ensemble (a single
-    run is an ensemble of one), plus its identity: kind, path, sha256, val/test accuracy, classes, params."""
+def teacher_info(path: str | Path) -> dict:
+    """Identity of a teacher without loading its weights: kind (ensemble | run), resolved path, sha256 (of
+    ensemble.json, which pins every member's sha256, or of the checkpoint), val/test accuracy, classes, params."""
     path = Path(path)
     if (path / "ensemble.json").exists():
-        ens, info = load_ensemble(path, device)
-        return ens, {"kind": "ensemble", "path": str(path.resolve()), "sha256": file_sha256(path / "ensemble.json"),
-                     "val_acc": info["val_acc"], "test_acc": info["test_acc"], "num_classes": info["num_classes"],
-                     "params": info["params"], "n_members": info["n_members"], "data_sha256": info["data_sha256"]}
+        info = artifacts.read_json(path / "ensemble.json")
+        if info.get("format") != FORMAT:
+            raise CheckpointError(f"{path / 'ensemble.json'}: not a mimicnet ensemble (format {info.get('format')!r})")
+        return {"kind": "ensemble", "path": str(path.resolve()), "sha256": file_sha256(path / "ensemble.json"),
+                "val_acc": info["val_acc"], "test_acc": info["test_acc"], "num_classes": info["num_classes"],
+                "params": info["params"], "n_members": info["n_members"], "data_sha256": info["data_sha256"]}
     ckpt = checkpoint_path(path)
     if not ckpt.is_file():
         raise CheckpointError(f"{path}: not a teacher (no ensemble.json and no best.safetensors)")
-    model, meta = model_from_checkpoint(ckpt, device)
-    results = path / "results.json" if path.is_dir() else ckpt.parent / "results.json"
+    meta = _checkpoint_meta(ckpt)
+    results = ckpt.parent / "results.json"
     res = artifacts.read_json(results) if results.exists() else {}
-    teacher = Ensemble([model.eval()], [1], [meta.get("input_scale", 1.0)]).to(device).eval()
-    return teacher, {"kind": "run", "path": str(ckpt.resolve()), "sha256": file_sha256(ckpt),
-                     "val_acc": res.get("val_acc", meta.get("val_acc")), "test_acc": res.get("test_acc"),
-                     "num_classes": meta["num_classes"], "params": meta.get("params"), "n_members": 1,
-                     "data_sha256": meta.get("data_sha256")}
+    return {"kind": "run", "path": str(ckpt.resolve()), "sha256": file_sha256(ckpt),
+            "val_acc": res.get("val_acc", meta.get("val_acc")), "test_acc": res.get("test_acc"),
+            "num_classes": meta["num_classes"], "params": meta.get("params"), "n_members": 1,
+            "data_sha256": meta.get("data_sha256")}
+
+
+def load_teacher(path: str | Path, device="cpu") -> tuple[Ensemble, dict]:
+    """A teacher from an ensemble folder, a run folder or a checkpoint file, always as an Ensemble (a single
+    run is an ensemble of one), plus its teacher_info."""
+    info = teacher_info(path)
+    if info["kind"] == "ensemble":
+        return load_ensemble(path, device)[0], info
+    model, meta = model_from_checkpoint(info["path"], device)
+    return Ensemble([model.eval()], [1], [meta.get("input_scale", 1.0)]).to(device).eval(), info
 
 
 # ----------------------------------------------------------------------------------------------

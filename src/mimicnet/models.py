@@ -22,7 +22,19 @@ conv3      (c1, c2, c3, h)        C1→c1 C2→c2,c3     h   (c2, c3 share a con
                                                          hard-target bounds "100-300 for second
                                                          and third layer", §6.2)
 conv4      (c1, c2, c3, c4, h)    C1→c1,c2 C2→c3,c4  h   (Table 3 gives one range per pair)
+snn        (c, k, h)              C1→c  C2→h         k   Ba & Caruana's Kc-p-Lk-Hk (S5), 2×2 pool
+mlp_lin    (k, h)                 C1→k               h   250L-8k mimic MLP, any fixed-length input
+mlp        (h1, ..., hn)          Ci→hi              hn  ReLU MLP of any depth (S5 DNNs, S6)
+linear     (h1, ..., hn)          Ci→hi              hn  deep linear MLP, no activations (S6)
+cnn1/cnn2  (c, h) / (c1, c2, h)   C1→c(1) C2→c2      h   S6 students, 3×3 convs: c-mp-fc, c²-mp-fc
+resnet_*   stage channels         Ci→ci              last stage (count is quadratic: bisected)
 =========  =====================  =================  ============================================
+
+The issue-6 families (below the line) are not in STUDENT_BOUNDS, so the main study's search never sees
+them and ``solve_budget`` needs explicit bounds for them. ResNets (S6): a 3×3 stem conv, basic blocks
+(two 3×3 convs, BN when ``batchnorm``, identity or 1×1-projection skip), stride 2 between stages,
+global average pool; the blocks per stage are fixed by the variant (``resnet_deep`` 4-6-8 =
+64c⁸-128c¹²-256c¹⁶, ``resnet_shallow`` 1-2 = 128c²-512c⁴; ``register_resnet`` for others).
 
 Architecture details (§6.1-6.3): teachers use 3×3 convs, students 5×5 convs, all with "same" padding and
 ReLU; max-pool 2×2 stride 2, except the 1-conv model's 3×3 pool, implemented as kernel 3, stride 3,
@@ -38,6 +50,7 @@ multiplied by ``init_scale`` (a searched hyperparameter; S2, S4).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -50,7 +63,8 @@ __all__ = [
     "Family", "FAMILIES", "register", "get_family", "build_model", "count_params", "describe",
     "arch_string", "init_weights", "BudgetError", "ModelError", "TEACHER_BOUNDS", "STUDENT_BOUNDS",
     "BASELINE_BOUNDS", "BUDGETS", "widths_from_constants", "solve_budget", "scaled_bounds",
-    "teacher_widths", "MimicNet",
+    "teacher_widths", "MimicNet", "MAIN_FAMILIES", "PER_WIDTH", "BasicBlock", "fold_linear",
+    "register_resnet", "s6_students", "s6_deep",
 ]
 
 BUDGETS = (1_000_000, 3_160_000, 10_000_000, 31_600_000)
@@ -154,6 +168,48 @@ class _Builder:
     def out(self, num_classes: int) -> None:
         self.layers["out"] = nn.Linear(self.shape[0], num_classes)
 
+    def plain_linear(self, units: int) -> None:
+        """A hidden layer of a deep *linear* net: no activation (BN after it when batchnorm)."""
+        self.n_fc += 1
+        i = self.n_fc
+        self.layers[f"lin{i}"] = nn.Linear(self.shape[0], units)
+        if self.batchnorm:
+            self.layers[f"bnl{i}"] = nn.BatchNorm1d(units)
+        self.shape = (units,)
+
+    def block(self, name: str, out_ch: int, stride: int) -> None:
+        """A ResNet basic block (two 3×3 convs; 1×1 projection skip when the shape changes)."""
+        c, h, w = self.shape
+        self.layers[name] = BasicBlock(c, out_ch, stride, self.batchnorm)
+        out = lambda n: (n - 1) // stride + 1  # noqa: E731  (3×3, padding 1)
+        self.shape = (out_ch, out(h), out(w))
+
+    def global_pool(self) -> None:
+        self.layers["gap"] = nn.AdaptiveAvgPool2d(1)
+        self.layers["flatten"] = nn.Flatten()
+        self.shape = (self.shape[0],)
+
+
+class BasicBlock(nn.Module):
+    """He et al. (2016) basic block: relu(bn(conv3(relu(bn(conv3(x))))) + skip(x)). The skip is the
+    identity, or a 1×1 strided conv (+BN) when channels or resolution change (their option B). Conv
+    biases are kept, as in every other family, so BN adds exactly 2 parameters per channel."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, batchnorm: bool):
+        super().__init__()
+        bn = (lambda n: nn.BatchNorm2d(n)) if batchnorm else (lambda n: nn.Identity())  # noqa: E731
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1)
+        self.bn1 = bn(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1)
+        self.bn2 = bn(out_ch)
+        self.relu = nn.ReLU()
+        self.skip = (nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride), bn(out_ch))
+                     if stride != 1 or in_ch != out_ch else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.skip(x))
+
 
 def _dropout_rates(dropout, n: int, family: str) -> tuple[float, ...]:
     """() / None -> all zeros; a scalar -> the same rate everywhere; else exactly ``n`` rates."""
@@ -172,7 +228,11 @@ def _dropout_rates(dropout, n: int, family: str) -> tuple[float, ...]:
 
 def _check_widths(family: "Family", widths) -> tuple[int, ...]:
     widths = tuple(widths)
-    if len(widths) != len(family.width_names):
+    if family.variable_widths:
+        if len(widths) < 1:
+            raise ModelError(f"family {family.name!r} takes one or more widths ({family.width_names[0]}1, "
+                             f"{family.width_names[0]}2, ...), got none")
+    elif len(widths) != len(family.width_names):
         raise ModelError(f"family {family.name!r} takes {len(family.width_names)} widths "
                          f"{family.width_names}, got {len(widths)}: {widths}")
     if any(w is None for w in widths):
@@ -241,8 +301,9 @@ def _build_conv1(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shap
                    generator)
 
 
-def _make_conv_student(name: str, plan: str):
-    """plan: a string of 'c' (5×5 conv, next width) and 'p' (2×2 max-pool), followed by fc h."""
+def _make_conv_student(name: str, plan: str, kernel: int = 5):
+    """plan: a string of 'c' (kernel×kernel conv, next width) and 'p' (2×2 max-pool), followed by fc h.
+    Urban et al.'s students use 5×5 convs; Ratusznik et al.'s (S6) use 3×3 (``kernel=3``)."""
 
     def build(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
               init_scale=1.0, generator=None):
@@ -254,7 +315,7 @@ def _make_conv_student(name: str, plan: str):
         rates = iter(d)
         for step in plan:
             if step == "c":
-                b.conv(next(convs), 5)
+                b.conv(next(convs), kernel)
             else:
                 b.pool(2, 2, rate=next(rates))
         b.flatten()
@@ -264,6 +325,119 @@ def _make_conv_student(name: str, plan: str):
 
     build.__name__ = f"_build_{name}"
     return build
+
+
+# --- Issue 6 families (SPEC S5 Ba & Caruana, S6 Ratusznik et al.) -----------------------------------
+def _build_snn(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
+               init_scale=1.0, generator=None):
+    # SNN-MIMIC, Kc-p-Lk-Hk (S5): one 5×5 conv, a 2×2/2 max-pool, L linear units, H ReLU units. The pool
+    # is 2×2 (not conv1's 3×3/3) because that reproduces Ba & Caruana's Table 2 counts: 128c-p-1200L-30k
+    # = 75.7M ("~70M"), 64c-p-1200L-30k = 56.0M ("~54M"); the 3×3/3 pool would give 54.9M / 45.6M.
+    # Their hidden-unit counts (~190k, ~110k) also need the 16×16 map. The paper gives no kernel size.
+    fam = FAMILIES["snn"]
+    c, k, h = _check_widths(fam, widths)
+    d = _dropout_rates(dropout, fam.n_dropout, fam.name)
+    b = _Builder(in_shape, batchnorm)
+    b.conv(c, 5)
+    b.pool(2, 2, rate=d[0])
+    b.flatten()
+    b.linear("lfc", k)
+    b.fc(h, d[1])
+    return _finish(b, fam.name, (c, k, h), num_classes, d, batchnorm, in_shape, init_scale, generator)
+
+
+def _build_mlp_lin(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
+                   init_scale=1.0, generator=None):
+    # Shallow mimic MLP with a linear bottleneck, "250L-8k" (S5, TIMIT): flatten -> L linear -> H ReLU.
+    # Same layers as conv0, but H is the dependent width (Ba & Caruana fix L=250 and name nets by H).
+    fam = FAMILIES["mlp_lin"]
+    k, h = _check_widths(fam, widths)
+    d = _dropout_rates(dropout, fam.n_dropout, fam.name)
+    b = _Builder(in_shape, batchnorm)
+    b.flatten()
+    b.linear("lfc", k)
+    b.fc(h, d[0])
+    return _finish(b, fam.name, (k, h), num_classes, d, batchnorm, in_shape, init_scale, generator)
+
+
+def _build_mlp(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
+               init_scale=1.0, generator=None):
+    # Any depth of ReLU fc layers (deep MLP teachers of S5; S6's 2048fc², 1200fc-2400fc-1800fc).
+    fam = FAMILIES["mlp"]
+    ws = _check_widths(fam, widths)
+    d = _dropout_rates(dropout, fam.dropout_count(ws), fam.name)
+    b = _Builder(in_shape, batchnorm)
+    b.flatten()
+    for w, rate in zip(ws, d):
+        b.fc(w, rate)
+    return _finish(b, fam.name, ws, num_classes, d, batchnorm, in_shape, init_scale, generator)
+
+
+def _build_linear(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
+                  init_scale=1.0, generator=None):
+    # Deep linear MLP (S6 256fc⁸-512fc⁶-1024fc⁸): fc layers with no activation at all (BN optional).
+    fam = FAMILIES["linear"]
+    ws = _check_widths(fam, widths)
+    d = _dropout_rates(dropout, fam.dropout_count(ws), fam.name)
+    b = _Builder(in_shape, batchnorm)
+    b.flatten()
+    for w in ws:
+        b.plain_linear(w)
+    return _finish(b, fam.name, ws, num_classes, d, batchnorm, in_shape, init_scale, generator)
+
+
+def _make_resnet(name: str, blocks: tuple[int, ...]):
+    """A CIFAR ResNet: a 3×3 stem conv of the first stage's width (+BN, ReLU), then ``blocks[i]`` basic
+    blocks at widths[i], stride 2 at the first block of every stage after the first, global average
+    pool -> out. In S6's notation a stage of n blocks is ``{width}c^{2n}``; the stem is not counted."""
+
+    def build(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
+              init_scale=1.0, generator=None):
+        fam = FAMILIES[name]
+        ws = _check_widths(fam, widths)
+        d = _dropout_rates(dropout, fam.n_dropout, fam.name)
+        b = _Builder(in_shape, batchnorm)
+        b.conv(ws[0], 3)
+        for s, (w, n) in enumerate(zip(ws, blocks)):
+            for j in range(n):
+                b.block(f"block{s + 1}_{j + 1}", w, 2 if (s > 0 and j == 0) else 1)
+        b.global_pool()
+        return _finish(b, fam.name, ws, num_classes, d, batchnorm, in_shape, init_scale, generator)
+
+    build.__name__ = f"_build_{name}"
+    build.blocks = blocks
+    return build
+
+
+def fold_linear(model: nn.Module) -> nn.Sequential:
+    """Multiply a trained net's linear bottleneck ``lfc`` into the layer after it (S5: the bottleneck adds
+    no representational power): W = W_H @ W_L, b = W_H b_L + b_H. Returns a plain ``nn.Sequential`` with
+    the same layers minus ``lfc`` (fewer layers, usually more parameters), giving the same outputs.
+    Works for every family with an ``lfc`` layer (conv0, conv1, snn, mlp_lin); float64 products."""
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    if "lfc" not in names:
+        raise ModelError(f"fold_linear: {type(model).__name__} has no linear bottleneck 'lfc' layer")
+    i = names.index("lfc")
+    nxt = i + 1
+    if nxt >= len(children) or not isinstance(children[nxt][1], nn.Linear):
+        raise ModelError("fold_linear: the layer after 'lfc' is not a Linear layer")
+    low, high = children[i][1], children[nxt][1]
+    with torch.no_grad():
+        w = high.weight.double() @ low.weight.double()
+        bias = high.weight.double() @ low.bias.double() + high.bias.double()
+        folded = nn.Linear(low.in_features, high.out_features, device=high.weight.device,
+                           dtype=high.weight.dtype)
+        folded.weight.copy_(w.to(high.weight.dtype))
+        folded.bias.copy_(bias.to(high.bias.dtype))
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for j, (n, m) in enumerate(children):
+        if j == i:
+            continue
+        layers[n] = folded if j == nxt else m
+    out = nn.Sequential(layers)
+    out.train(model.training)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -279,16 +453,30 @@ class Family:
     description: str
     # Which width indices each width constant C1, C2, ... sets (see the module docstring).
     constants: tuple[tuple[int, ...], ...] = field(default=())
+    # Variable-depth families (mlp, linear): widths may have any length >= 1; width_names holds one
+    # name for all of them; constant i sets width i and the dependent width is the last (-1).
+    variable_widths: bool = False
 
     @property
     def n_constants(self) -> int:
+        """Fixed families only; a variable family takes one constant per width but the last."""
         return len(self.constants)
+
+    def dropout_count(self, widths=()) -> int:
+        """Dropout rates the family takes; PER_WIDTH (-1) means one per width (after each ReLU layer)."""
+        return len(tuple(widths)) if self.n_dropout == PER_WIDTH else self.n_dropout
+
+
+PER_WIDTH = -1
 
 
 FAMILIES: dict[str, Family] = {}
 
 
 def register(family: Family) -> Family:
+    if family.variable_widths:  # constants are implied by the width tuple's length
+        FAMILIES[family.name] = family
+        return family
     covered = sorted(i for grp in family.constants for i in grp)
     expected = sorted(i for i in range(len(family.width_names)) if i != family.dependent)
     if covered != expected:  # every non-dependent width set by exactly one constant
@@ -318,6 +506,63 @@ register(Family("conv3", ("c1", "c2", "c3", "h"), 3, _make_conv_student("conv3",
                 "c-mp-c-mp-c-mp-fc", ((0,), (1, 2))))
 register(Family("conv4", ("c1", "c2", "c3", "c4", "h"), 4, _make_conv_student("conv4", "cpccpcp"),
                 4, "c-mp-c-c-mp-c-mp-fc", ((0, 1), (2, 3))))
+# Issue 6 (S5, S6). None is in STUDENT_BOUNDS, so the main study's search never sees them; solving their
+# budget needs explicit bounds. The main-study families above are MAIN_FAMILIES.
+MAIN_FAMILIES = ("teacher", "conv0", "conv1", "conv2", "conv3", "conv4")
+register(Family("snn", ("c", "k", "h"), 1, _build_snn, 2, "c-mp-lfc-fc", ((0,), (2,))))
+register(Family("mlp_lin", ("k", "h"), 1, _build_mlp_lin, 1, "lfc-fc", ((0,),)))
+register(Family("mlp", ("h",), -1, _build_mlp, PER_WIDTH, "fc^n", variable_widths=True))
+register(Family("linear", ("h",), -1, _build_linear, 0, "linfc^n", variable_widths=True))
+register(Family("cnn1", ("c", "h"), 1, _make_conv_student("cnn1", "cp", kernel=3), 2, "c3-mp-fc", ((0,),)))
+register(Family("cnn2", ("c1", "c2", "h"), 2, _make_conv_student("cnn2", "ccp", kernel=3), 2,
+                "c3-c3-mp-fc", ((0,), (1,))))
+# ResNets: widths are the stage channels; depth (blocks per stage) is fixed by the family variant.
+# The dependent width (last stage) enters quadratically: solve_budget searches instead of solving.
+register(Family("resnet_deep", ("c1", "c2", "c3"), 2, _make_resnet("resnet_deep", (4, 6, 8)), 0,
+                "res(c1×4)-res(c2×6)-res(c3×8)-gap", ((0,), (1,))))
+register(Family("resnet_shallow", ("c1", "c2"), 1, _make_resnet("resnet_shallow", (1, 2)), 0,
+                "res(c1×1)-res(c2×2)-gap", ((0,),)))
+
+
+def register_resnet(name: str, blocks: Sequence[int]) -> Family:
+    """Another ResNet depth: ``register_resnet("resnet_x", (2, 2, 2))`` -> widths (c1, c2, c3)."""
+    blocks = tuple(int(n) for n in blocks)
+    names = tuple(f"c{i + 1}" for i in range(len(blocks)))
+    return register(Family(name, names, len(blocks) - 1, _make_resnet(name, blocks), 0,
+                           "-".join(f"res(c{i + 1}×{n})" for i, n in enumerate(blocks)) + "-gap",
+                           tuple((i,) for i in range(len(blocks) - 1))))
+
+
+def s6_students() -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Ratusznik et al.'s Table 2 students (S6), name -> (family, widths). All convs 3×3, pools 2×2;
+    "all linear" in their names means fully connected with ReLU (their §4.6: ReLU at every layer).
+    Parameter counts (batchnorm=False / True), against their "10M":
+      3-layer-1-CONV 64c-mp-640fc         10,494,602 / 10,496,010
+      4-layer-2-CONV 64c²-mp-600fc         9,875,730 /  9,877,186
+      3-layer-linear 2048fc²              10,510,346 / 10,518,538
+      4-layer-linear 1200fc-2400fc-1800fc 10,909,810 / 10,920,610
+      Shallow-ResNet 128c²-512c⁴           8,039,690 /  8,045,578  (stem conv + 1 block at 128, 2 at 512;
+                                                                   the paper's 10M is "approximate")"""
+    return {
+        "3-layer-1-CONV": ("cnn1", (64, 640)),
+        "4-layer-2-CONV": ("cnn2", (64, 64, 600)),
+        "3-layer-linear": ("mlp", (2048, 2048)),
+        "4-layer-linear": ("mlp", (1200, 2400, 1800)),
+        "Shallow-ResNet": ("resnet_shallow", (128, 512)),
+    }
+
+
+def s6_deep() -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Ratusznik et al.'s deep models (S6): the two teachers and the deep linear net.
+    Deep-linear uses the ``linear`` family (no activations) as SPEC S6 names it; their §4.6 says ReLU at
+    every layer, so ``("mlp", same widths)`` is the other reading (same parameter count)."""
+    # Counts (batchnorm=False): Teacher-1 5,339,350 ("5M"); Deep-ResNet 11,184,778 ("10M", with stem);
+    # Deep-linear 10,574,858 ("approximately 10M").
+    return {
+        "Teacher-1": ("teacher", (76, 126, 148, 1200)),
+        "Deep-ResNet": ("resnet_deep", (64, 128, 256)),
+        "Deep-linear": ("linear", (256,) * 8 + (512,) * 6 + (1024,) * 8),
+    }
 
 
 def build_model(family: str | Family, widths, *, num_classes: int = 10, dropout=(),
@@ -436,6 +681,24 @@ def arch_string(family, widths) -> str:
         return f"{w[0]}lfc-{w[1]}fc"
     if fam.name == "conv1":
         return f"{w[0]}c-mp3-{w[1]}lfc-{w[2]}fc"
+    if fam.name == "snn":  # Ba & Caruana's notation: 128c-p-1200L-30000
+        return f"{w[0]}c-p-{w[1]}L-{w[2]}"
+    if fam.name == "mlp_lin":
+        return f"{w[0]}L-{w[1]}"
+    if fam.name in ("mlp", "linear"):  # runs of equal widths as powers: 256fc⁸-512fc⁶
+        tag = "fc" if fam.name == "mlp" else "lin"
+        runs: list[list[int]] = []
+        for x in w:
+            if runs and runs[-1][0] == x:
+                runs[-1][1] += 1
+            else:
+                runs.append([x, 1])
+        return "-".join(f"{x}{tag}{sup(n) if n > 1 else ''}" for x, n in runs)
+    blocks = getattr(fam.build, "blocks", None)
+    if blocks is not None:  # ResNet: S6 counts convs per stage, two per basic block (stem not shown)
+        return "-".join(f"{x}c{sup(2 * n)}" for x, n in zip(w, blocks))
+    if fam.name in ("cnn1", "cnn2"):
+        return "-".join([f"{x}c" for x in w[:-1]] + ["mp", f"{w[-1]}fc"])
     parts, convs = [], iter(w[:-1])
     for token in fam.description.split("-")[:-1]:
         parts.append(f"{next(convs)}c" if token == "c" else token)
@@ -500,6 +763,9 @@ def widths_from_constants(family, constants: Sequence[float], bounds: Bounds
     width is left ``None``."""
     fam = get_family(family)
     constants = tuple(float(c) for c in constants)
+    if fam.variable_widths:  # one constant per width but the last (dependent) one
+        fam = dataclasses.replace(fam, width_names=("h",) * (len(constants) + 1),
+                                  constants=tuple((i,) for i in range(len(constants))))
     if len(constants) != fam.n_constants:
         raise ModelError(f"family {fam.name!r} takes {fam.n_constants} width constants, "
                          f"got {len(constants)}: {constants}")
@@ -536,8 +802,8 @@ def solve_budget(family, budget: int, constants: Sequence[float], bounds: Bounds
     fam = get_family(family)
     if fam.dependent is None:
         raise ModelError(f"family {fam.name!r} has no dependent width to solve from a budget")
-    if bounds is None:
-        bounds = scaled_bounds(fam, budget)
+    if bounds is None:  # no constants (a one-layer mlp): nothing to bound
+        bounds = () if len(tuple(constants)) == 0 else scaled_bounds(fam, budget)
     fixed = widths_from_constants(fam, constants, bounds)
     widths = list(fixed)
     opts.pop("dropout", None)  # dropout has no parameters; also lets callers pass full build opts
@@ -560,6 +826,18 @@ def solve_budget(family, budget: int, constants: Sequence[float], bounds: Bounds
     candidates = {max(1, math.floor(exact)), max(1, math.ceil(exact))}
     best = min(candidates, key=lambda w: (abs(p1 + (w - 1) * slope - budget), w))
     got = count(best)  # recount for real: guards the affine assumption
+    if got != p1 + (best - 1) * slope:
+        # Not affine (a ResNet's last stage feeds itself: quadratic). The count still grows with the
+        # width, so bisect for the first width at or over the budget and keep the closer neighbour.
+        lo, hi = 1, 2
+        while count(hi) < budget:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if count(mid) < budget else (lo, mid)
+        best = min({lo, hi}, key=lambda w: (abs(count(w) - budget), w))
+        got = count(best)
+        slope = count(best + 1) - got  # one unit of the dependent width, for the tolerance below
     if abs(got - budget) > max(tol * budget, abs(slope) / 2):
         raise BudgetError(
             f"{where}: best {fam.width_names[fam.dependent]} = {best} gives {got:,} parameters, "

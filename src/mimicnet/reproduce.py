@@ -133,6 +133,11 @@ def hardware() -> dict:
     return h
 
 
+# Preset fields that say how much or how to compute, not what: changing them continues the same study
+# (e.g. `--set student_trials=30` extends every search of an earlier run with fewer trials).
+NOT_IDENTITY = ("device", "report", "teacher_trials", "baseline_trials", "student_trials")
+
+
 class Study:
     """The state of one reproduce run: its folder, its record (reproduce.json), stage timing."""
 
@@ -140,11 +145,11 @@ class Study:
         self.p, self.out, self.index = preset, out, out / "index.csv"
         self.record_path = out / "reproduce.json"
         old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
-        if old and old.get("config_hash") != artifacts.config_hash(preset, exclude=("device",)):
+        if old and old.get("config_hash") != artifacts.config_hash(preset, exclude=NOT_IDENTITY):
             raise ConfigError(f"{out}: holds a reproduce run of another config (preset {old.get('preset')}); "
                               "choose another --out")
         self.record = {"preset": preset.name, "command": command, "config": artifacts.to_jsonable(preset),
-                       "config_hash": artifacts.config_hash(preset, exclude=("device",)),
+                       "config_hash": artifacts.config_hash(preset, exclude=NOT_IDENTITY),
                        "code_version": artifacts.code_version(), "hardware": hardware(),
                        "stages": old.get("stages", {}), "planned_trials": {}}
         self.save()

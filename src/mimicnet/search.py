@@ -124,7 +124,8 @@ class Space:
 
     def controlled_fields(self) -> set[str]:
         """TrainConfig fields this space sets (a base config's values for them are replaced)."""
-        return {"family", "widths", "constants", "budget"} | {p.field for p in self.params} | set(self.fixed)
+        widths = {"family", "widths", "constants", "budget", "bounds"}
+        return widths | {p.field for p in self.params} | set(self.fixed)
 
     def describe(self) -> list[str]:
         fam = models.get_family(self.family)
@@ -144,9 +145,9 @@ class Space:
         if fam.dependent is not None:
             dep = fam.width_names[fam.dependent]
             what = "linear bottleneck" if self.family in ("conv0", "conv1") else "ReLU fc layer"
-            lines.append(f"  dependent width: {dep} ({what}), solved so the model has {self.budget:,} "
-                         f"parameters (within 1%); constants {', '.join(const_names)} whose other layers "
-                         f"leave no room are infeasible")
+            lines.append(f"  dependent width: {dep} ({what}), solved so the model has as close to {self.budget:,} "
+                         f"parameters as integer widths allow (models.solve_budget); constants "
+                         f"{', '.join(const_names)} whose other layers leave no room are infeasible")
         else:
             lines.append("  dependent width: none")
         if self.fixed:
@@ -309,23 +310,18 @@ def apply(space: Space, params: dict, base: TrainConfig) -> TrainConfig:
     elif space.kind == "student":
         changes.update(constants=constants, widths=None, budget=space.budget)
     else:
-        # Baselines have their own bounds (S4), which TrainConfig cannot carry (resolve_widths uses the
-        # student table), so the solved widths go in explicitly and the budget stays in the search's record.
-        widths = models.solve_budget(space.family, space.budget, constants, bounds=space.bounds)
-        if "bounds" in {f.name for f in dataclasses.fields(TrainConfig)}:
-            changes.update(constants=constants, budget=space.budget, bounds=space.bounds, widths=None)
-        else:
-            changes.update(widths=widths, constants=None, budget=None)
+        # Baselines have their own bounds (S4), carried in the config so the run records its budget.
+        changes.update(constants=constants, budget=space.budget, bounds=tuple(map(tuple, space.bounds)), widths=None)
     cfg = dataclasses.replace(base, **changes)
     train.resolve_widths(cfg)  # raises BudgetError exactly where fit() would
     return cfg
 
 
-def budget_violation(space: Space, params: dict, tol: float = 0.01) -> float:
-    """min over dependent widths w >= 1 of |params(w) - budget| / budget, minus the solver's tolerance:
-    <= 0 exactly when models.solve_budget succeeds. Where the fixed layers alone overshoot (w = 1 is already
-    too big) it grows smoothly with the overshoot, so the sampler can model that boundary; where one unit
-    of the dependent width costs more than 2% of the budget (tiny budgets) it is the rounding miss."""
+def budget_violation(space: Space, params: dict) -> float:
+    """How far the constants are from infeasible, relative to the budget: (parameters at dependent width
+    1/2) / budget - 1. models.solve_budget rounds the solved width to the nearest integer and fails when
+    that is 0, i.e. exactly when this is > 0. It grows smoothly with the overshoot of the fixed layers, so
+    the sampler can model the boundary; feasibility itself is always decided by the solver (apply())."""
     fam = models.get_family(space.family)
     consts = tuple(float(params[p.name]) for p in sorted((p for p in space.params if p.field == "constants"),
                                                           key=lambda p: p.index))
@@ -335,10 +331,8 @@ def budget_violation(space: Space, params: dict, tol: float = 0.01) -> float:
         widths[fam.dependent] = w
         return models.count_params(fam, tuple(widths))
 
-    p1, slope = count(1), count(2) - count(1)  # the count is affine in the dependent width (models.py)
-    exact = 1 + (space.budget - p1) / slope
-    miss = min(abs(p1 + (w - 1) * slope - space.budget) for w in {max(1, math.floor(exact)), max(1, math.ceil(exact))})
-    return miss / space.budget - tol
+    p1, p2 = count(1), count(2)  # the count is affine in the dependent width (models.py)
+    return (p1 - (p2 - p1) / 2) / space.budget - 1.0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -564,14 +558,31 @@ def _index_failed(index, cfg: TrainConfig, run_dir: Path, study_name: str, numbe
         "path": str(run_dir), "code_version": artifacts.code_version()})
 
 
+def _other_run(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Does run_dir hold a run (config.json) of a config other than cfg?"""
+    try:
+        return artifacts.read_json(run_dir / "config.json").get("run_id") != cfg.run_id()
+    except (OSError, ValueError):
+        return False
+
+
 def _base_record(base: TrainConfig, space: Space) -> str:
-    """The base config as the study remembers it: without the fields the space sets, and without device and
-    paths (workers on different machines may name different devices and mount the data elsewhere; the data's
-    sha256 is in every run's results)."""
+    """The base config as the study remembers it: without the fields the space sets, the execution options
+    (device, amp, ...) and paths: workers on different machines may use different GPUs and mount the data
+    elsewhere (the data's sha256 is in every run's results)."""
     d = artifacts.to_jsonable(base)
-    for k in space.controlled_fields() | {"device", "data", "transfer"}:
+    execution = set(getattr(train, "EXECUTION_FIELDS", ("device",)))
+    for k in space.controlled_fields() | execution | {"data", "transfer"}:
         d.pop(k, None)
     return json.dumps(d, sort_keys=True)
+
+
+def _config_diff(old: dict, new: dict) -> list[str]:
+    """Fields whose values differ; a field one side lacks counts as its TrainConfig default, so a field added
+    to TrainConfig later (at its default) does not orphan the studies started before it."""
+    defaults = {f.name: artifacts.to_jsonable(f.default) for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    return sorted(k for k in old.keys() | new.keys() if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)))
 
 
 def create_or_load(space: Space, base: TrainConfig, storage: str, study_name: str, sampler, storage_kw: dict):
@@ -589,9 +600,8 @@ def create_or_load(space: Space, base: TrainConfig, storage: str, study_name: st
     if attrs.get("space") != space.name:
         raise SearchError(f"study {study_name!r} in {_safe_url(storage)} searches {attrs.get('space')}, not "
                           f"{space.name}; choose another --study")
-    if attrs.get("base_config") != record:
-        old, new = json.loads(attrs["base_config"]), json.loads(record)
-        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    diff = _config_diff(json.loads(attrs["base_config"]), json.loads(record))
+    if diff:
         raise SearchError(f"study {study_name!r} was started with another base config (differs in: "
                           f"{', '.join(diff)}); run the same command on every worker, or choose another --study")
     return study
@@ -633,13 +643,18 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                 trial.set_constraint("budget", v)
             trial.set_user_attr("infeasible", str(e))
             value = _worst_feasible(study)
-            log(f"trial {trial.number}: infeasible ({_fmt_params(params)}): the closest model misses the budget "
-                f"by {100 * (v + 0.01):.1f}% (> 1%); told the sampler, value {value:.4f}")
+            log(f"trial {trial.number}: infeasible ({_fmt_params(params)}): the fixed layers alone overshoot the "
+                f"budget by {100 * v:.1f}%; told the sampler, value {value:.4f}")
             return value
         if constrained and "budget" not in trial.constraints:
             trial.set_constraint("budget", min(budget_violation(space, params), 0.0))
         # a retry (after a lost worker or Ctrl-C) inherits run_dir and resumes that run's checkpoint
         run_dir = Path(trial.user_attrs.get("run_dir") or (out_dir / "trials" / str(trial.number)).resolve())
+        if _other_run(run_dir, cfg):
+            # e.g. the code's config gained a field since the lost trial began: its checkpoint cannot be
+            # resumed as this config, so the retry starts over in its own folder
+            log(f"trial {trial.number}: {run_dir} holds a run of another config; starting afresh")
+            run_dir = (out_dir / "trials" / str(trial.number)).resolve()
         trial.set_user_attr("run_dir", str(run_dir))
         log(f"trial {trial.number}: {_fmt_params(params)} -> {run_dir}")
         try:

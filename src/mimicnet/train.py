@@ -38,6 +38,10 @@ class Diverged(RuntimeError):
     """The loss became NaN/inf or exploded: a result of these hyperparameters, not a bug."""
 
 
+# Fields that say how a run computes, not what it trains: a run may resume on another device.
+EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile")
+
+
 @dataclass
 class TrainConfig:
     # --- the model ---
@@ -45,6 +49,8 @@ class TrainConfig:
     widths: tuple[int, ...] | None = None         # explicit layer widths, or
     constants: tuple[float, ...] | None = None    # width constants in [0,1] (teacher: C1,C2,C3,H1; students with a budget)
     budget: int | None = None                     # parameter budget: the dependent width is solved to meet it
+    bounds: tuple | None = None                   # (lo, hi) per width constant; None: the student table of S4
+                                                  # (hard-target baselines bring their own, S4)
     dropout: tuple[float, ...] = ()               # family's dropout rates, in layer order (empty = none)
     batchnorm: bool = False
     # --- the data ---
@@ -62,7 +68,9 @@ class TrainConfig:
     temperature: float = 1.0                      # for "kl" and "softmax-mse"
     hard_weight: float = 0.0                      # weight of a cross-entropy term on the true labels (Hinton)
     normalize_logits: bool = False                # regress per-logit standardised teacher logits (Ba & Caruana)
+    preprocess: str = "standardize"               # "standardize" (per image) | "gcn-zca" (+ ZCA fitted on train; S5)
     lr: float = 0.01
+    optimizer: str = "sgd"                        # "sgd" (Nesterov momentum, S3) | "adam" (Ratusznik et al., S6)
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -76,6 +84,10 @@ class TrainConfig:
     max_decay: float = 2000.0                     # ... or once lr has been cut by more than this factor
     seed: int = 0
     device: str = "auto"                          # not part of the run's identity
+    # --- speed on a GPU (no effect on the CPU; how a run computes, not what it trains) ---
+    amp: bool = True                              # bf16 autocast for forward and loss on CUDA
+    channels_last: bool = True                    # NHWC memory format on CUDA (tensor cores like it)
+    compile: bool = False                         # torch.compile the model (pays off on long GPU runs)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -87,6 +99,8 @@ class TrainConfig:
         for k in ("widths", "constants", "dropout", "hsv"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
+        if d.get("bounds") is not None:
+            d["bounds"] = tuple(tuple(b) for b in d["bounds"])
         return cls(**d)
 
     def augment_config(self) -> AugmentConfig | None:
@@ -96,7 +110,7 @@ class TrainConfig:
         return AugmentConfig(dh=dh, ds=ds, dv=dv, as_=as_, av=av, scale_min=self.scale_min, mirror=self.mirror)
 
     def run_id(self) -> str:
-        return f"{self.family}-{artifacts.config_hash(self, exclude=('device',))}"
+        return f"{self.family}-{artifacts.config_hash(self, exclude=EXECUTION_FIELDS)}"
 
 
 def resolve_widths(cfg: TrainConfig) -> tuple[int, ...]:
@@ -107,7 +121,7 @@ def resolve_widths(cfg: TrainConfig) -> tuple[int, ...]:
     if cfg.constants is None:
         raise ConfigError(f"family {cfg.family}: give widths, or width constants (and a budget for students)")
     if cfg.budget is not None:
-        return tuple(solve_budget(cfg.family, cfg.budget, cfg.constants))
+        return tuple(solve_budget(cfg.family, cfg.budget, cfg.constants, bounds=cfg.bounds))
     if cfg.family == "teacher":
         return teacher_widths(*cfg.constants)
     raise ConfigError(f"family {cfg.family}: width constants need a --budget to solve the dependent width")
@@ -209,6 +223,7 @@ class TrainData:
     test: Split | None
     num_classes: int = 10
     sha256: str = ""
+    in_shape: tuple[int, ...] = (3, 32, 32)        # one example's shape: (D,) for feature vectors (features.py)
 
 
 def load_train_data(cfg: TrainConfig) -> TrainData:
@@ -372,11 +387,34 @@ def model_from_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, dict]:
     tensors, meta = artifacts.load_checkpoint(path)
     try:
         model = build_model(meta["family"], tuple(meta["widths"]), num_classes=meta["num_classes"],
-                            dropout=tuple(meta.get("dropout", ())), batchnorm=meta.get("batchnorm", False))
+                            dropout=tuple(meta.get("dropout", ())), batchnorm=meta.get("batchnorm", False),
+                            in_shape=tuple(meta.get("in_shape", (3, 32, 32))))
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except (KeyError, RuntimeError, ValueError) as e:
         raise artifacts.CheckpointError(f"{path}: weights do not match the model it describes ({str(e).splitlines()[0][:160]})") from None
+    if meta.get("preprocess") == "gcn-zca":  # the run's saved ZCA state, from its folder (S5)
+        from .preprocess import Whitened, load_zca
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        model = Whitened(model, load_zca(folder / meta["zca"]), meta.get("input_scale", 1.0))
     return model.to(device), meta
+
+
+def _with_preprocess(cfg: TrainConfig, model, data: TrainData, run_dir: Path, meta: dict, device):
+    """The network the loop trains: `model`, or for gcn-zca `Whitened(model)` with the ZCA state fitted on
+    `data.train` only (never val, test or a transfer set), saved once in the run folder and reused on resume."""
+    if cfg.preprocess == "standardize":
+        return model
+    if cfg.preprocess != "gcn-zca":
+        raise ConfigError(f"preprocess must be 'standardize' or 'gcn-zca', not {cfg.preprocess!r}")
+    from . import preprocess as prep
+    path = run_dir / prep.ZCA_FILE
+    if path.exists():
+        state = prep.load_zca(path)
+    else:
+        state = prep.fit_zca(data.train.x)
+        prep.save_zca(path, state, {"fitted_on": "train", "n": len(data.train.x), "data_sha256": data.sha256})
+    meta.update(preprocess="gcn-zca", zca=prep.ZCA_FILE)
+    return prep.Whitened(model, state, cfg.input_scale).to(device)
 
 
 def predict_teacher(path, x: torch.Tensor, device) -> torch.Tensor:
@@ -386,12 +424,19 @@ def predict_teacher(path, x: torch.Tensor, device) -> torch.Tensor:
     return predict_logits(model, x, 1.0, device)  # ensemble members apply their own input scales
 
 
+_ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # saved too, so an Adam run resumes exactly
+
+
 def _state_tensors(model, opt) -> dict[str, torch.Tensor]:
     t = {f"model.{k}": v for k, v in model.state_dict().items()}
     for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
-        buf = opt.state.get(p, {}).get("momentum_buffer")
+        st = opt.state.get(p, {})
+        buf = st.get("momentum_buffer")
         if buf is not None:
             t[f"optim.momentum.{i}"] = buf
+        for k in _ADAM_STATE:
+            if k in st:
+                t[f"optim.adam.{k}.{i}"] = torch.as_tensor(st[k]).reshape(-1) if k == "step" else st[k]
     return t
 
 
@@ -401,6 +446,10 @@ def _restore(model, opt, tensors):
         buf = tensors.get(f"optim.momentum.{i}")
         if buf is not None:
             opt.state[p]["momentum_buffer"] = buf.to(p.device).clone()
+        for k in _ADAM_STATE:
+            v = tensors.get(f"optim.adam.{k}.{i}")
+            if v is not None:  # Adam keeps `step` as a float32 scalar tensor on the CPU
+                opt.state[p][k] = v.reshape(()).float().cpu().clone() if k == "step" else v.to(p.device).clone()
 
 
 def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
@@ -460,13 +509,31 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
     device = resolve_device(cfg.device)
     data = data or load_train_data(cfg)
     widths = resolve_widths(cfg)
-    model = build_model(cfg.family, widths, num_classes=data.num_classes, dropout=cfg.dropout, batchnorm=cfg.batchnorm)
+    images = tuple(data.in_shape) == (3, 32, 32)
+    if not images and cfg.augment and batches is None:
+        raise ConfigError(f"data of shape {tuple(data.in_shape)} are not images: image augmentation does not "
+                          f"apply (set augment=False / --no-augment)")
+    model = build_model(cfg.family, widths, num_classes=data.num_classes, dropout=cfg.dropout, batchnorm=cfg.batchnorm,
+                        in_shape=data.in_shape)
     init_weights(model, cfg.init_scale, generator=torch.Generator().manual_seed(cfg.seed))
     model.to(device)
     n_params = count_params(model)
+    on_cuda = device.type == "cuda"
+    if on_cuda and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda and cfg.amp)  # noqa: E731
     meta = {**model_meta(cfg, widths, data.num_classes, n_params), **(extra_meta or {}), "data_sha256": data.sha256}
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                          weight_decay=cfg.weight_decay)
+    if not images:  # only then, so image checkpoints keep exactly their old meta
+        meta["in_shape"] = list(data.in_shape)
+    net = _with_preprocess(cfg, model, data, run_dir, meta, device)  # `model` itself, unless gcn-zca
+    step_model = torch.compile(net) if cfg.compile else net  # shares parameters with `model`
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                              weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":  # S6; momentum is unused (Adam's betas stay at torch's defaults)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ConfigError(f"optimizer must be 'sgd' or 'adam', not {cfg.optimizer!r}")
     sched = make_schedule(cfg)
     ts, norm = None, None
     if cfg.loss != "ce" and batches is None:
@@ -511,7 +578,8 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
             lr = sched.lr_at(epoch, i / steps if steps else 0.0)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = loss_fn(model(xb), tb)
+            with autocast():
+                loss = loss_fn(step_model(xb), tb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -520,7 +588,7 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
         train_loss = (total / max(count, 1)).item()
         if not math.isfinite(train_loss) or train_loss > 1e6:
             raise Diverged(f"{run_dir}: training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
-        val_acc = accuracy(to_logits(predict_logits(model, data.val.x, cfg.input_scale, device)), data.val.y)
+        val_acc = accuracy(to_logits(predict_logits(net, data.val.x, cfg.input_scale, device)), data.val.y)
         lr_used = lr
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch

@@ -1,0 +1,183 @@
+"""`mimicnet estimate --preset NAME`: how long would a preset take on this device?
+
+Measured, not assumed: the throughput of one training step of a representative model of every stage
+(a teacher at width constants 0.5, every baseline and student cell at constants 0.5) and of ensemble
+inference is timed here, on the current device, with the same fast path training uses (bf16 autocast
+and channels_last on CUDA). What cannot be measured in seconds, how many epochs a run lasts under the
+S3 schedule, is an explicit assumption printed with the result (flags change it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from .models import build_model, get_family, solve_budget, teacher_widths
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, to express achieved rates as a
+# fraction of the device's peak. Unknown devices (and CPUs) report no fraction.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "RTX 4090": 165.0}
+
+
+def device_peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def step_flops(model: torch.nn.Module, batch: int, device, train: bool = True) -> int:
+    """FLOPs of one forward(+backward) step, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    with FlopCounterMode(display=False) as fc:
+        out = model(x)
+        if train:
+            out.float().pow(2).mean().backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops()
+
+
+def time_train_step(model: torch.nn.Module, batch: int, device: torch.device, steps: int = 5,
+                    fast: bool = True, compile: bool = False) -> float:
+    """Images per second of SGD steps (forward, L2 loss, backward, update) on random data."""
+    model = model.to(device)
+    cuda = device.type == "cuda"
+    if fast and cuda:
+        model = model.to(memory_format=torch.channels_last)
+    run = torch.compile(model) if compile else model
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    if fast and cuda:
+        x = x.to(memory_format=torch.channels_last)
+    z = torch.randn(batch, 10, device=device)
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (fast and cuda) else nullcontext
+
+    def step():
+        with ctx():
+            loss = F.mse_loss(run(x).float(), z)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for _ in range(3 if compile else 2):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def time_inference(model: torch.nn.Module, batch: int, device: torch.device, steps: int = 5) -> float:
+    model = model.to(device).eval()
+    cuda = device.type == "cuda"
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
+    if cuda:
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    for _ in range(2):
+        with ctx():
+            model(x)
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        with ctx():
+            model(x)
+    if cuda:
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+@dataclasses.dataclass
+class Assumptions:
+    """Epoch counts the S3 schedule decides at run time; defaults are upper-end guesses, change them."""
+    n_train: int = 40_000
+    n_val: int = 10_000
+    teacher_epochs: int = 200           # plateau schedule: typically stops after 100-300 epochs
+    baseline_epochs: int = 200
+    student_epochs: int = 160           # one pass over a 160-epoch transfer set, at most
+
+
+def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch: int = 128, steps: int = 5,
+             log=print) -> dict:
+    """Seconds per stage of `preset` on `device` (see module docstring)."""
+    stages = {}
+    tw = teacher_widths(0.5, 0.5, 0.5, 0.5)
+    teacher = build_model("teacher", tw, batchnorm=bool(preset.teacher_base.get("batchnorm")))
+    t_ips = time_train_step(teacher, batch, device, steps)
+    t_inf = time_inference(teacher, 1000 if device.type == "cuda" else 250, device, steps)
+    flops = step_flops(build_model("teacher", tw), batch, device)
+    tflops = flops * t_ips / batch / 1e12
+    peak = device_peak(device)
+    log(f"teacher {tw}: train {t_ips:,.0f} img/s ({tflops:.2f} TFLOP/s"
+        + (f", {100 * tflops / peak:.1f}% of bf16 peak)" if peak else ")") + f", inference {t_inf:,.0f} img/s")
+    n_teachers = preset.teacher_trials if preset.teacher_mode == "search" else len(preset.teachers)
+    epochs_t = a.teacher_epochs if preset.teacher_base.get("schedule", "plateau") == "plateau" else \
+        preset.teacher_base.get("max_epochs", a.teacher_epochs)
+    per_epoch = a.n_train / t_ips + a.n_val / t_inf
+    stages["teachers"] = n_teachers * epochs_t * per_epoch
+    members = min(preset.ensemble_size, n_teachers)
+    rows = preset.transfer_epochs * a.n_train
+    stages["transfer"] = rows * members / t_inf
+    measured = {"teacher": {"widths": tw, "train_ips": t_ips, "inference_ips": t_inf, "tflops": tflops,
+                            "peak_fraction": (tflops / peak) if peak else None}}
+
+    def cells(kind, families, budgets, trials, epochs, base):
+        total = 0.0
+        for b in budgets:
+            for fam in families:
+                n_c = get_family(fam).n_constants
+                w = solve_budget(fam, b, (0.5,) * n_c)
+                ips = time_train_step(build_model(fam, w), batch, device, steps)
+                e = epochs if base.get("schedule", "plateau") == "plateau" else base.get("max_epochs", epochs)
+                secs = trials * e * (a.n_train / ips + a.n_val / (3 * ips))
+                measured[f"{kind}/{fam}/{b}"] = {"widths": w, "train_ips": ips}
+                log(f"{kind} {fam} {b:,}: {ips:,.0f} img/s -> {trials} trials x {e} epochs = {secs / 3600:.2f} h")
+                total += secs
+        return total
+    stages["baselines"] = cells("baseline", preset.baseline_families, preset.baseline_budgets,
+                                preset.baseline_trials, a.baseline_epochs, preset.baseline_base)
+    stages["students"] = cells("student", preset.student_families, preset.student_budgets, preset.student_trials,
+                               a.student_epochs, preset.student_base)
+    return {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else "cpu", "assumptions": dataclasses.asdict(a), "stages_seconds": stages,
+            "total_seconds": sum(stages.values()), "measured": measured}
+
+
+def cmd_estimate(args) -> int:
+    from .artifacts import write_json
+    from .reproduce import PRESETS
+    from .train import ConfigError, resolve_device
+    if args.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
+    a = Assumptions(**{k: v for k, v in vars(args).items() if k in Assumptions.__dataclass_fields__ and v is not None})
+    res = estimate(PRESETS[args.preset], resolve_device(args.device or "auto"), a, steps=args.steps)
+    print(f"\n{'stage':12s} {'hours':>10s}")
+    for k, v in res["stages_seconds"].items():
+        print(f"{k:12s} {v / 3600:10.2f}")
+    print(f"{'total':12s} {res['total_seconds'] / 3600:10.2f}   on {res['device_name']}")
+    print("assumed epochs: " + ", ".join(f"{k}={v}" for k, v in res["assumptions"].items()))
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def register_cli(sub) -> None:
+    e = sub.add_parser("estimate", help="time each stage of a preset would take on this device (measured)",
+                       description=__doc__.split("\n\n")[1])
+    e.add_argument("--preset", default="paper")
+    e.add_argument("--steps", type=int, default=5, help="timed steps per model")
+    for f in dataclasses.fields(Assumptions):
+        e.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=int, default=None,
+                       help=f"assumption (default {f.default})")
+    e.add_argument("--json", help="also write the numbers here")
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=cmd_estimate)

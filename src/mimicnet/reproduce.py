@@ -86,7 +86,7 @@ PRESETS: dict[str, Preset] = {
         ensemble_size=8, transfer_epochs=20,
         baseline_budgets=(300_000,), baseline_trials=2,
         baseline_base=dict(schedule="onecycle", max_epochs=20, batch_size=128),
-        student_budgets=(100_000, 300_000), student_trials=3,
+        student_budgets=(100_000, 300_000), student_trials=2,
         student_base=dict(schedule="onecycle", max_epochs=20, batch_size=128),
         sampler="gp", n_startup=4),
     "paper": Preset(

@@ -70,3 +70,14 @@ def cifar_subset_path() -> Path:
             pytest.fail(f"CI is set but the real CIFAR-10 subset is missing: {CIFAR_SUBSET}")
         pytest.skip(f"real CIFAR-10 subset not present ({CIFAR_SUBSET})")
     return CIFAR_SUBSET
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine spinning OpenMP
+    workers make tests 10x slower; restores the setting for the other test modules."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

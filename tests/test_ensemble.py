@@ -17,14 +17,7 @@ from mimicnet.train import ConfigError, TrainConfig, fit, load_train_data, model
 from synth import write_archive
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine spinning OpenMP
-    workers make these tests 10x slower; restore the setting for the other test modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------- selection

@@ -58,6 +58,18 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def dataclass_from_dict(cls, d: dict, error: type[Exception], what: str = "config"):
+    """cls(**d) for a config dataclass read from JSON: unknown fields are an `error` naming them, and JSON
+    lists become tuples where the field's default is a tuple or None (widths, dropout rates, hsv, ...)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise error(f"unknown {what} field(s): {', '.join(unknown)}")
+    d = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+         for k, v in d.items()}
+    return cls(**d)
+
+
 def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
     """Short stable hash of a config (used to name run folders and to check a resume matches its run).
 

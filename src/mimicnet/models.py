@@ -272,10 +272,11 @@ def _build_teacher(widths, *, num_classes=10, dropout=(), batchnorm=False, in_sh
                    init_scale, generator)
 
 
-def _build_conv0(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
-                 init_scale=1.0, generator=None):
-    # No conv layers, so any fixed-length input works (e.g. in_shape=(1845,) speech frames, S5).
-    fam = FAMILIES["conv0"]
+def _bottleneck_mlp(name: str, widths, num_classes, dropout, batchnorm, in_shape, init_scale, generator):
+    """flatten -> linear bottleneck of k units -> h ReLU units -> out. No conv layers, so any fixed-length
+    input works (e.g. in_shape=(1845,) speech frames, S5). conv0 and mlp_lin differ only in which width
+    the budget solves for."""
+    fam = FAMILIES[name]
     k, h = _check_widths(fam, widths)
     d = _dropout_rates(dropout, fam.n_dropout, fam.name)
     b = _Builder(in_shape, batchnorm)
@@ -283,6 +284,11 @@ def _build_conv0(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shap
     b.linear("lfc", k)
     b.fc(h, d[0])
     return _finish(b, fam.name, (k, h), num_classes, d, batchnorm, in_shape, init_scale, generator)
+
+
+def _build_conv0(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
+                 init_scale=1.0, generator=None):
+    return _bottleneck_mlp("conv0", widths, num_classes, dropout, batchnorm, in_shape, init_scale, generator)
 
 
 def _build_conv1(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
@@ -348,16 +354,9 @@ def _build_snn(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=
 
 def _build_mlp_lin(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),
                    init_scale=1.0, generator=None):
-    # Shallow mimic MLP with a linear bottleneck, "250L-8k" (S5, TIMIT): flatten -> L linear -> H ReLU.
-    # Same layers as conv0, but H is the dependent width (Ba & Caruana fix L=250 and name nets by H).
-    fam = FAMILIES["mlp_lin"]
-    k, h = _check_widths(fam, widths)
-    d = _dropout_rates(dropout, fam.n_dropout, fam.name)
-    b = _Builder(in_shape, batchnorm)
-    b.flatten()
-    b.linear("lfc", k)
-    b.fc(h, d[0])
-    return _finish(b, fam.name, (k, h), num_classes, d, batchnorm, in_shape, init_scale, generator)
+    # Shallow mimic MLP "250L-8k" (S5, TIMIT): conv0's layers, but H is the dependent width (Ba & Caruana
+    # fix L=250 and name nets by H).
+    return _bottleneck_mlp("mlp_lin", widths, num_classes, dropout, batchnorm, in_shape, init_scale, generator)
 
 
 def _build_mlp(widths, *, num_classes=10, dropout=(), batchnorm=False, in_shape=(3, 32, 32),

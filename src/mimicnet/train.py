@@ -91,17 +91,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        d = dict(d)
-        for k in ("widths", "constants", "dropout", "hsv"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        if d.get("bounds") is not None:
-            d["bounds"] = tuple(tuple(b) for b in d["bounds"])
-        return cls(**d)
+        return artifacts.dataclass_from_dict(cls, d, ConfigError)
 
     def augment_config(self) -> AugmentConfig | None:
         if not self.augment:

@@ -73,14 +73,7 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransferConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise TransferError(f"unknown transfer config field(s): {', '.join(unknown)}")
-        d = dict(d)
-        if d.get("hsv") is not None:
-            d["hsv"] = tuple(d["hsv"])
-        return cls(**d)
+        return artifacts.dataclass_from_dict(cls, d, TransferError, "transfer config")
 
     def validate(self) -> None:
         def positive_int(name):

@@ -334,12 +334,14 @@ def build_cells(runs: list[Run], kinds: Iterable[str], planned: dict, schedules:
     for key, rs in groups.items():
         c = Cell(*key, planned=planned.get(key))
         if key[0] == "student" and rs:
-            counts = Counter(r.teacher for r in rs)
+            # A row without a teacher (a trial that failed before it recorded one) stays in its cell: it is
+            # a failed trial of this cell, not a run of another teacher.
+            counts = Counter(r.teacher for r in rs if r.teacher) or Counter(r.teacher for r in rs)
             if teacher is not None:
                 c.teacher = teacher
             else:  # the teacher most rows of this cell used (ties: most used overall, then by name)
-                c.teacher = max(counts, key=lambda t: (counts[t], overall[t], t))
-            c.runs = [r for r in rs if _same_teacher(r.teacher, c.teacher)]
+                c.teacher = max(counts, key=lambda t: (counts[t], overall[t], t or ""))
+            c.runs = [r for r in rs if not r.teacher or _same_teacher(r.teacher, c.teacher)]
             c.other_teacher_runs = len(rs) - len(c.runs)
         else:
             c.runs = list(rs)

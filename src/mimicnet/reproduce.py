@@ -15,6 +15,7 @@ import dataclasses
 import json
 import platform
 import shlex
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -205,24 +206,22 @@ def run_cells(st: Study, kind: str, families, budgets, trials: int, base: dict, 
                        seed=st.p.seed, index=st.index)
 
 
-def results_table(index_path: Path) -> str:
-    """Per cell (kind, family, budget): trials, best test, mean ± std of the top-5-by-validation test acc."""
-    rows = [r for r in artifacts.read_index(index_path) if r.get("status", "") in ("", "complete")]
-    cells: dict = {}
-    for r in rows:
-        if r["test_acc"] == "":
-            continue
-        cells.setdefault((r["kind"], r["family"], r["budget"]), []).append(r)
+def results_table(results_dir: Path) -> str:
+    """Per cell (kind, family, budget) of the run index: trials, the best-by-validation trial's val and test
+    accuracy, and mean ± sd of the test accuracy of the five best by validation (report.Cell's numbers)."""
+    from .report import build_cells, load_runs
+    cells = build_cells(load_runs(results_dir), ("teacher", "ensemble", "baseline", "student"), planned={})
     order = {"teacher": 0, "ensemble": 1, "baseline": 2, "student": 3}
     lines = [f"{'kind':9s} {'family':9s} {'budget':>8s} {'params':>9s} {'n':>3s} {'best val':>9s} {'test@best':>9s} "
              f"{'top5 test':>15s}"]
-    for (kind, fam, budget), rs in sorted(cells.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][2] and float(kv[0][2]) or 0, kv[0][1])):
-        rs = sorted(rs, key=lambda r: -float(r["val_acc"] or 0))
-        top = torch.tensor([float(r["test_acc"]) for r in rs[:5]]) * 100
-        spread = f"{top.mean():.1f} ± {top.std():.1f}" if len(top) > 1 else f"{top.mean():.1f}"
-        b = _budget_str(int(float(budget))) if budget else "-"
-        lines.append(f"{kind:9s} {fam:9s} {b:>8s} {int(float(rs[0]['params'] or 0)):>9,d} {len(rs):>3d} "
-                     f"{100 * float(rs[0]['val_acc']):>9.1f} {100 * float(rs[0]['test_acc']):>9.1f} {spread:>15s}")
+    for (kind, fam, budget), c in sorted(cells.items(), key=lambda kv: (order[kv[0][0]], kv[0][2] or 0, kv[0][1])):
+        top, tt = c.top, c.top_test
+        if not top or top[0].test is None:
+            continue
+        spread = f"{statistics.fmean(tt):.1f} ± {statistics.stdev(tt):.1f}" if len(tt) > 1 else f"{tt[0]:.1f}"
+        b = _budget_str(budget) if budget else "-"
+        lines.append(f"{kind:9s} {fam:9s} {b:>8s} {top[0].params or 0:>9,d} {c.n:>3d} "
+                     f"{top[0].val:>9.1f} {top[0].test:>9.1f} {spread:>15s}")
     return "\n".join(lines)
 
 
@@ -259,7 +258,7 @@ def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
     st.stage("students", lambda: run_cells(st, "student", preset.student_families, preset.student_budgets,
                                            preset.student_trials, preset.student_base,
                                            {"loss": "l2-logits", "transfer": str(tdir)}))
-    table = results_table(st.index)
+    table = results_table(out)
     artifacts.write_text(out / "results.txt", table + "\n")
     print("\n" + table)
     if preset.report:

@@ -843,3 +843,27 @@ def solve_budget(family, budget: int, constants: Sequence[float], bounds: Bounds
             f"{100 * (got - budget) / budget:+.2f}% off the budget (tolerance {100 * tol:g}%)")
     widths[fam.dependent] = best
     return tuple(widths)  # type: ignore[return-value]
+
+
+def scale_to_budget(family, widths: Sequence[int], budget: int, **opts) -> tuple[int, ...]:
+    """``widths`` times one common factor s (each rounded, at least 1) so that the parameter count is as
+    close to ``budget`` as the rounding allows: a published architecture shrunk (or grown) to another
+    budget with its shape kept, e.g. S6's ~10M students at a CPU budget. The count grows with s, so s is
+    bisected (on the meta device: nothing is allocated). ``opts`` (batchnorm, num_classes, in_shape) go
+    to the builder since they change the count."""
+    fam = get_family(family)
+    ws = _check_widths(fam, widths)
+    opts.pop("dropout", None)
+    scaled = lambda s: tuple(max(1, _round(w * s)) for w in ws)  # noqa: E731
+    count = lambda s: count_params(fam, scaled(s), **opts)  # noqa: E731
+    if budget < count(0.0):
+        raise BudgetError(f"family {fam.name!r}: {budget:,} parameters is below the smallest "
+                          f"{fam.name} of this shape ({count(0.0):,} at width 1)")
+    lo, hi = 0.0, 1.0
+    while count(hi) < budget:
+        lo, hi = hi, hi * 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if count(mid) < budget else (lo, mid)
+    best = min((lo, hi), key=lambda s: abs(count(s) - budget))
+    return scaled(best)

@@ -1332,9 +1332,12 @@ def build_report(results_dir, teacher: str | None = None, out_dir=None) -> Path:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir}: results folder not found")
+    repro = load_reproduce(results_dir)
+    from .studies import build_study_report, is_study_record
+    if is_study_record(repro):  # Ba & Caruana or Ratusznik et al.: their own tables (studies.py)
+        return build_study_report(results_dir, out_dir=out_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
     runs = load_runs(results_dir)
-    repro = load_reproduce(results_dir)
     planned = planned_trials(repro)
     sched = _Schedules(results_dir)
 
@@ -1384,6 +1387,11 @@ def cmd_report(args) -> int:
     except ReportError as e:
         print(f"mimicnet: error: {e}", file=sys.stderr)
         return 2
+    from .studies import is_study_record
+    if is_study_record(load_reproduce(args.results_dir)):
+        print((path.parent / "table.md").read_text(), end="")
+        print(f"report: {path}")
+        return 0
     runs = load_runs(args.results_dir)
     t2 = table2(runs, planned_trials(load_reproduce(args.results_dir)), _Schedules(Path(args.results_dir)),
                 args.teacher)

@@ -102,9 +102,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def apply_overrides(preset: Preset, sets: list[str]) -> Preset:
+def apply_overrides(preset, sets: list[str]):
     """`field=value` strings; values are JSON (numbers, lists, objects) or else plain strings."""
-    names = {f.name for f in dataclasses.fields(Preset)}
+    names = {f.name for f in dataclasses.fields(preset)}
     changes = {}
     for s in sets:
         if "=" not in s:
@@ -142,15 +142,15 @@ NOT_IDENTITY = ("device", "report", "teacher_trials", "baseline_trials", "studen
 class Study:
     """The state of one reproduce run: its folder, its record (reproduce.json), stage timing."""
 
-    def __init__(self, preset: Preset, out: Path, command: str):
+    def __init__(self, preset, out: Path, command: str, not_identity: tuple = NOT_IDENTITY):
         self.p, self.out, self.index = preset, out, out / "index.csv"
         self.record_path = out / "reproduce.json"
         old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
-        if old and old.get("config_hash") != artifacts.config_hash(preset, exclude=NOT_IDENTITY):
+        if old and old.get("config_hash") != artifacts.config_hash(preset, exclude=not_identity):
             raise ConfigError(f"{out}: holds a reproduce run of another config (preset {old.get('preset')}); "
                               "choose another --out")
         self.record = {"preset": preset.name, "command": command, "config": artifacts.to_jsonable(preset),
-                       "config_hash": artifacts.config_hash(preset, exclude=NOT_IDENTITY),
+                       "config_hash": artifacts.config_hash(preset, exclude=not_identity),
                        "code_version": artifacts.code_version(), "hardware": hardware(),
                        "stages": old.get("stages", {}), "planned_trials": {}}
         self.save()
@@ -167,8 +167,8 @@ class Study:
         return out
 
 
-def train_cfg(p: Preset, base: dict, **kw) -> TrainConfig:
-    d = {"data": p.data, "max_train": p.max_train, "device": p.device, "seed": p.seed, **base, **kw}
+def train_cfg(p, base: dict, **kw) -> TrainConfig:
+    d = {"data": p.data, "max_train": p.max_train, "device": p.device, "seed": getattr(p, "seed", 0), **base, **kw}
     return TrainConfig.from_dict(d)
 
 
@@ -269,17 +269,24 @@ def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
 
 
 def cmd_reproduce(args) -> int:
-    if args.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
-    p = PRESETS[args.preset]
+    from .studies import STUDY_PRESETS, run_study
+    if args.preset not in PRESETS and args.preset not in STUDY_PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join([*PRESETS, *STUDY_PRESETS])}")
+    p = PRESETS.get(args.preset) or STUDY_PRESETS[args.preset]
     sets = list(args.set or [])
     for flag in ("data", "device", "max_train", "seed"):
         v = getattr(args, flag)
-        if v is not None:
+        if flag == "seed" and v is not None and args.preset in STUDY_PRESETS:
+            sets.append(f"seeds=[{v}]")  # a fixed study runs every arm once per seed
+        elif v is not None:
             sets.append(f"{flag}={json.dumps(v) if not isinstance(v, str) else v}")
     p = apply_overrides(p, sets)
     out = args.out or Path("results") / p.name
-    reproduce(p, out, command=" ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]]))
+    command = " ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]])
+    if args.preset in STUDY_PRESETS:
+        run_study(p, out, command=command)
+    else:
+        reproduce(p, out, command=command)
     return 0
 
 
@@ -290,7 +297,8 @@ def register_cli(sub) -> None:
                        "Presets: " + "; ".join(f"{k}" for k in PRESETS) + ". "
                        "smoke: minutes on CPU; cpu: the subset on 2 cores in about an hour; paper: S2-S4 as "
                        "written, for a GPU.")
-    r.add_argument("--preset", default="cpu", help="smoke | cpu | paper (default cpu)")
+    r.add_argument("--preset", default="cpu", help="smoke | cpu | paper (the main study), ba-caruana | ratusznik "
+                   "(the other two studies, S5 and S6) (default cpu)")
     r.add_argument("--data", help="local CIFAR archive (default: download the official one into the cache)")
     r.add_argument("--out", type=Path, help="results folder (default results/PRESET)")
     r.add_argument("--max-train", dest="max_train", type=int, help="cap on training images")

@@ -613,7 +613,7 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
                "data_sha256": data.sha256, "code_version": artifacts.code_version(), **(extra_meta or {})}
     artifacts.write_json(results_path, results)
     if index is not None:
-        row = {"kind": run_kind(cfg), "family": cfg.family, "budget": cfg.budget, "params": n_params, "widths": widths,
+        row = {"kind": (extra_meta or {}).get("kind") or run_kind(cfg), "family": cfg.family, "budget": cfg.budget, "params": n_params, "widths": widths,
                "seed": cfg.seed, "val_acc": results["val_acc"], "test_acc": results["test_acc"], "loss": cfg.loss,
                "epochs": epoch + 1, "best_epoch": best_epoch, "max_epochs": cfg.max_epochs,
                "seconds": results["seconds"], "run_id": cfg.run_id(), "config_hash": cfg.run_id().rsplit("-", 1)[1],

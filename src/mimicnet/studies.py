@@ -1,0 +1,621 @@
+"""The two other studies of SPEC.md as presets: Ba & Caruana (S5) and Ratusznik et al. (S6).
+
+The main study (reproduce.py) searches widths for every (family, budget) cell. These two compare a few
+named models under a few training conditions, so a row of their tables is an *arm*: one model, one
+teacher (or the hard labels), one loss. A study runs
+
+    teachers -> ensembles -> one transfer set per teacher that an arm mimics -> arms -> tables + report
+
+with the main study's stages and artifacts (run folders, ensemble.json, transfer sets, index.csv), so
+it is resumable the same way: kill it, run the same command, it continues.
+
+Each arm is run for every seed in `seeds` (mean ± sd in the tables, never one lucky run). When an arm
+lists several learning rates, the first seed is run at each and the rate with the best *validation*
+accuracy is used for the other seeds: losses of different scales (L2 on logits vs on probabilities)
+need different rates, and choosing it by hand would be choosing it by the test set. The report reads
+the index (plus each run's config.json for its lr) and repeats that choice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import artifacts
+from . import published as P
+from .models import arch_string, scale_to_budget
+from .train import ConfigError, Diverged, TrainConfig, fit, load_train_data, resolve_device
+
+
+@dataclass
+class Arm:
+    name: str                      # the table row
+    model: str                     # a key of StudyPreset.models
+    teacher: str = ""              # "" = the true labels; else a key of `ensembles` or `teachers`
+    train: dict = field(default_factory=dict)   # TrainConfig overrides (loss, normalize_logits, ...)
+    lrs: tuple = ()                # learning rates to choose from on validation; () = the preset's `lrs`
+    paper: float | None = None     # published test accuracy (%) of this row, when the paper has one
+    paper_model: str = ""          # what the paper measured there (architecture, scale)
+
+
+@dataclass
+class StudyPreset:
+    name: str
+    title: str = ""
+    paper: str = ""                # which paper's tables this reproduces
+    data: str = ""                 # archive; empty: download CIFAR-10 into the cache
+    max_train: int | None = None
+    device: str = "auto"
+    seeds: tuple = (0, 1)
+    teachers: dict = field(default_factory=dict)      # name -> TrainConfig overrides (on teacher_base)
+    teacher_base: dict = field(default_factory=dict)
+    teacher_paper: dict = field(default_factory=dict)  # name -> (published %, what it was)
+    ensembles: dict = field(default_factory=dict)     # name -> {"members": [...], "method", "size"}
+    ensemble_paper: dict = field(default_factory=dict)  # name -> (published %, what it was)
+    transfer_epochs: int = 10
+    models: dict = field(default_factory=dict)        # name -> {"family", "widths"} (the paper's widths)
+    budget: int | None = None      # models' widths scaled by one factor to this many parameters
+    student_base: dict = field(default_factory=dict)  # TrainConfig fields of every arm
+    lrs: tuple = (0.01,)
+    arms: list = field(default_factory=list)          # Arm, in table order
+    report: bool = True
+
+
+# Fields that change how long or where a study runs, not what it is (see reproduce.NOT_IDENTITY).
+NOT_IDENTITY = ("device", "report")
+
+# --------------------------------------------------------------------------------------- Ba & Caruana
+# CPU scale on the 4k-image subset: teachers and students shrunk, same shapes. The teacher is their CNN
+# 128c-mp-128c-mp-128c-mp-1000fc (our conv3, 5×5 convs) at half width, with batch norm and a one-cycle lr
+# instead of their dropout + stochastic pooling (a 20-epoch CPU budget). Everything sees GCN + ZCA (S5).
+# The SNN-MIMIC 128c-p-1200L-30k is kept at 1/4 of its conv/linear widths and 1/10 of its 30k ReLU units.
+_BA_TEACHER = dict(family="conv3", widths=(64, 64, 64, 500), batchnorm=True, schedule="onecycle", lr=0.05,
+                   momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, batch_size=128, max_epochs=20,
+                   preprocess="gcn-zca")
+_BA_SNN = "SNN-MIMIC 32c-p-300L-3k"
+BA_CARUANA = StudyPreset(
+    name="ba-caruana", title="Do deep nets really need to be deep? (CIFAR-10, at CPU scale)",
+    paper="Ba & Caruana (2014), Table 2", max_train=5000, seeds=(0, 1),
+    teachers={f"CNN {i}": dict(seed=i) for i in range(4)}, teacher_base=_BA_TEACHER,
+    teacher_paper={f"CNN {i}": (P.BA_TEACHER_CNN["test_acc"], P.BA_TEACHER_CNN["architecture"]) for i in range(4)},
+    ensembles={"ensemble of 4": dict(members=[f"CNN {i}" for i in range(4)], method="topk", size=4),
+               "best single CNN": dict(members=[f"CNN {i}" for i in range(4)], method="topk", size=1)},
+    ensemble_paper={"ensemble of 4": (P.BA_ENSEMBLE["test_acc"], P.BA_ENSEMBLE["architecture"]),
+                    "best single CNN": (P.BA_TEACHER_CNN["test_acc"], P.BA_TEACHER_CNN["architecture"])},
+    transfer_epochs=10,
+    models={_BA_SNN: dict(family="snn", widths=(32, 300, 3000))},
+    student_base=dict(schedule="onecycle", max_epochs=15, batch_size=128, momentum=0.9, preprocess="gcn-zca"),
+    lrs=(0.003, 0.01, 0.03),
+    arms=[
+        Arm("hard labels (SNN-30k)", _BA_SNN, "", dict(loss="ce"), paper=P.BA_SNN_HARD["test_acc"],
+            paper_model=P.BA_SNN_HARD["architecture"]),
+        Arm("L2 on logits, ensemble (SNN-ECNN-MIMIC)", _BA_SNN, "ensemble of 4", dict(loss="l2-logits"),
+            paper=P.BA_STUDENTS[2]["test_acc"], paper_model=P.BA_STUDENTS[2]["architecture"]),
+        Arm("L2 on normalised logits, ensemble", _BA_SNN, "ensemble of 4",
+            dict(loss="l2-logits", normalize_logits=True)),
+        Arm("L2 on probabilities, ensemble", _BA_SNN, "ensemble of 4", dict(loss="l2-probs"),
+            lrs=(0.3, 1.0, 3.0)),  # gradients ~100× smaller than on logits
+        Arm("KL(teacher‖student), ensemble", _BA_SNN, "ensemble of 4", dict(loss="kl")),
+        Arm("L2 on logits, best single CNN (SNN-CNN-MIMIC)", _BA_SNN, "best single CNN", dict(loss="l2-logits"),
+            paper=P.BA_STUDENTS[1]["test_acc"], paper_model=P.BA_STUDENTS[1]["architecture"]),
+    ])
+
+# --------------------------------------------------------------------------------------- Ratusznik et al.
+# CPU scale: Teacher-1 (S2's best teacher with dropout .2/.3/.37 after the pools, .42 after fc2) at half
+# width, the deep ResNet 64c⁸-128c¹²-256c¹⁶ at quarter width (depth kept: 36 convs + stem); the five
+# students and the deep linear net at 200k parameters instead of 10M (every width scaled by one factor:
+# models.scale_to_budget). Batch norm and Adam everywhere as in the paper; batch 64 (paper: 32) and a
+# one-cycle lr for 15-epoch CPU runs (paper: 75 epochs without, 200-300 with distillation).
+_RAT_BASE = dict(batchnorm=True, optimizer="adam", schedule="onecycle", weight_decay=0.0, batch_size=64)
+_RAT_TEACHER1 = "Teacher-1"
+_RAT_RESNET = "Deep-ResNet"
+RATUSZNIK = StudyPreset(
+    name="ratusznik", title="ResNet teachers, shallow and linear students, softmax-MSE distillation (CPU scale)",
+    paper="Ratusznik et al., Tables 3-6", max_train=5000, seeds=(0, 1),
+    teachers={_RAT_TEACHER1: dict(family="teacher", widths=(38, 63, 74, 600), dropout=(0.2, 0.3, 0.37, 0.0, 0.42),
+                                  lr=0.003, max_epochs=20),
+              _RAT_RESNET: dict(family="resnet_deep", widths=(16, 32, 64), lr=0.003, max_epochs=15)},
+    teacher_base=_RAT_BASE,
+    teacher_paper={_RAT_TEACHER1: (P.RATUSZNIK_TEACHERS["teacher-1"]["test_acc"],
+                                   P.RATUSZNIK_TEACHERS["teacher-1"]["architecture"]),
+                   _RAT_RESNET: (P.RATUSZNIK_TEACHERS["deep-resnet"]["test_acc"],
+                                 P.RATUSZNIK_TEACHERS["deep-resnet"]["architecture"])},
+    transfer_epochs=10,
+    models={**{s["name"]: dict(family=f, widths=w) for s, (f, w) in
+               zip(P.RATUSZNIK_STUDENTS, [("cnn1", (64, 640)), ("cnn2", (64, 64, 600)), ("mlp", (2048, 2048)),
+                                          ("mlp", (1200, 2400, 1800)), ("resnet_shallow", (128, 512))])},
+            # §4.6: "a ReLU activation function at each layer": their deep "linear" net is fully connected
+            # with ReLUs; SPEC's name also reads as no activation at all, so both are run.
+            "Deep-linear (ReLU)": dict(family="mlp", widths=(256,) * 8 + (512,) * 6 + (1024,) * 8),
+            "Deep-linear (no activation)": dict(family="linear", widths=(256,) * 8 + (512,) * 6 + (1024,) * 8)},
+    budget=200_000,
+    student_base=dict(_RAT_BASE, max_epochs=15),
+    lrs=(0.002,),
+    arms=[a for s in P.RATUSZNIK_STUDENTS for a in (
+        Arm(f"{s['name']}, no distillation", s["name"], "", dict(loss="ce"), paper=s["no_distil"],
+            paper_model=s["architecture"]),
+        Arm(f"{s['name']}, distilled from Teacher-1", s["name"], _RAT_TEACHER1, dict(loss="softmax-mse"),
+            paper=s["teacher-1"], paper_model=s["architecture"]),
+        Arm(f"{s['name']}, distilled from Deep-ResNet", s["name"], _RAT_RESNET, dict(loss="softmax-mse"),
+            paper=s["deep-resnet"], paper_model=s["architecture"]))]
+    + [Arm("Deep-linear (ReLU), no distillation", "Deep-linear (ReLU)", "", dict(loss="ce"),
+           paper=P.RATUSZNIK_DEEP_LINEAR["test_acc"], paper_model=P.RATUSZNIK_DEEP_LINEAR["architecture"]),
+       Arm("Deep-linear (no activation), no distillation", "Deep-linear (no activation)", "", dict(loss="ce"),
+           paper=P.RATUSZNIK_DEEP_LINEAR["test_acc"], paper_model=P.RATUSZNIK_DEEP_LINEAR["architecture"])])
+
+# A few-minute version of each, for the test suite (same code path, tiny models and epochs).
+def _tiny(p: StudyPreset) -> StudyPreset:
+    t = {k: dict(v, max_epochs=1) for k, v in p.teachers.items()}
+    for v in t.values():
+        if v.get("family", p.teacher_base.get("family")) == "resnet_deep":
+            v["widths"] = (4, 4, 8)
+        elif "widths" in v:
+            v["widths"] = tuple(max(2, w // 8) for w in v["widths"])
+    base = dict(p.teacher_base, max_epochs=1)
+    if "widths" in base:
+        base["widths"] = tuple(max(2, w // 8) for w in base["widths"])
+    arms = [dataclasses.replace(a, lrs=a.lrs[:2]) for a in p.arms]
+    return dataclasses.replace(p, name=f"{p.name}-smoke", max_train=300, seeds=(0, 1), teachers=t,
+                               teacher_base=base, transfer_epochs=1, budget=20_000 if p.budget else None,
+                               models={k: dict(v, widths=tuple(max(2, w // 8) for w in v["widths"]))
+                                       for k, v in p.models.items()},
+                               student_base=dict(p.student_base, max_epochs=1), lrs=p.lrs[:2], arms=arms)
+
+
+STUDY_PRESETS: dict[str, StudyPreset] = {"ba-caruana": BA_CARUANA, "ratusznik": RATUSZNIK}
+STUDY_PRESETS.update({f"{k}-smoke": _tiny(v) for k, v in list(STUDY_PRESETS.items())})
+
+
+# ============================================================================================ running
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def model_widths(p: StudyPreset, model: str, batchnorm: bool = False) -> tuple[int, ...]:
+    m = p.models[model]
+    if p.budget is None:
+        return tuple(m["widths"])
+    return scale_to_budget(m["family"], m["widths"], p.budget, batchnorm=batchnorm)
+
+
+def check_preset(p: StudyPreset) -> None:
+    """Every name an arm uses must exist: fail before hours of training, not after."""
+    for e, spec in p.ensembles.items():
+        missing = [m for m in spec["members"] if m not in p.teachers]
+        if missing:
+            raise ConfigError(f"preset {p.name}: ensemble {e!r} has unknown member(s) {missing}")
+    names = set()
+    for a in p.arms:
+        if a.name in names:
+            raise ConfigError(f"preset {p.name}: two arms are named {a.name!r}")
+        names.add(a.name)
+        if a.model not in p.models:
+            raise ConfigError(f"preset {p.name}: arm {a.name!r} uses unknown model {a.model!r}")
+        if a.teacher and a.teacher not in p.ensembles and a.teacher not in p.teachers:
+            raise ConfigError(f"preset {p.name}: arm {a.name!r} mimics unknown teacher {a.teacher!r}")
+        if bool(a.teacher) == (a.train.get("loss", "ce") == "ce"):
+            raise ConfigError(f"preset {p.name}: arm {a.name!r}: a teacher needs a mimic loss, hard labels 'ce'")
+
+
+def arm_config(p: StudyPreset, arm: Arm, lr: float, seed: int, transfer_dir: Path | None) -> TrainConfig:
+    m = p.models[arm.model]
+    d = {"data": p.data, "max_train": p.max_train, "device": p.device, **p.student_base,
+         "family": m["family"], **arm.train, "lr": lr, "seed": seed}
+    d["widths"] = model_widths(p, arm.model, d.get("batchnorm", False))
+    if arm.teacher:
+        d["transfer"] = str(transfer_dir)
+    return TrainConfig.from_dict(d)
+
+
+def arm_lrs(p: StudyPreset, arm: Arm) -> tuple:
+    return tuple(arm.lrs or p.lrs)
+
+
+def _run(cfg: TrainConfig, run_dir: Path, data, index, meta: dict) -> float | None:
+    """fit(), or None when the run diverged (recorded in failed.json and as a failed index row, so a
+    rerun does not train it again)."""
+    failed = run_dir / "failed.json"
+    if failed.exists():
+        return None
+    try:
+        return fit(cfg, run_dir, data=data, index=index, extra_meta=meta)["val_acc"]
+    except Diverged as e:
+        artifacts.write_json(failed, {"reason": str(e), "config": cfg})
+        artifacts.append_index(index, {"kind": "student" if cfg.loss != "ce" else "baseline", "family": cfg.family,
+                                       "seed": cfg.seed, "loss": cfg.loss, "status": "failed",
+                                       "study": meta["study"], "path": str(run_dir), "run_id": cfg.run_id(),
+                                       "code_version": artifacts.code_version()})
+        print(f"diverged: {e}")
+        return None
+
+
+def run_arm(p: StudyPreset, arm: Arm, out: Path, data, transfer_dirs: dict, index: Path) -> float:
+    """Seed 0 at every lr, then the best-by-validation lr with the other seeds. Returns that lr."""
+    folder = out / "arms" / slug(arm.name)
+    lrs, seeds = arm_lrs(p, arm), tuple(p.seeds)
+    tdir = transfer_dirs.get(arm.teacher)
+    meta = {"study": arm.name}
+    vals = {}
+    for lr in lrs:
+        print(f"-- {arm.name}: lr {lr:g}, seed {seeds[0]}", flush=True)
+        v = _run(arm_config(p, arm, lr, seeds[0], tdir), folder / f"lr{lr:g}-s{seeds[0]}", data, index, meta)
+        vals[lr] = -1.0 if v is None else v
+    best = max(lrs, key=lambda lr: (vals[lr], -lrs.index(lr)))
+    for s in seeds[1:]:
+        print(f"-- {arm.name}: lr {best:g} (best on validation), seed {s}", flush=True)
+        _run(arm_config(p, arm, best, s, tdir), folder / f"lr{best:g}-s{s}", data, index, meta)
+    return best
+
+
+def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
+    from .ensemble import build_ensemble
+    from .reproduce import Study, train_cfg
+    from .transfer import TransferConfig, generate
+    check_preset(p)
+    out.mkdir(parents=True, exist_ok=True)
+    if not p.data:
+        from .data import default_cache_dir, download_cifar
+        p = dataclasses.replace(p, data=str(download_cifar(default_cache_dir())))
+    st = Study(p, out, command, not_identity=NOT_IDENTITY)
+    device = resolve_device(p.device)
+    data = load_train_data(train_cfg(p, {}))
+    st.record["data"] = {"path": p.data, "sha256": data.sha256, "n_train": len(data.train.y),
+                         "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
+    st.record["study"] = "fixed"
+    st.save()
+
+    def teachers():
+        dirs = {}
+        for name, over in p.teachers.items():
+            d = out / "teachers" / slug(name)
+            fit(train_cfg(p, p.teacher_base, **over), d, data=data, index=st.index,
+                extra_meta={"study": name, "kind": "teacher"})
+            dirs[name] = d
+        return dirs
+    tdirs = st.stage("teachers", teachers)
+
+    def ensembles():
+        dirs = {}
+        for name, spec in p.ensembles.items():
+            d = out / "ensembles" / slug(name)
+            build_ensemble([tdirs[m] for m in spec["members"]], d, data, method=spec.get("method", "topk"),
+                           size=spec.get("size", len(spec["members"])), device=device, index=st.index)
+            dirs[name] = d
+        return dirs
+    edirs = st.stage("ensembles", ensembles)
+
+    def transfer_sets():
+        dirs = {}
+        for name in dict.fromkeys(a.teacher for a in p.arms if a.teacher):
+            d = out / "transfer" / slug(name)
+            cfg = TransferConfig(data=p.data, max_train=p.max_train, epochs=p.transfer_epochs, seed=0, device=p.device)
+            generate(cfg, edirs.get(name) or tdirs[name], d)
+            dirs[name] = d
+        return dirs
+    xdirs = st.stage("transfer", transfer_sets)
+
+    chosen = st.stage("arms", lambda: {a.name: run_arm(p, a, out, data, xdirs, st.index) for a in p.arms})
+    st.record["chosen_lr"] = chosen
+    st.save()
+    tables = build_tables(out, p)
+    text = tables_markdown(p, tables)
+    artifacts.write_text(out / "results.txt", text + "\n")
+    print("\n" + text)
+    if p.report:
+        path = st.stage("report", lambda: build_study_report(out, p))
+        print(f"\nreport: {path}")
+    return st.record
+
+
+# ============================================================================================ tables
+
+@dataclass
+class Row:
+    section: str                   # teacher | ensemble | arm
+    name: str
+    model: str = ""                # architecture at this run's scale
+    params: int | None = None
+    teacher: str = ""
+    loss: str = ""
+    lr: float | None = None
+    tests: list = field(default_factory=list)      # % per seed, at the chosen lr
+    vals: list = field(default_factory=list)
+    agreement: list = field(default_factory=list)  # % argmax agreement with the teacher (test set)
+    n_failed: int = 0
+    paper: float | None = None
+    paper_model: str = ""
+
+    @property
+    def mean(self):
+        return statistics.fmean(self.tests) if self.tests else None
+
+    @property
+    def sd(self):
+        return statistics.stdev(self.tests) if len(self.tests) > 1 else None
+
+    def as_dict(self) -> dict:
+        return {"section": self.section, "name": self.name, "model": self.model, "params": self.params,
+                "teacher": self.teacher, "loss": self.loss, "lr": self.lr, "n": len(self.tests),
+                "failed": self.n_failed, "test_mean": self.mean, "test_sd": self.sd,
+                "tests": " ".join(f"{t:.2f}" for t in self.tests),
+                "val_mean": statistics.fmean(self.vals) if self.vals else None,
+                "agreement_mean": statistics.fmean(self.agreement) if self.agreement else None,
+                "paper": self.paper, "paper_model": self.paper_model}
+
+
+def _pct(v) -> float | None:
+    if v in (None, ""):
+        return None
+    v = float(v)
+    return 100 * v if v <= 1.0 else v
+
+
+def _run_lr(path: str) -> float | None:
+    try:
+        return float(artifacts.read_json(Path(path) / "config.json")["config"]["lr"])
+    except (artifacts.CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
+    """The study's rows from index.csv (and each arm run's config.json for its lr)."""
+    rows = artifacts.read_index(results_dir / "index.csv") if (results_dir / "index.csv").exists() else []
+    out: list[Row] = []
+    by_path = {Path(r["path"]).resolve(): r for r in rows if r.get("path")}
+    for name in p.teachers:
+        r = by_path.get((results_dir / "teachers" / slug(name)).resolve())
+        paper, paper_model = p.teacher_paper.get(name, (None, ""))
+        row = Row("teacher", name, paper=paper, paper_model=paper_model)
+        if r is not None:
+            row.model = arch_string(r["family"], [int(w) for w in r["widths"].split("x")])
+            row.params, row.tests, row.vals = int(r["params"]), [_pct(r["test_acc"])], [_pct(r["val_acc"])]
+        out.append(row)
+    for name, spec in p.ensembles.items():
+        r = by_path.get((results_dir / "ensembles" / slug(name)).resolve())
+        paper, paper_model = p.ensemble_paper.get(name, (None, ""))
+        row = Row("ensemble", name, model=f"{spec.get('method', 'topk')} {spec.get('size')} of "
+                  f"{len(spec['members'])}", paper=paper, paper_model=paper_model)
+        if r is not None:
+            row.params = int(r["params"]) if r.get("params") else None
+            row.tests, row.vals = [_pct(r["test_acc"])], [_pct(r["val_acc"])]
+        out.append(row)
+    arm_rows = defaultdict(list)
+    for r in rows:
+        if r.get("study") and r["kind"] in ("student", "baseline"):
+            arm_rows[r["study"]].append(r)
+    for a in p.arms:
+        rs = arm_rows.get(a.name, [])
+        fin = [r for r in rs if r.get("status", "") in ("", "complete") and r.get("val_acc") not in (None, "")]
+        row = Row("arm", a.name, teacher=a.teacher or "true labels", loss=a.train.get("loss", "ce"),
+                  paper=a.paper, paper_model=a.paper_model)
+        row.n_failed = len(rs) - len(fin)
+        lr_of = {id(r): _run_lr(r["path"]) for r in fin}
+        first = [r for r in fin if int(r["seed"] or 0) == p.seeds[0]]
+        if fin:
+            row.model = arch_string(fin[0]["family"], [int(w) for w in fin[0]["widths"].split("x")])
+            row.params = int(fin[0]["params"])
+        if first:  # repeat run_arm's choice: best validation accuracy of the first seed (ties: listed first)
+            lrs = list(arm_lrs(p, a))
+            best = max(first, key=lambda r: (float(r["val_acc"]), -lrs.index(lr_of[id(r)])
+                                             if lr_of[id(r)] in lrs else 0))
+            row.lr = lr_of[id(best)]
+            chosen = [r for r in fin if lr_of[id(r)] == row.lr]
+            chosen.sort(key=lambda r: int(r["seed"] or 0))
+            row.tests = [_pct(r["test_acc"]) for r in chosen if r.get("test_acc") not in (None, "")]
+            row.vals = [_pct(r["val_acc"]) for r in chosen]
+            row.agreement = [_pct(r["mimic_agreement"]) for r in chosen if r.get("mimic_agreement") not in (None, "")]
+        out.append(row)
+    return out
+
+
+def _ms(row: Row) -> str:
+    if not row.tests:
+        return "—"
+    return f"{row.mean:.1f} ± {row.sd:.1f}" if row.sd is not None else f"{row.mean:.1f}"
+
+
+def tables_markdown(p: StudyPreset, rows: list[Row]) -> str:
+    lines = [f"# {p.title}", "", f"Reproduces {p.paper}. Test accuracy (%): mean ± sd over seeds "
+             f"{', '.join(map(str, p.seeds))} (arms) at the lr chosen on validation; the paper's value is for its "
+             "full-size model on all of CIFAR-10, shown beside, not subtracted.", "",
+             "| | model | architecture (this run) | params | teacher | loss | lr | n | test % | agree % | paper % | paper's model |",
+             "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        agree = f"{statistics.fmean(r.agreement):.1f}" if r.agreement else ""
+        n = f"{len(r.tests)}" + (f" (+{r.n_failed} failed)" if r.n_failed else "")
+        params = f"{r.params:,}" if r.params else "—"
+        lines.append(f"| {r.section} | {r.name} | {r.model} | {params} | {r.teacher} | {r.loss} | "
+                     f"{'' if r.lr is None else f'{r.lr:g}'} | {n} | {_ms(r)} | {agree} | "
+                     f"{'' if r.paper is None else f'{r.paper:.2f}'} | {r.paper_model} |")
+    claims = study_claims(p, rows)
+    if claims:
+        lines += ["", "## The paper's claims, checked", "", "| claim | paper | this run | verdict |",
+                  "|---|---|---|---|"]
+        lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | {c['verdict']} |" for c in claims]
+    return "\n".join(lines)
+
+
+def study_claims(p: StudyPreset, rows: list[Row]) -> list[dict]:
+    """The paper's qualitative claims, each checked on the seeds' means (with the sds, to judge noise)."""
+    by = {r.name: r for r in rows}
+    out = []
+
+    def cmp(claim, a: str, b: str, paper: str, margin: float = 0.0):
+        ra, rb = by.get(a), by.get(b)
+        if not ra or not rb or ra.mean is None or rb.mean is None:
+            out.append({"claim": claim, "paper": paper, "ours": "not measured", "verdict": "not measured"})
+            return
+        d = ra.mean - rb.mean
+        noise = max(ra.sd or 0.0, rb.sd or 0.0)
+        verdict = "holds" if d > margin else "does not hold"
+        if abs(d) <= noise:
+            verdict += " (within seed noise)"
+        out.append({"claim": claim, "paper": paper, "verdict": verdict,
+                    "ours": f"{ra.mean:.1f} vs {rb.mean:.1f} (Δ {d:+.1f}; seed sd ≤ {noise:.1f})"})
+
+    if p.name.startswith("ba-caruana"):
+        ens = by.get("ensemble of 4")
+        single = max((r for r in rows if r.section == "teacher" and r.tests), key=lambda r: r.vals[0], default=None)
+        if ens and single and ens.mean is not None:
+            d = ens.mean - single.mean
+            out.append({"claim": "the ensemble of 4 beats its best member (by validation)",
+                        "paper": "89.0 vs 88.0", "ours": f"{ens.mean:.1f} vs {single.mean:.1f} ({single.name})",
+                        "verdict": "holds" if d > 0 else "does not hold"})
+        arms = [a.name for a in p.arms]
+        cmp("a mimic SNN beats the same SNN trained on the labels", arms[1], arms[0], "85.8 vs 78.2")
+        cmp("L2 on logits beats L2 on probabilities", arms[1], arms[3], "yes (TIMIT; no CIFAR numbers)")
+        cmp("L2 on logits beats KL", arms[1], arms[4], "yes (TIMIT; no CIFAR numbers)")
+        cmp("mimicking the ensemble beats mimicking one CNN", arms[1], arms[5], "85.8 vs 84.9")
+        ra, rb = by.get(arms[2]), by.get(arms[1])
+        if ra and rb and ra.mean is not None and rb.mean is not None:
+            d = ra.mean - rb.mean
+            out.append({"claim": "normalising the logits is not crucial", "paper": "'helped slightly'",
+                        "ours": f"{ra.mean:.1f} vs {rb.mean:.1f} (Δ {d:+.1f})",
+                        "verdict": "holds" if abs(d) <= max(1.0, ra.sd or 0, rb.sd or 0) else "does not hold"})
+    elif p.name.startswith("ratusznik"):
+        students = [s["name"] for s in P.RATUSZNIK_STUDENTS]
+        for teacher, key in ((_RAT_TEACHER1, "teacher-1"), (_RAT_RESNET, "deep-resnet")):
+            for s in students:
+                ps = next(x for x in P.RATUSZNIK_STUDENTS if x["name"] == s)
+                cmp(f"{s}: distillation from {teacher} beats the labels", f"{s}, distilled from {teacher}",
+                    f"{s}, no distillation", f"{ps[key]:.2f} vs {ps['no_distil']:.2f}")
+        for s in students:
+            ps = next(x for x in P.RATUSZNIK_STUDENTS if x["name"] == s)
+            cmp(f"{s}: the ResNet teacher beats Teacher-1", f"{s}, distilled from {_RAT_RESNET}",
+                f"{s}, distilled from {_RAT_TEACHER1}", f"{ps['deep-resnet']:.2f} vs {ps['teacher-1']:.2f}")
+        cmp("the shallow ResNet beats the 2-conv student (no distillation)", "Shallow-ResNet, no distillation",
+            "4-layer-2-CONV, no distillation", "88.72 vs 79.04")
+        cmp("a 1-conv student beats the fully connected ones (no distillation)", "3-layer-1-CONV, no distillation",
+            "4-layer-linear, no distillation", "74.27 vs 56.87")
+        cmp("the 20-layer fc net is below the shallow 1-conv student", "3-layer-1-CONV, no distillation",
+            "Deep-linear (ReLU), no distillation", "74.27 vs 51.15")
+    return out
+
+
+# ============================================================================================ report
+
+def study_figure(p: StudyPreset, rows: list[Row]):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in rows if r.section != "teacher" or r.tests]
+    fig, (ax, axp) = plt.subplots(1, 2, figsize=(13, 0.42 * len(rows) + 1.6), sharey=True,
+                                  gridspec_kw={"width_ratios": [3, 2]})
+    ys = list(range(len(rows)))[::-1]
+    colors = {"teacher": "#555", "ensemble": "#9467bd", "arm": "#1f77b4"}
+    for y, r in zip(ys, rows):
+        if r.tests:
+            c = "#d62728" if r.section == "arm" and r.loss == "ce" else colors[r.section]
+            ax.barh(y, r.mean, xerr=r.sd or 0, color=c, alpha=0.75)
+            ax.plot(r.tests, [y] * len(r.tests), "k.", ms=4)
+            ax.text(r.mean, y, f" {r.mean:.1f}", va="center", fontsize=8)
+        if r.paper is not None:
+            axp.barh(y, r.paper, color="#bbb")
+            axp.text(r.paper, y, f" {r.paper:.1f}", va="center", fontsize=8)
+    ax.set_yticks(ys, [r.name for r in rows], fontsize=8)
+    lo = min([t for r in rows for t in r.tests] or [0])
+    ax.set_xlim(max(0, lo - 10), 100)
+    axp.set_xlim(40, 100)
+    ax.set_xlabel("test accuracy (%), this run: mean ± sd, dots = seeds")
+    axp.set_xlabel("test accuracy (%), the paper (full size, all of CIFAR-10)")
+    ax.set_title(f"{p.name}: this run (red = trained on the labels)", fontsize=10)
+    axp.set_title(p.paper, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def build_study_report(results_dir, p: StudyPreset | None = None, out_dir=None) -> Path:
+    """report/ for a fixed study: table.{md,csv,tex}, figure.{png,svg}, report.html (self-contained)."""
+    from . import report as R
+    results_dir = Path(results_dir)
+    repro = R.load_reproduce(results_dir)
+    if p is None:
+        p = preset_from_record(repro)
+    out = Path(out_dir) if out_dir is not None else results_dir / "report"
+    rows = build_tables(results_dir, p)
+    md = tables_markdown(p, rows)
+    artifacts.write_text(out / "table.md", md + "\n")
+    cols = list(Row("", "").as_dict())
+    R._write_csv(out / "table.csv", [r.as_dict() for r in rows], cols)
+    artifacts.write_text(out / "table.tex", table_latex(p, rows))
+    png = R._save_figure(study_figure(p, rows), out / "figure")
+    claims = study_claims(p, rows)
+    h = [f"<h1>mimicnet report: {R._e(p.title)}</h1>",
+         f'<div class="sub">preset <b>{R._e(p.name)}</b> · reproduces {R._e(p.paper)} · results folder '
+         f"<code>{R._e(results_dir)}</code></div>"]
+    if claims:
+        h.append("<h2>The paper's claims, checked</h2><table><tr><th>claim</th><th>paper</th><th>this run</th>"
+                 "<th>verdict</th></tr>")
+        for c in claims:
+            cls = "v-agrees" if c["verdict"].startswith("holds") else "v-differs" if "not hold" in c["verdict"] \
+                else "v-not"
+            h.append(f"<tr><td>{R._e(c['claim'])}</td><td>{R._e(c['paper'])}</td><td>{R._e(c['ours'])}</td>"
+                     f'<td class="{cls}">{R._e(c["verdict"])}</td></tr>')
+        h.append("</table><p class='foot'>Means over seeds; 'within seed noise': the difference is no larger "
+                 "than the larger of the two seed standard deviations.</p>")
+    h.append("<h2>Figure</h2>" + R._img(png, "study figure"))
+    h.append("<h2>Table</h2><table><tr><th></th><th>model</th><th>architecture (this run)</th><th>params</th>"
+             "<th>teacher</th><th>loss</th><th>lr</th><th>n</th><th>test %</th><th>agree %</th><th>paper %</th>"
+             "<th>paper's model</th></tr>")
+    for r in rows:
+        agree = f"{statistics.fmean(r.agreement):.1f}" if r.agreement else ""
+        seeds = (f'<div class="sub">{" ".join(f"{t:.1f}" for t in r.tests)}</div>' if len(r.tests) > 1 else "")
+        h.append(f"<tr><td>{r.section}</td><td>{R._e(r.name)}</td><td>{R._e(r.model)}</td>"
+                 f"<td class='num'>{'' if not r.params else f'{r.params:,}'}</td><td>{R._e(r.teacher)}</td>"
+                 f"<td>{R._e(r.loss)}</td><td class='num'>{'' if r.lr is None else f'{r.lr:g}'}</td>"
+                 f"<td class='num'>{len(r.tests)}{f' (+{r.n_failed} failed)' if r.n_failed else ''}</td>"
+                 f"<td class='cell'><div class='best'>{_ms(r)}</div>{seeds}</td><td class='num'>{agree}</td>"
+                 f"<td class='num'>{'' if r.paper is None else f'{r.paper:.2f}'}</td><td>{R._e(r.paper_model)}</td></tr>")
+    h.append("</table><p class='foot'>Test accuracy: mean ± sd over seeds at the lr chosen on the first seed's "
+             "validation accuracy (all rates tried are in the index). Agree: argmax agreement with the teacher on "
+             "the test set. The paper's numbers are for full-size models on all of CIFAR-10: beside, not "
+             "subtracted. Also written: table.md, table.csv, table.tex, figure.png/svg.</p>")
+    h.append("<h2>How these numbers were made</h2><h3>Command</h3><pre>"
+             + R._e(repro.get("command", "")) + "\n" + R._e(f"mimicnet report {results_dir}") + "</pre>")
+    h.append("<h3>Preset</h3><pre>" + R._e(json.dumps(repro.get("config", artifacts.to_jsonable(p)), indent=2))
+             + "</pre>")
+    if repro.get("data"):
+        h.append("<h3>Data set</h3>" + R._kv_table(repro["data"]))
+    if repro.get("hardware"):
+        h.append("<h3>Hardware</h3>" + R._kv_table(repro["hardware"]))
+    if repro.get("stages"):
+        h.append("<h3>Stage times</h3><table>" + "".join(
+            f"<tr><td>{R._e(k)}</td><td class='num'>{R._fmt_seconds(v)}</td></tr>" for k, v in repro["stages"].items())
+            + "</table>")
+    h.append(f"<p class='sub'>code version: {R._e(artifacts.code_version())}</p>")
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>mimicnet {R._e(p.name)}</title>'
+            f"<style>{R._CSS}</style></head><body>\n" + "\n".join(h) + "\n</body></html>\n")
+    artifacts.write_text(out / "report.html", page)
+    return out / "report.html"
+
+
+def table_latex(p: StudyPreset, rows: list[Row]) -> str:
+    from .report import tex
+    lines = [r"\begin{tabular}{llrllrr}", r"\toprule",
+             r"model & architecture & params & teacher & loss & test \% & paper \% \\", r"\midrule"]
+    for r in rows:
+        ms = "--" if not r.tests else (f"{r.mean:.1f} $\\pm$ {r.sd:.1f}" if r.sd is not None else f"{r.mean:.1f}")
+        lines.append(f"{tex(r.name)} & {tex(r.model)} & {r.params or '--'} & {tex(r.teacher)} & {tex(r.loss)} & "
+                     f"{ms} & {'--' if r.paper is None else f'{r.paper:.2f}'} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def preset_from_record(repro: dict) -> StudyPreset:
+    """The StudyPreset a reproduce.json was written for (its stored config, arms included)."""
+    cfg = dict(repro.get("config") or {})
+    if not cfg or cfg.get("name") is None:
+        raise ConfigError("reproduce.json holds no study preset")
+    cfg["arms"] = [artifacts.dataclass_from_dict(Arm, a, ConfigError, "arm") for a in cfg.get("arms", [])]
+    cfg["seeds"] = tuple(cfg.get("seeds", (0,)))
+    cfg["lrs"] = tuple(cfg.get("lrs", ()))
+    return artifacts.dataclass_from_dict(StudyPreset, cfg, ConfigError, "study preset")
+
+
+def is_study_record(repro: dict) -> bool:
+    return repro.get("study") == "fixed" or (repro.get("preset") or "").split("-smoke")[0] in ("ba-caruana", "ratusznik")

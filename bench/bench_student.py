@@ -4,8 +4,10 @@ the fly and pairs it with its teacher logits). Same model, same batch size, same
 
     python bench/bench_student.py [--transfer DIR] [--family conv2 --budget 300k] [--steps 30]
 
-Without --transfer, a small transfer set is made first from a synthetic archive (teacher: an untrained
-conv2), which is enough to time the data path and the training step.
+Without --transfer, two small transfer sets are made first from a synthetic archive (teacher: a 1-epoch
+conv2), one per mode -- images (the augmented images stored) and replay (only each image's augmentation
+parameters stored, the images rebuilt on the training device) -- so the table also compares the two
+modes' throughput and bytes on disk per row.
 """
 from __future__ import annotations
 
@@ -42,16 +44,22 @@ class PerSample(Dataset):
         return standardize(img[None])[0], z
 
 
-def make_transfer(tmp: Path, epochs: int) -> Path:
+def make_transfer(tmp: Path, epochs: int, mode: str = "images") -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from synth import write_archive
     from mimicnet.train import fit
-    archive = write_archive(tmp / "a.tar.gz", n_train=2500, n_test=100)
+    archive = tmp / "a.tar.gz"
+    if not archive.exists():
+        write_archive(archive, n_train=2500, n_test=100)
     fit(TrainConfig(family="conv2", widths=(8, 8, 16), data=str(archive), max_epochs=1, device="cpu"),
         tmp / "teacher", log=lambda s: None)
-    generate(TransferConfig(data=str(archive), epochs=epochs, seed=0, device="cpu"), tmp / "teacher",
-             tmp / "transfer", log=lambda s: None, progress=False)
-    return tmp / "transfer"
+    generate(TransferConfig(data=str(archive), epochs=epochs, seed=0, device="cpu", mode=mode), tmp / "teacher",
+             tmp / f"transfer-{mode}", log=lambda s: None, progress=False)
+    return tmp / f"transfer-{mode}"
+
+
+def disk_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
 def steps_per_second(batches, model, loss_fn, opt, steps: int, device) -> float:
@@ -85,6 +93,7 @@ def main():
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         tdir = Path(args.transfer) if args.transfer else make_transfer(Path(tmp), epochs=2)
+        rdir = None if args.transfer else make_transfer(Path(tmp), epochs=2, mode="replay")
         ts = TransferSet(tdir, device="cpu")
         x_train = TransferSet(tdir, device="cpu")._source_images(None) if ts.mode == "images" else ts._x
         widths = solve_budget(args.family, int(args.budget), (0.5,) * 2 if args.family != "conv0" else (0.5,))
@@ -97,22 +106,35 @@ def main():
             m = build_model(args.family, widths).to(device)
             return m, torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
 
-        ours_batches = (b for e in range(10 ** 6) for b in transfer_batches(cfg, ts, device)(e))
-        m, opt = fresh()
-        ours = steps_per_second(((x, (z.to(device), y)) for x, (z, y) in ours_batches), m, loss_fn, opt,
-                                args.steps, device)
+        def ours_on(t: TransferSet) -> float:
+            batches = (b for e in range(10 ** 6) for b in transfer_batches(cfg, t, device)(e))
+            m, opt = fresh()
+            return steps_per_second(((x, (z.to(device), y)) for x, (z, y) in batches), m, loss_fn, opt,
+                                    args.steps, device)
+
+        ours = ours_on(TransferSet(tdir, device=device))
+        replay = ours_on(TransferSet(rdir, device=device)) if rdir is not None else None
         dl = DataLoader(PerSample(ts, x_train, rows), batch_size=args.batch_size, shuffle=False,
                         num_workers=args.workers)
         m, opt = fresh()
         base = steps_per_second(((x, (z.to(device), None)) for x, z in dl), m, loss_fn, opt, args.steps, device)
+        sizes = {"images": disk_bytes(tdir) / ts.rows}
+        if rdir is not None:
+            sizes["replay"] = disk_bytes(rdir) / TransferSet(rdir, device="cpu").rows
     print(f"student {args.family} {widths} batch {args.batch_size} on {device}")
-    print(f"{'path':44s} {'images/s':>10s}")
-    print(f"{'DataLoader, per-sample Dataset (' + str(args.workers) + ' workers)':44s} {base:10,.0f}")
-    print(f"{'transfer-set slices, batched on device':44s} {ours:10,.0f}")
+    print(f"{'path':50s} {'images/s':>10s} {'ratio':>7s}")
+    print(f"{'DataLoader, per-sample Dataset (' + str(args.workers) + ' workers)':50s} {base:10,.0f} {1:7.2f}")
+    print(f"{'transfer-set slices, batched on device (images)':50s} {ours:10,.0f} {ours / base:7.2f}")
+    if replay is not None:
+        print(f"{'the same, replay mode (images rebuilt on device)':50s} {replay:10,.0f} {replay / base:7.2f}")
+    print("bytes on disk per row: " + ", ".join(f"{k} {v:,.0f}" for k, v in sizes.items())
+          + (f" ({sizes['images'] / sizes['replay']:.0f}x smaller in replay mode)" if "replay" in sizes else ""))
     print(f"ratio: {ours / base:.2f}x")
     print("wrote", save("student", {"device": str(device), "family": args.family, "widths": list(widths),
-                                    "batch_size": args.batch_size, "images_per_s": {"dataloader": base, "ours": ours},
-                                    "ratio": ours / base, "workers": args.workers}))
+                                    "batch_size": args.batch_size,
+                                    "images_per_s": {"dataloader": base, "ours": ours, "ours_replay": replay},
+                                    "ratio": ours / base, "replay_ratio": None if replay is None else replay / base,
+                                    "bytes_per_row": sizes, "workers": args.workers}))
 
 
 if __name__ == "__main__":

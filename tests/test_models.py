@@ -374,3 +374,17 @@ def test_fold_linear_same_outputs(name, widths, in_shape):
         assert torch.allclose(folded(x), m(x), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="no linear bottleneck"):
         M.fold_linear(build_model("conv2", SMALL["conv2"]))
+
+
+@pytest.mark.parametrize("family,widths", [("cnn1", (64, 640)), ("resnet_shallow", (128, 512)),
+                                           ("mlp", (1200, 2400, 1800)), ("snn", (128, 1200, 30000))])
+def test_scale_to_budget_keeps_the_shape_and_meets_the_budget(family, widths):
+    ws = M.scale_to_budget(family, widths, 200_000, batchnorm=True)
+    n = count_params(family, ws, batchnorm=True)
+    assert abs(n - 200_000) / 200_000 < 0.03
+    # one factor s for every width: some s rounds each published width to the solved one
+    lo = max((a - 0.5) / w for a, w in zip(ws, widths))
+    hi = min((a + 0.5) / w for a, w in zip(ws, widths))
+    assert lo <= hi
+    with pytest.raises(M.BudgetError, match="below the smallest"):
+        M.scale_to_budget(family, widths, 10)

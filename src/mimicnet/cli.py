@@ -172,6 +172,15 @@ def cmd_model_describe(args) -> int:
     return 0
 
 
+def cmd_model_fold(args) -> int:
+    from .train import fold_checkpoint
+    r = fold_checkpoint(args.checkpoint, args.out)
+    print(f"folded the linear bottleneck: {r['params_unfolded']:,} -> {r['params']:,} parameters; "
+          f"max |output difference| {r['max_abs_diff']:.3g} on 64 random inputs (outputs up to "
+          f"{r['max_abs_output']:.3g}); wrote {r['out']}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- data
 
 def cmd_data_download(args) -> int:
@@ -218,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
-    m = sub.add_parser("model", help="model families: list, describe").add_subparsers(dest="model_cmd", required=True)
+    m = sub.add_parser("model", help="model families: list, describe, fold").add_subparsers(dest="model_cmd", required=True)
     ml = m.add_parser("list", help="list the registered model families")
     ml.set_defaults(func=cmd_model_list)
     md = m.add_parser("describe", help="layer shapes and parameter count of a model",
@@ -230,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--constants", type=_floats)
     md.add_argument("--batchnorm", action="store_true")
     md.set_defaults(func=cmd_model_describe)
+    mf = m.add_parser("fold", help="multiply a trained net's linear bottleneck into the next layer (S5)",
+                      description="Ba & Caruana's linear bottleneck adds no representational power: W = W_H W_L. "
+                      "Writes the folded net as a checkpoint that `mimicnet evaluate` reads, after checking that "
+                      "it gives the same outputs. Families with a bottleneck: conv0, conv1, snn, mlp_lin.")
+    mf.add_argument("checkpoint", help="best.safetensors or its run folder")
+    mf.add_argument("--out", type=Path, required=True, help="the folded checkpoint (.safetensors)")
+    mf.set_defaults(func=cmd_model_fold)
 
     d = sub.add_parser("data", help="CIFAR-10: download, inspect").add_subparsers(dest="data_cmd", required=True)
     dd = d.add_parser("download", help="fetch the official CIFAR-10 archive (md5-checked)")

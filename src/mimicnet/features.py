@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train import (ConfigError, Split, TrainConfig, TrainData, accuracy, epoch_generator, fit, mimic_loss,
-                    mimic_metrics, predict_logits, predict_teacher, preprocess, resolve_device)
+from .train import (ConfigError, Split, TrainConfig, TrainData, epoch_generator, fit, mimic_loss, predict_teacher,
+                    preprocess, resolve_device)
 
 __all__ = ["FeatureError", "FeatureData", "load_features", "make_npz", "mimic_features", "teacher_logits"]
 
@@ -117,16 +117,15 @@ def teacher_logits(teacher, x: torch.Tensor, device) -> torch.Tensor:
     return predict_teacher(teacher, x, device)
 
 
-def mimic_features(cfg: TrainConfig, teacher, data: FeatureData, run_dir, log=print, index=None) -> dict:
+def mimic_features(cfg: TrainConfig, teacher, data: FeatureData, run_dir, log=print, index=None,
+                   extra_meta: dict | None = None) -> dict:
     """Train a student on ``teacher``'s logits over x_transfer (or x_train when the file has none) with
-    ``cfg.loss`` (l2-logits, l2-probs, kl, softmax-mse), through ``train.fit``. Returns fit's results plus
-    the test-set mimic metrics (mse, agreement with the teacher)."""
+    ``cfg.loss`` (l2-logits, l2-probs, kl, softmax-mse), through ``train.fit``. Returns fit's results, which
+    include the test-set mimic metrics (mse, agreement with the teacher) and the teacher's accuracy."""
     if cfg.loss == "ce":
         raise ConfigError("mimic_features trains on a teacher's outputs: choose a mimic loss, not 'ce'")
     if cfg.augment:
         raise ConfigError("image augmentation does not apply to feature data: set augment=False")
-    if cfg.normalize_logits:
-        raise ConfigError("normalize_logits is not supported for feature data yet")
     device = resolve_device(cfg.device)
     x = data.x_transfer if data.x_transfer is not None else data.train.x
     y = torch.full((len(x),), -1, dtype=torch.long) if data.x_transfer is not None else data.train.y
@@ -134,6 +133,10 @@ def mimic_features(cfg: TrainConfig, teacher, data: FeatureData, run_dir, log=pr
         raise ConfigError("hard_weight needs labels, but x_transfer is unlabeled")
     z = teacher_logits(teacher, x, device)
     xd, zd, yd = x.to(device), z.to(device), y.to(device)
+    norm = None
+    if cfg.normalize_logits:  # Ba & Caruana: regress each logit standardised over the transfer rows
+        norm = (zd.mean(0), zd.std(0, unbiased=False).clamp_min(1e-6))
+        zd = (zd - norm[0]) / norm[1]
 
     def batches(epoch: int):
         perm = torch.randperm(len(xd), generator=epoch_generator(cfg.seed, epoch)).to(device)
@@ -142,15 +145,12 @@ def mimic_features(cfg: TrainConfig, teacher, data: FeatureData, run_dir, log=pr
             yield preprocess(xd[idx], cfg.input_scale), (zd[idx], yd[idx])
     batches.steps_per_epoch = -(-len(xd) // cfg.batch_size)
 
-    teacher_meta = {"teacher": {"path": str(teacher), "rows": len(x),
-                                "source": "x_transfer" if data.x_transfer is not None else "x_train"}}
-    res = fit(cfg, run_dir, data=data, batches=batches, loss_fn=mimic_loss(cfg), extra_meta=teacher_meta,
-              index=index, log=log)
-    from .train import model_from_checkpoint
-    student, _ = model_from_checkpoint(Path(run_dir) / "best.safetensors", device)
-    s_test = predict_logits(student, data.test.x, cfg.input_scale, device)
-    t_test = teacher_logits(teacher, data.test.x, device)
-    return {**res, **mimic_metrics(s_test, t_test), "teacher_test_acc": accuracy(t_test, data.test.y)}
+    teacher_meta = {**(extra_meta or {}), "teacher": str(teacher), "teacher_rows": len(x),
+                    "teacher_source": "x_transfer" if data.x_transfer is not None else "x_train"}
+    # fit() scores the student against this teacher on the test set (mimic error, agreement) and records
+    # it in results.json and the index row, as for image students
+    return fit(cfg, run_dir, data=data, batches=batches, loss_fn=mimic_loss(cfg), extra_meta=teacher_meta,
+               index=index, log=log, logit_norm=norm)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ class StudyPreset:
 
 
 # Fields that change how long or where a study runs, not what it is (see reproduce.NOT_IDENTITY).
-NOT_IDENTITY = ("device", "report")
+NOT_IDENTITY = ("device", "report", "seeds")  # more seeds extend the same study
 
 # --------------------------------------------------------------------------------------- Ba & Caruana
 # CPU scale on the 4k-image subset: teachers and students shrunk, same shapes. The teacher is their CNN
@@ -109,7 +109,7 @@ BA_CARUANA = StudyPreset(
 # width, the deep ResNet 64c⁸-128c¹²-256c¹⁶ at quarter width (depth kept: 36 convs + stem); the five
 # students and the deep linear net at 200k parameters instead of 10M (every width scaled by one factor:
 # models.scale_to_budget). Batch norm and Adam everywhere as in the paper; batch 64 (paper: 32) and a
-# one-cycle lr for 15-epoch CPU runs (paper: 75 epochs without, 200-300 with distillation).
+# one-cycle lr for 12-epoch CPU students (paper: 75 epochs without, 200-300 with distillation).
 _RAT_BASE = dict(batchnorm=True, optimizer="adam", schedule="onecycle", weight_decay=0.0, batch_size=64)
 _RAT_TEACHER1 = "Teacher-1"
 _RAT_RESNET = "Deep-ResNet"
@@ -133,7 +133,7 @@ RATUSZNIK = StudyPreset(
             "Deep-linear (ReLU)": dict(family="mlp", widths=(256,) * 8 + (512,) * 6 + (1024,) * 8),
             "Deep-linear (no activation)": dict(family="linear", widths=(256,) * 8 + (512,) * 6 + (1024,) * 8)},
     budget=200_000,
-    student_base=dict(_RAT_BASE, max_epochs=15),
+    student_base=dict(_RAT_BASE, max_epochs=12),
     lrs=(0.002,),
     arms=[a for s in P.RATUSZNIK_STUDENTS for a in (
         Arm(f"{s['name']}, no distillation", s["name"], "", dict(loss="ce"), paper=s["no_distil"],
@@ -146,6 +146,33 @@ RATUSZNIK = StudyPreset(
            paper=P.RATUSZNIK_DEEP_LINEAR["test_acc"], paper_model=P.RATUSZNIK_DEEP_LINEAR["architecture"]),
        Arm("Deep-linear (no activation), no distillation", "Deep-linear (no activation)", "", dict(loss="ce"),
            paper=P.RATUSZNIK_DEEP_LINEAR["test_acc"], paper_model=P.RATUSZNIK_DEEP_LINEAR["architecture"])])
+
+# --------------------------------------------------------------------------------------- feature data (S5)
+# Ba & Caruana's TIMIT recipe (deep MLP teachers -> shallow mimic MLPs with a linear bottleneck, 250L-8k) on
+# any .npz of fixed-length feature vectors (TIMIT is licensed; `mimicnet features make-npz` makes one from
+# CIFAR). The teachers are 4-layer ReLU MLPs, the students a k-unit linear layer then H ReLU units.
+_FEAT_STUDENT = "mimic MLP 64L-1k"
+FEATURES = StudyPreset(
+    name="features", title="Shallow mimic MLPs on fixed-length feature vectors (Ba & Caruana's TIMIT recipe)",
+    paper="Ba & Caruana (2014), TIMIT (phone error rates on licensed data: not comparable, none shown)",
+    seeds=(0, 1),
+    teachers={f"deep MLP {i}": dict(seed=i) for i in range(3)},
+    teacher_base=dict(family="mlp", widths=(512, 512, 512, 512), batchnorm=True, dropout=(0.2,) * 4,
+                      optimizer="adam", lr=1e-3, schedule="onecycle", max_epochs=20, batch_size=128, augment=False),
+    ensembles={"ensemble of 3": dict(members=[f"deep MLP {i}" for i in range(3)], method="topk", size=3),
+               "best single MLP": dict(members=[f"deep MLP {i}" for i in range(3)], method="topk", size=1)},
+    models={_FEAT_STUDENT: dict(family="mlp_lin", widths=(64, 1024))},
+    student_base=dict(schedule="onecycle", max_epochs=20, batch_size=128, momentum=0.9, augment=False),
+    lrs=(0.003, 0.01, 0.03),
+    arms=[Arm("hard labels", _FEAT_STUDENT, "", dict(loss="ce")),
+          Arm("L2 on logits, ensemble", _FEAT_STUDENT, "ensemble of 3", dict(loss="l2-logits")),
+          Arm("L2 on normalised logits, ensemble", _FEAT_STUDENT, "ensemble of 3",
+              dict(loss="l2-logits", normalize_logits=True)),
+          Arm("L2 on probabilities, ensemble", _FEAT_STUDENT, "ensemble of 3", dict(loss="l2-probs"),
+              lrs=(0.3, 1.0, 3.0)),
+          Arm("KL(teacher‖student), ensemble", _FEAT_STUDENT, "ensemble of 3", dict(loss="kl")),
+          Arm("L2 on logits, best single MLP", _FEAT_STUDENT, "best single MLP", dict(loss="l2-logits"))])
+
 
 # A few-minute version of each, for the test suite (same code path, tiny models and epochs).
 def _tiny(p: StudyPreset) -> StudyPreset:
@@ -166,7 +193,7 @@ def _tiny(p: StudyPreset) -> StudyPreset:
                                student_base=dict(p.student_base, max_epochs=1), lrs=p.lrs[:2], arms=arms)
 
 
-STUDY_PRESETS: dict[str, StudyPreset] = {"ba-caruana": BA_CARUANA, "ratusznik": RATUSZNIK}
+STUDY_PRESETS: dict[str, StudyPreset] = {"ba-caruana": BA_CARUANA, "ratusznik": RATUSZNIK, "features": FEATURES}
 STUDY_PRESETS.update({f"{k}-smoke": _tiny(v) for k, v in list(STUDY_PRESETS.items())})
 
 
@@ -207,7 +234,7 @@ def arm_config(p: StudyPreset, arm: Arm, lr: float, seed: int, transfer_dir: Pat
     d = {"data": p.data, "max_train": p.max_train, "device": p.device, **p.student_base,
          "family": m["family"], **arm.train, "lr": lr, "seed": seed}
     d["widths"] = model_widths(p, arm.model, d.get("batchnorm", False))
-    if arm.teacher:
+    if arm.teacher and transfer_dir is not None:
         d["transfer"] = str(transfer_dir)
     return TrainConfig.from_dict(d)
 
@@ -216,13 +243,17 @@ def arm_lrs(p: StudyPreset, arm: Arm) -> tuple:
     return tuple(arm.lrs or p.lrs)
 
 
-def _run(cfg: TrainConfig, run_dir: Path, data, index, meta: dict) -> float | None:
-    """fit(), or None when the run diverged (recorded in failed.json and as a failed index row, so a
-    rerun does not train it again)."""
+def _run(cfg: TrainConfig, run_dir: Path, data, index, meta: dict, teacher: Path | None = None) -> float | None:
+    """fit() (feature data with a teacher: features.mimic_features, which labels the rows directly), or
+    None when the run diverged (recorded in failed.json and as a failed index row, so a rerun does not
+    train it again)."""
     failed = run_dir / "failed.json"
     if failed.exists():
         return None
     try:
+        if teacher is not None:
+            from .features import mimic_features
+            return mimic_features(cfg, teacher, data, run_dir, index=index, extra_meta=meta)["val_acc"]
         return fit(cfg, run_dir, data=data, index=index, extra_meta=meta)["val_acc"]
     except Diverged as e:
         artifacts.write_json(failed, {"reason": str(e), "config": cfg})
@@ -234,22 +265,30 @@ def _run(cfg: TrainConfig, run_dir: Path, data, index, meta: dict) -> float | No
         return None
 
 
-def run_arm(p: StudyPreset, arm: Arm, out: Path, data, transfer_dirs: dict, index: Path) -> float:
-    """Seed 0 at every lr, then the best-by-validation lr with the other seeds. Returns that lr."""
+def run_arm(p: StudyPreset, arm: Arm, out: Path, data, transfer_dirs: dict, index: Path,
+            teacher_dirs: dict | None = None) -> float:
+    """Seed 0 at every lr, then the best-by-validation lr with the other seeds. Returns that lr.
+    Images: a mimic arm reads its teacher's transfer set; feature data: it is given the teacher itself."""
     folder = out / "arms" / slug(arm.name)
     lrs, seeds = arm_lrs(p, arm), tuple(p.seeds)
     tdir = transfer_dirs.get(arm.teacher)
+    teacher = (teacher_dirs or {}).get(arm.teacher) if tdir is None and arm.teacher else None
     meta = {"study": arm.name}
     vals = {}
     for lr in lrs:
         print(f"-- {arm.name}: lr {lr:g}, seed {seeds[0]}", flush=True)
-        v = _run(arm_config(p, arm, lr, seeds[0], tdir), folder / f"lr{lr:g}-s{seeds[0]}", data, index, meta)
+        v = _run(arm_config(p, arm, lr, seeds[0], tdir), folder / f"lr{lr:g}-s{seeds[0]}", data, index, meta,
+                 teacher)
         vals[lr] = -1.0 if v is None else v
     best = max(lrs, key=lambda lr: (vals[lr], -lrs.index(lr)))
     for s in seeds[1:]:
         print(f"-- {arm.name}: lr {best:g} (best on validation), seed {s}", flush=True)
-        _run(arm_config(p, arm, best, s, tdir), folder / f"lr{best:g}-s{s}", data, index, meta)
+        _run(arm_config(p, arm, best, s, tdir), folder / f"lr{best:g}-s{s}", data, index, meta, teacher)
     return best
+
+
+def is_features(p: StudyPreset) -> bool:
+    return str(p.data).endswith(".npz")
 
 
 def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
@@ -258,12 +297,19 @@ def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
     from .transfer import TransferConfig, generate
     check_preset(p)
     out.mkdir(parents=True, exist_ok=True)
+    if p.name.startswith("features") and not is_features(p):
+        raise ConfigError(f"preset {p.name} needs feature data: --data FILE.npz (`mimicnet features make-npz` "
+                          "makes one from a CIFAR archive)")
     if not p.data:
         from .data import default_cache_dir, download_cifar
         p = dataclasses.replace(p, data=str(download_cifar(default_cache_dir())))
     st = Study(p, out, command, not_identity=NOT_IDENTITY)
     device = resolve_device(p.device)
-    data = load_train_data(train_cfg(p, {}))
+    if is_features(p):
+        from .features import load_features
+        data = load_features(p.data)
+    else:
+        data = load_train_data(train_cfg(p, {}))
     st.record["data"] = {"path": p.data, "sha256": data.sha256, "n_train": len(data.train.y),
                          "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
     st.record["study"] = "fixed"
@@ -291,6 +337,8 @@ def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
 
     def transfer_sets():
         dirs = {}
+        if is_features(p):  # feature students are labelled on x_transfer (or x_train) directly
+            return dirs
         for name in dict.fromkeys(a.teacher for a in p.arms if a.teacher):
             d = out / "transfer" / slug(name)
             cfg = TransferConfig(data=p.data, max_train=p.max_train, epochs=p.transfer_epochs, seed=0, device=p.device)
@@ -299,7 +347,8 @@ def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
         return dirs
     xdirs = st.stage("transfer", transfer_sets)
 
-    chosen = st.stage("arms", lambda: {a.name: run_arm(p, a, out, data, xdirs, st.index) for a in p.arms})
+    named = {**tdirs, **edirs}
+    chosen = st.stage("arms", lambda: {a.name: run_arm(p, a, out, data, xdirs, st.index, named) for a in p.arms})
     st.record["chosen_lr"] = chosen
     st.save()
     tables = build_tables(out, p)
@@ -478,16 +527,34 @@ def study_claims(p: StudyPreset, rows: list[Row]) -> list[dict]:
                         "ours": f"{ra.mean:.1f} vs {rb.mean:.1f} (Δ {d:+.1f})",
                         "verdict": "holds" if abs(d) <= max(1.0, ra.sd or 0, rb.sd or 0) else "does not hold"})
     elif p.name.startswith("ratusznik"):
-        students = [s["name"] for s in P.RATUSZNIK_STUDENTS]
+        def each(claim, pairs, paper):  # one claim over the five students: how many of them it holds for
+            ds = [(s, by[a].mean - by[b].mean) for s, a, b in pairs
+                  if a in by and b in by and by[a].mean is not None and by[b].mean is not None]
+            if not ds:
+                out.append({"claim": claim, "paper": paper, "ours": "not measured", "verdict": "not measured"})
+                return
+            k = sum(d > 0 for _, d in ds)
+            verdict = "holds" if k == len(ds) else "does not hold" if k == 0 else f"holds for {k} of {len(ds)}"
+            out.append({"claim": claim, "paper": paper, "verdict": verdict,
+                        "ours": f"{k} of {len(ds)}: " + ", ".join(f"{n} {d:+.1f}" for n, d in ds)})
+
+        students = P.RATUSZNIK_STUDENTS
         for teacher, key in ((_RAT_TEACHER1, "teacher-1"), (_RAT_RESNET, "deep-resnet")):
-            for s in students:
-                ps = next(x for x in P.RATUSZNIK_STUDENTS if x["name"] == s)
-                cmp(f"{s}: distillation from {teacher} beats the labels", f"{s}, distilled from {teacher}",
-                    f"{s}, no distillation", f"{ps[key]:.2f} vs {ps['no_distil']:.2f}")
-        for s in students:
-            ps = next(x for x in P.RATUSZNIK_STUDENTS if x["name"] == s)
-            cmp(f"{s}: the ResNet teacher beats Teacher-1", f"{s}, distilled from {_RAT_RESNET}",
-                f"{s}, distilled from {_RAT_TEACHER1}", f"{ps['deep-resnet']:.2f} vs {ps['teacher-1']:.2f}")
+            each(f"distillation from {teacher} beats the labels, for every student",
+                 [(s["name"], f"{s['name']}, distilled from {teacher}", f"{s['name']}, no distillation")
+                  for s in students],
+                 "5 of 5: " + ", ".join(f"{s['name']} {s[key] - s['no_distil']:+.1f}" for s in students))
+        each("the deep ResNet teacher gives better students than Teacher-1",
+             [(s["name"], f"{s['name']}, distilled from {_RAT_RESNET}", f"{s['name']}, distilled from {_RAT_TEACHER1}")
+              for s in students],
+             "5 of 5: " + ", ".join(f"{s['name']} {s['deep-resnet'] - s['teacher-1']:+.1f}" for s in students))
+        teachers = [r for r in rows if r.section == "teacher" and r.mean is not None]
+        arms = [r for r in rows if r.section == "arm" and r.mean is not None]
+        if teachers and arms:
+            weakest, best = min(teachers, key=lambda r: r.mean), max(arms, key=lambda r: r.mean)
+            out.append({"claim": "both deep teachers beat every student", "paper": "90.49 and 91.54 vs 89.87",
+                        "ours": f"{weakest.name} {weakest.mean:.1f} vs {best.name} {best.mean:.1f}",
+                        "verdict": "holds" if weakest.mean > best.mean else "does not hold"})
         cmp("the shallow ResNet beats the 2-conv student (no distillation)", "Shallow-ResNet, no distillation",
             "4-layer-2-CONV, no distillation", "88.72 vs 79.04")
         cmp("a 1-conv student beats the fully connected ones (no distillation)", "3-layer-1-CONV, no distillation",
@@ -513,7 +580,7 @@ def study_figure(p: StudyPreset, rows: list[Row]):
             c = "#d62728" if r.section == "arm" and r.loss == "ce" else colors[r.section]
             ax.barh(y, r.mean, xerr=r.sd or 0, color=c, alpha=0.75)
             ax.plot(r.tests, [y] * len(r.tests), "k.", ms=4)
-            ax.text(r.mean, y, f" {r.mean:.1f}", va="center", fontsize=8)
+            ax.text(max(r.tests + [r.mean + (r.sd or 0)]) + 0.5, y, f"{r.mean:.1f}", va="center", fontsize=8)
         if r.paper is not None:
             axp.barh(y, r.paper, color="#bbb")
             axp.text(r.paper, y, f" {r.paper:.1f}", va="center", fontsize=8)
@@ -552,8 +619,9 @@ def build_study_report(results_dir, p: StudyPreset | None = None, out_dir=None) 
         h.append("<h2>The paper's claims, checked</h2><table><tr><th>claim</th><th>paper</th><th>this run</th>"
                  "<th>verdict</th></tr>")
         for c in claims:
-            cls = "v-agrees" if c["verdict"].startswith("holds") else "v-differs" if "not hold" in c["verdict"] \
-                else "v-not"
+            v = c["verdict"]
+            cls = "v-agrees" if v in ("holds", "holds (within seed noise)") else \
+                "v-differs" if v.startswith("does not hold") else "v-not"
             h.append(f"<tr><td>{R._e(c['claim'])}</td><td>{R._e(c['paper'])}</td><td>{R._e(c['ours'])}</td>"
                      f'<td class="{cls}">{R._e(c["verdict"])}</td></tr>')
         h.append("</table><p class='foot'>Means over seeds; 'within seed noise': the difference is no larger "
@@ -618,4 +686,4 @@ def preset_from_record(repro: dict) -> StudyPreset:
 
 
 def is_study_record(repro: dict) -> bool:
-    return repro.get("study") == "fixed" or (repro.get("preset") or "").split("-smoke")[0] in ("ba-caruana", "ratusznik")
+    return repro.get("study") == "fixed" or (repro.get("preset") or "").split("-smoke")[0] in STUDY_PRESETS

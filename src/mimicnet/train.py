@@ -40,6 +40,9 @@ class Diverged(RuntimeError):
 
 # Fields that say how a run computes, not what it trains: a run may resume on another device.
 EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile")
+# Device types on which `amp` (bf16 autocast) and `channels_last` take effect. Not the CPU: most CPUs run
+# bf16 convolutions slower than fp32. The suite adds "cpu" to run this code path without a GPU.
+FAST_PATH_DEVICES = ("cuda",)
 
 
 @dataclass
@@ -379,6 +382,9 @@ def model_from_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, dict]:
         model = build_model(meta["family"], tuple(meta["widths"]), num_classes=meta["num_classes"],
                             dropout=tuple(meta.get("dropout", ())), batchnorm=meta.get("batchnorm", False),
                             in_shape=tuple(meta.get("in_shape", (3, 32, 32))))
+        if meta.get("folded"):  # `mimicnet model fold`: the same family with its bottleneck multiplied out
+            from .models import fold_linear
+            model = fold_linear(model)
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except (KeyError, RuntimeError, ValueError) as e:
         raise artifacts.CheckpointError(f"{path}: weights do not match the model it describes ({str(e).splitlines()[0][:160]})") from None
@@ -387,6 +393,38 @@ def model_from_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, dict]:
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
         model = Whitened(model, load_zca(folder / meta["zca"]), meta.get("input_scale", 1.0))
     return model.to(device), meta
+
+
+def fold_checkpoint(src, out) -> dict:
+    """Write `src`'s model with its linear bottleneck folded away (models.fold_linear, S5) to `out`: a
+    checkpoint that `evaluate` and `model_from_checkpoint` read like any other. The outputs are compared
+    with the original's on 64 random inputs before anything is written; returns the summary."""
+    from .models import fold_linear
+    src, out = Path(src), Path(out)
+    model, meta = model_from_checkpoint(src)
+    inner = getattr(model, "net", model)  # a gcn-zca run: fold the network inside the whitening
+    folded = fold_linear(inner).eval()
+    inner.eval()
+    x = torch.randn(64, *meta.get("in_shape", (3, 32, 32)), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = inner(x), folded(x)
+    diff = (a - b).abs().max().item()
+    scale = a.abs().max().item()
+    if not diff <= 1e-4 * max(1.0, scale):
+        raise ConfigError(f"{src}: the folded net differs from the original by {diff:g} (outputs up to {scale:g})")
+    n_before, n_after = count_params(inner), count_params(folded)
+    new_meta = {**{k: v for k, v in meta.items() if k not in ("epoch", "code_version", "format")},
+                "folded": True, "folded_from": str(src), "params": n_after, "params_unfolded": n_before,
+                "fold_max_abs_diff": diff}
+    if meta.get("preprocess") == "gcn-zca":  # the whitening state travels with the folded weights
+        from .preprocess import load_zca, save_zca
+        folder = src if src.is_dir() else src.parent
+        zca_name = f"{out.stem}.zca.safetensors"
+        save_zca(out.parent / zca_name, load_zca(folder / meta["zca"]), {"copied_from": str(folder / meta["zca"])})
+        new_meta["zca"] = zca_name
+    artifacts.save_checkpoint(out, {f"model.{k}": v for k, v in folded.state_dict().items()}, new_meta)
+    return {"out": str(out), "params_unfolded": n_before, "params": n_after, "max_abs_diff": diff,
+            "max_abs_output": scale}
 
 
 def _with_preprocess(cfg: TrainConfig, model, data: TrainData, run_dir: Path, meta: dict, device):
@@ -474,14 +512,17 @@ def run_kind(cfg: TrainConfig) -> str:
 
 
 def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, loss_fn=None,
-        extra_meta: dict | None = None, index=None, log: Callable[[str], None] = print) -> dict:
+        extra_meta: dict | None = None, index=None, log: Callable[[str], None] = print,
+        logit_norm: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Train (or resume, or return the finished result of) the run in `run_dir`. Returns results.json's content.
 
     `batches(epoch)` yields (inputs, targets) and `loss_fn(outputs, targets)` scores them; both default to
     hard labels from `data.train`. Validation accuracy (true labels) drives the schedule and the choice of
     the best epoch; the test set is evaluated once, on the best weights, for the report.
     `index`: a run-index CSV (artifacts.INDEX_COLUMNS) to which the finished run appends one row;
-    `extra_meta` goes into config.json, the checkpoints, results.json and (known columns) that row."""
+    `extra_meta` goes into config.json, the checkpoints, results.json and (known columns) that row.
+    `logit_norm`: (mean, std) per logit when the caller's `batches` yield standardised teacher logits
+    (normalize_logits with custom batches, e.g. feature data); the saved model outputs plain logits."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     if results_path.exists():
@@ -508,10 +549,10 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
     init_weights(model, cfg.init_scale, generator=torch.Generator().manual_seed(cfg.seed))
     model.to(device)
     n_params = count_params(model)
-    on_cuda = device.type == "cuda"
-    if on_cuda and cfg.channels_last:
+    fast = device.type in FAST_PATH_DEVICES
+    if fast and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda and cfg.amp)  # noqa: E731
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and cfg.amp)  # noqa: E731
     meta = {**model_meta(cfg, widths, data.num_classes, n_params), **(extra_meta or {}), "data_sha256": data.sha256}
     if not images:  # only then, so image checkpoints keep exactly their old meta
         meta["in_shape"] = list(data.in_shape)
@@ -525,7 +566,7 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
     else:
         raise ConfigError(f"optimizer must be 'sgd' or 'adam', not {cfg.optimizer!r}")
     sched = make_schedule(cfg)
-    ts, norm = None, None
+    ts, norm = None, logit_norm
     if cfg.loss != "ce" and batches is None:
         from .transfer import TransferSet
         if not cfg.transfer:
@@ -601,10 +642,16 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, 
     model, _ = model_from_checkpoint(best_path, device)
     test_logits = predict_logits(model, data.test.x, cfg.input_scale, device) if data.test is not None else None
     mimic = {}
-    if ts is not None and test_logits is not None:
-        z = predict_teacher(ts.teacher["path"], data.test.x, device)
-        mimic = {**mimic_metrics(test_logits, z), "teacher": ts.teacher.get("path"),
-                 "teacher_val_acc": ts.teacher.get("val_acc"), "teacher_test_acc": ts.teacher.get("test_acc")}
+    # the teacher a student mimicked: its transfer set's, or the one the caller names (feature data)
+    teacher_path = ts.teacher.get("path") if ts is not None else \
+        (extra_meta or {}).get("teacher") if cfg.loss != "ce" else None
+    if teacher_path and test_logits is not None:
+        z = predict_teacher(teacher_path, data.test.x, device)
+        info = ts.teacher if ts is not None else {
+            "val_acc": accuracy(predict_teacher(teacher_path, data.val.x, device), data.val.y),
+            "test_acc": accuracy(z, data.test.y)}
+        mimic = {**mimic_metrics(test_logits, z), "teacher": teacher_path,
+                 "teacher_val_acc": info.get("val_acc"), "teacher_test_acc": info.get("test_acc")}
     results = {"run_id": cfg.run_id(), "family": cfg.family, "widths": list(widths), "params": n_params,
                "budget": cfg.budget, "best_epoch": best_epoch, "epochs": epoch + 1, "seconds": round(elapsed, 2),
                "val_acc": accuracy(predict_logits(model, data.val.x, cfg.input_scale, device), data.val.y),

@@ -142,15 +142,16 @@ NOT_IDENTITY = ("device", "report", "teacher_trials", "baseline_trials", "studen
 class Study:
     """The state of one reproduce run: its folder, its record (reproduce.json), stage timing."""
 
-    def __init__(self, preset, out: Path, command: str, not_identity: tuple = NOT_IDENTITY):
+    def __init__(self, preset, out: Path, command: str, not_identity: tuple = NOT_IDENTITY, identity=None):
         self.p, self.out, self.index = preset, out, out / "index.csv"
         self.record_path = out / "reproduce.json"
         old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
-        if old and old.get("config_hash") != artifacts.config_hash(preset, exclude=not_identity):
+        key = artifacts.config_hash(preset if identity is None else identity, exclude=not_identity)
+        if old and old.get("config_hash") != key:
             raise ConfigError(f"{out}: holds a reproduce run of another config (preset {old.get('preset')}); "
                               "choose another --out")
         self.record = {"preset": preset.name, "command": command, "config": artifacts.to_jsonable(preset),
-                       "config_hash": artifacts.config_hash(preset, exclude=not_identity),
+                       "config_hash": key,
                        "code_version": artifacts.code_version(), "hardware": hardware(),
                        "stages": old.get("stages", {}), "planned_trials": {}}
         self.save()

@@ -89,7 +89,7 @@ BA_CARUANA = StudyPreset(
     transfer_epochs=10,
     models={_BA_SNN: dict(family="snn", widths=(32, 300, 3000))},
     student_base=dict(schedule="onecycle", max_epochs=15, batch_size=128, momentum=0.9, preprocess="gcn-zca"),
-    lrs=(0.003, 0.01, 0.03),
+    lrs=(0.001, 0.003, 0.01, 0.03, 0.1),
     arms=[
         Arm("hard labels (SNN-30k)", _BA_SNN, "", dict(loss="ce"), paper=P.BA_SNN_HARD["test_acc"],
             paper_model=P.BA_SNN_HARD["architecture"]),
@@ -98,7 +98,7 @@ BA_CARUANA = StudyPreset(
         Arm("L2 on normalised logits, ensemble", _BA_SNN, "ensemble of 4",
             dict(loss="l2-logits", normalize_logits=True)),
         Arm("L2 on probabilities, ensemble", _BA_SNN, "ensemble of 4", dict(loss="l2-probs"),
-            lrs=(0.3, 1.0, 3.0)),  # gradients ~100× smaller than on logits
+            lrs=(0.03, 0.1, 0.3, 1.0, 3.0)),  # gradients ~100× smaller than on logits
         Arm("KL(teacher‖student), ensemble", _BA_SNN, "ensemble of 4", dict(loss="kl")),
         Arm("L2 on logits, best single CNN (SNN-CNN-MIMIC)", _BA_SNN, "best single CNN", dict(loss="l2-logits"),
             paper=P.BA_STUDENTS[1]["test_acc"], paper_model=P.BA_STUDENTS[1]["architecture"]),
@@ -287,6 +287,12 @@ def run_arm(p: StudyPreset, arm: Arm, out: Path, data, transfer_dirs: dict, inde
     return best
 
 
+def identity(p: StudyPreset) -> StudyPreset:
+    """What makes two runs of a preset the same study: everything but the lr grids (and NOT_IDENTITY), so a
+    wider grid continues a study, reusing every run at a rate already tried."""
+    return dataclasses.replace(p, lrs=(), arms=[dataclasses.replace(a, lrs=()) for a in p.arms])
+
+
 def is_features(p: StudyPreset) -> bool:
     return str(p.data).endswith(".npz")
 
@@ -303,7 +309,7 @@ def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
     if not p.data:
         from .data import default_cache_dir, download_cifar
         p = dataclasses.replace(p, data=str(download_cifar(default_cache_dir())))
-    st = Study(p, out, command, not_identity=NOT_IDENTITY)
+    st = Study(p, out, command, not_identity=NOT_IDENTITY, identity=identity(p))
     device = resolve_device(p.device)
     if is_features(p):
         from .features import load_features
@@ -444,14 +450,13 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
                   paper=a.paper, paper_model=a.paper_model)
         row.n_failed = len(rs) - len(fin)
         lr_of = {id(r): _run_lr(r["path"]) for r in fin}
-        first = [r for r in fin if int(r["seed"] or 0) == p.seeds[0]]
+        lrs = list(arm_lrs(p, a))
+        first = [r for r in fin if int(r["seed"] or 0) == p.seeds[0] and lr_of[id(r)] in lrs]
         if fin:
             row.model = arch_string(fin[0]["family"], [int(w) for w in fin[0]["widths"].split("x")])
             row.params = int(fin[0]["params"])
         if first:  # repeat run_arm's choice: best validation accuracy of the first seed (ties: listed first)
-            lrs = list(arm_lrs(p, a))
-            best = max(first, key=lambda r: (float(r["val_acc"]), -lrs.index(lr_of[id(r)])
-                                             if lr_of[id(r)] in lrs else 0))
+            best = max(first, key=lambda r: (float(r["val_acc"]), -lrs.index(lr_of[id(r)])))
             row.lr = lr_of[id(best)]
             chosen = [r for r in fin if lr_of[id(r)] == row.lr]
             chosen.sort(key=lambda r: int(r["seed"] or 0))

@@ -1388,13 +1388,13 @@ def cmd_report(args) -> int:
         print(f"mimicnet: error: {e}", file=sys.stderr)
         return 2
     from .studies import is_study_record
-    if is_study_record(load_reproduce(args.results_dir)):
+    repro = load_reproduce(args.results_dir)
+    if is_study_record(repro):
         print((path.parent / "table.md").read_text(), end="")
         print(f"report: {path}")
         return 0
     runs = load_runs(args.results_dir)
-    t2 = table2(runs, planned_trials(load_reproduce(args.results_dir)), _Schedules(Path(args.results_dir)),
-                args.teacher)
+    t2 = table2(runs, planned_trials(repro), _Schedules(Path(args.results_dir)), args.teacher)
     print(table2_markdown(t2, compact=True), end="")
     print(f"report: {path}")
     return 0

@@ -547,24 +547,7 @@ def _fmt_params(params: dict) -> str:
 
 
 def _index_failed(index, cfg: TrainConfig, run_dir: Path, study_name: str, number: int, space: Space) -> None:
-    try:
-        widths = train.resolve_widths(cfg)
-    except (ConfigError, models.ModelError):
-        widths = None
-    artifacts.append_index(index, {
-        "kind": train.run_kind(cfg), "family": cfg.family, "budget": space.budget, "widths": widths,
-        "seed": cfg.seed, "loss": cfg.loss, "study": study_name, "trial": number, "status": "failed",
-        "max_epochs": cfg.max_epochs, "run_id": cfg.run_id(), "config_hash": cfg.run_id().rsplit("-", 1)[1],
-        "path": str(run_dir), "code_version": artifacts.code_version(), **_teacher_columns(cfg)})
-
-
-def _teacher_columns(cfg: TrainConfig) -> dict:
-    """For a student: the teacher its transfer set was labelled by (a failed trial mimicked it too)."""
-    manifest = Path(cfg.transfer) / "manifest.json" if cfg.transfer else None
-    if cfg.loss == "ce" or manifest is None or not manifest.exists():
-        return {}
-    t = artifacts.read_json(manifest).get("teacher", {})
-    return {"teacher": t.get("path"), "teacher_val_acc": t.get("val_acc"), "teacher_test_acc": t.get("test_acc")}
+    train.index_failed_run(index, cfg, run_dir, budget=space.budget, study=study_name, trial=number)
 
 
 def _other_run(run_dir: Path, cfg: TrainConfig) -> bool:

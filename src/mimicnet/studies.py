@@ -28,7 +28,8 @@ from pathlib import Path
 from . import artifacts
 from . import published as P
 from .models import arch_string, scale_to_budget
-from .train import ConfigError, Diverged, TrainConfig, fit, load_train_data, resolve_device
+from .report import _pct
+from .train import ConfigError, Diverged, TrainConfig, fit, index_failed_run, load_train_data, resolve_device
 
 
 @dataclass
@@ -258,10 +259,7 @@ def _run(cfg: TrainConfig, run_dir: Path, data, index, meta: dict, teacher: Path
         return fit(cfg, run_dir, data=data, index=index, extra_meta=meta)["val_acc"]
     except Diverged as e:
         artifacts.write_json(failed, {"reason": str(e), "config": cfg})
-        artifacts.append_index(index, {"kind": "student" if cfg.loss != "ce" else "baseline", "family": cfg.family,
-                                       "seed": cfg.seed, "loss": cfg.loss, "status": "failed",
-                                       "study": meta["study"], "path": str(run_dir), "run_id": cfg.run_id(),
-                                       "code_version": artifacts.code_version()})
+        index_failed_run(index, cfg, run_dir, study=meta["study"])
         print(f"diverged: {e}")
         return None
 
@@ -404,11 +402,9 @@ class Row:
                 "paper": self.paper, "paper_model": self.paper_model}
 
 
-def _pct(v) -> float | None:
-    if v in (None, ""):
-        return None
-    v = float(v)
-    return 100 * v if v <= 1.0 else v
+def _arch(r: dict) -> str:
+    """The paper-style architecture of an index row."""
+    return arch_string(r["family"], [int(w) for w in r["widths"].split("x")])
 
 
 def _run_lr(path: str) -> float | None:
@@ -428,7 +424,7 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
         paper, paper_model = p.teacher_paper.get(name, (None, ""))
         row = Row("teacher", name, paper=paper, paper_model=paper_model)
         if r is not None:
-            row.model = arch_string(r["family"], [int(w) for w in r["widths"].split("x")])
+            row.model = _arch(r)
             row.params, row.tests, row.vals = int(r["params"]), [_pct(r["test_acc"])], [_pct(r["val_acc"])]
         out.append(row)
     for name, spec in p.ensembles.items():
@@ -454,7 +450,7 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
         lrs = list(arm_lrs(p, a))
         first = [r for r in fin if int(r["seed"] or 0) == p.seeds[0] and lr_of[id(r)] in lrs]
         if fin:
-            row.model = arch_string(fin[0]["family"], [int(w) for w in fin[0]["widths"].split("x")])
+            row.model = _arch(fin[0])
             row.params = int(fin[0]["params"])
         if first:  # repeat run_arm's choice: best validation accuracy of the first seed (ties: listed first)
             best = max(first, key=lambda r: (float(r["val_acc"]), -lrs.index(lr_of[id(r)])))

@@ -511,6 +511,26 @@ def run_kind(cfg: TrainConfig) -> str:
     return "teacher" if cfg.family == "teacher" else "baseline"
 
 
+def index_failed_run(index, cfg: TrainConfig, run_dir: Path, **columns) -> None:
+    """The index row of a run that did not finish (it diverged): status=failed, with what it was -- its
+    widths when they can be solved, and for a student the teacher its transfer set was labelled by --
+    so reports count it in its cell without averaging it. `columns`: study, trial, budget, ..."""
+    try:
+        widths = resolve_widths(cfg)
+    except (ConfigError, ValueError):  # ModelError is a ValueError
+        widths = None
+    teacher = {}
+    manifest = Path(cfg.transfer) / "manifest.json" if cfg.transfer else None
+    if cfg.loss != "ce" and manifest is not None and manifest.exists():
+        t = artifacts.read_json(manifest).get("teacher", {})
+        teacher = {"teacher": t.get("path"), "teacher_val_acc": t.get("val_acc"), "teacher_test_acc": t.get("test_acc")}
+    artifacts.append_index(index, {
+        "kind": run_kind(cfg), "family": cfg.family, "budget": cfg.budget, "widths": widths, "seed": cfg.seed,
+        "loss": cfg.loss, "status": "failed", "max_epochs": cfg.max_epochs, "run_id": cfg.run_id(),
+        "config_hash": cfg.run_id().rsplit("-", 1)[1], "path": str(run_dir),
+        "code_version": artifacts.code_version(), **teacher, **columns})
+
+
 def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, batches=None, loss_fn=None,
         extra_meta: dict | None = None, index=None, log: Callable[[str], None] = print,
         logit_norm: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:

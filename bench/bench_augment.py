@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage
 
 from common import save, timed
-from mimicnet.augment import AugmentConfig, augment
+from mimicnet.data.augment import AugmentConfig, augment
 
 
 def per_image(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

@@ -11,9 +11,9 @@ import time
 import torch
 
 from common import save
-from mimicnet.augment import AugmentConfig, augment, standardize, to_uint8
-from mimicnet.ensemble import Ensemble
-from mimicnet.models import build_model
+from mimicnet.data.augment import AugmentConfig, augment, standardize, to_uint8
+from mimicnet.distill.ensemble import Ensemble
+from mimicnet.models.families import build_model
 
 
 @torch.no_grad()

@@ -18,8 +18,9 @@ CHILD = r"""
 import json, resource, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from mimicnet.train import TrainConfig, fit
-from mimicnet.transfer import TransferConfig, generate
+from mimicnet.train.config import TrainConfig
+from mimicnet.train.loop import fit
+from mimicnet.distill.transfer import TransferConfig, generate
 what, tmp, epochs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 archive, teacher = tmp / "a.tar.gz", tmp / "teacher"
 out = tmp / f"transfer-{{epochs}}"
@@ -49,7 +50,8 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from synth import write_archive
-    from mimicnet.train import TrainConfig, fit
+    from mimicnet.train.config import TrainConfig
+    from mimicnet.train.loop import fit
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         write_archive(tmp / "a.tar.gz", n_train=int(args.n_train / 0.8), n_test=100)

@@ -21,10 +21,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from common import save
-from mimicnet.augment import apply_params, standardize, to_uint8
-from mimicnet.models import build_model, solve_budget
-from mimicnet.train import TrainConfig, mimic_loss, transfer_batches
-from mimicnet.transfer import TransferConfig, TransferSet, _array_to_params, generate
+from mimicnet.data.augment import apply_params, standardize, to_uint8
+from mimicnet.models.families import build_model, solve_budget
+from mimicnet.train.config import TrainConfig
+from mimicnet.train.losses import mimic_loss
+from mimicnet.distill.student import transfer_batches
+from mimicnet.distill.transfer import TransferConfig, TransferSet, _array_to_params, generate
 
 
 class PerSample(Dataset):
@@ -47,7 +49,7 @@ class PerSample(Dataset):
 def make_transfer(tmp: Path, epochs: int, mode: str = "images") -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from synth import write_archive
-    from mimicnet.train import fit
+    from mimicnet.train.loop import fit
     archive = tmp / "a.tar.gz"
     if not archive.exists():
         write_archive(archive, n_train=2500, n_test=100)

@@ -11,8 +11,8 @@ import argparse
 import torch
 
 from common import save
-from mimicnet.estimate import device_peak, step_flops, time_train_step
-from mimicnet.models import build_model
+from mimicnet.studies.estimate import device_peak, step_flops, time_train_step
+from mimicnet.models.families import build_model
 
 
 def main():

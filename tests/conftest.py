@@ -52,7 +52,7 @@ def make_cifar_archive(tmp_path):
 @pytest.fixture
 def tiny_cifar_archive(make_cifar_archive):
     """A valid 60-train (data_batch_1, _2 of 30 each) / 20-test CIFAR-10 .tar.gz with batches.meta."""
-    from mimicnet.data import CLASSES
+    from mimicnet.data.cifar import CLASSES
 
     return make_cifar_archive({
         "data_batch_1": _cifar_batch(30, seed=1),

@@ -9,19 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mimicnet.augment import (
-    PARAM_KEYS,
-    AugmentConfig,
-    apply_params,
-    augment,
-    cubic_resize_matrix,
-    hsv_to_rgb,
-    identity_params,
-    rgb_to_hsv,
-    sample_params,
-    standardize,
-    to_uint8,
-)
+from mimicnet.data.augment import PARAM_KEYS, AugmentConfig, apply_params, augment, cubic_resize_matrix, hsv_to_rgb, identity_params, rgb_to_hsv, sample_params, standardize, to_uint8
 
 ZERO = dict(dh=0.0, ds=0.0, dv=0.0, as_=0.0, av=0.0, scale_min=32, mirror=False)
 

@@ -14,18 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mimicnet.data import (
-    CLASSES,
-    Cifar,
-    DataError,
-    default_cache_dir,
-    download_cifar,
-    file_md5,
-    file_sha256,
-    load_cifar,
-    load_split,
-    split_train_val,
-)
+from mimicnet.data.cifar import CLASSES, Cifar, DataError, default_cache_dir, download_cifar, file_md5, file_sha256, load_cifar, load_split, split_train_val
 
 
 def expect_error(path, *phrases):

@@ -8,11 +8,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mimicnet import artifacts, ensemble
-from mimicnet.artifacts import CheckpointError
-from mimicnet.ensemble import Ensemble, build_ensemble, combine, load_ensemble, load_teacher, select
-from mimicnet.models import build_model
-from mimicnet.train import ConfigError, TrainConfig, fit, load_train_data, model_from_checkpoint, predict_logits
+from mimicnet.core import artifacts
+from mimicnet.core.index import read_index
+from mimicnet.cli import ensemble as cli_ensemble
+from mimicnet.distill import ensemble
+from mimicnet.core.artifacts import CheckpointError
+from mimicnet.distill.ensemble import Ensemble, build_ensemble, combine, load_ensemble, load_teacher, select
+from mimicnet.models.families import build_model
+from mimicnet.core.errors import ConfigError
+from mimicnet.train.config import TrainConfig
+from mimicnet.train.loop import fit
+from mimicnet.data.splits import load_train_data
+from mimicnet.models.checkpoint import model_from_checkpoint
+from mimicnet.models.inference import predict_logits
 
 from synth import write_archive
 
@@ -90,7 +98,7 @@ def runs(tmp_path_factory):
                           max_epochs=2, device="cpu", seed=seed, input_scale=scale, scale_min=28)
         fit(cfg, d / f"run{seed}", log=lambda s: None)
         dirs.append(d / f"run{seed}")
-    data = load_train_data(TrainConfig(data=str(archive)))
+    data = load_train_data(str(archive))
     return archive, dirs, data
 
 
@@ -122,7 +130,7 @@ def test_build_ensemble_end_to_end_and_rerun_is_skipped(runs, tmp_path, monkeypa
     assert torch.allclose(stored["test"], manual / sum(w for w, _, _ in members), atol=1e-5)
     assert res["test_acc"] == pytest.approx((stored["test"].argmax(1) == data.test.y).float().mean().item())
 
-    rows = artifacts.read_index(index)
+    rows = read_index(index)
     assert len(rows) == 1 and rows[0]["kind"] == "ensemble" and rows[0]["family"] == "ensemble"
     assert int(rows[0]["params"]) == res["params"] and float(rows[0]["val_acc"]) == pytest.approx(res["val_acc"])
 
@@ -131,7 +139,7 @@ def test_build_ensemble_end_to_end_and_rerun_is_skipped(runs, tmp_path, monkeypa
         raise AssertionError("recomputed")
     monkeypatch.setattr(ensemble, "predict_logits", boom)
     assert build_ensemble(dirs, out, data, "greedy", 5, "cpu", index=index, log=lambda s: None) == res
-    assert len(artifacts.read_index(index)) == 1
+    assert len(read_index(index)) == 1
     # without ensemble.json the member logits still come from the cache
     (out / "ensemble.json").unlink()
     again = build_ensemble(dirs, out, data, "greedy", 5, "cpu", log=lambda s: None)
@@ -166,7 +174,7 @@ def test_bad_members_are_one_line_errors(runs, tmp_path):
     (unfinished / "best.safetensors").write_bytes((dirs[0] / "best.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="not finished"):
         build_ensemble([unfinished], tmp_path / "e", data, log=lambda s: None)
-    other = load_train_data(TrainConfig(data=str(write_archive(tmp_path / "o.tar.gz", n_train=100, n_test=20, seed=7))))
+    other = load_train_data(str(write_archive(tmp_path / "o.tar.gz", n_train=100, n_test=20, seed=7)))
     with pytest.raises(ConfigError, match="trained on other data") as e:
         build_ensemble(dirs, tmp_path / "e", other, log=lambda s: None)
     assert "\n" not in str(e.value)
@@ -185,7 +193,7 @@ def test_bad_members_are_one_line_errors(runs, tmp_path):
 def test_cli_prints_the_table(runs, tmp_path, capsys):
     archive, dirs, data = runs
     p = argparse.ArgumentParser()
-    ensemble.register_cli(p.add_subparsers(dest="command"))
+    cli_ensemble.register(p.add_subparsers(dest="command"))
     args = p.parse_args(["ensemble", *map(str, dirs), "--data", str(archive), "--out", str(tmp_path / "e"),
                          "--method", "greedy", "--size", "3", "--device", "cpu"])
     assert args.func(args) == 0

@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
-from mimicnet import train
-from mimicnet.train import TrainConfig, fit, model_from_checkpoint
+from mimicnet.train import loop as train
+from mimicnet.train.config import TrainConfig
+from mimicnet.train.loop import fit
+from mimicnet.models.checkpoint import model_from_checkpoint
 
 from synth import write_archive
 

@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from mimicnet import artifacts
+from mimicnet.core import artifacts
 from mimicnet.cli import main
-from mimicnet.features import FeatureError, load_features, make_npz, mimic_features
-from mimicnet.train import TrainConfig, fit, model_from_checkpoint
+from mimicnet.data.features import FeatureError, load_features, make_npz
+from mimicnet.distill.features import mimic_features
+from mimicnet.train.config import TrainConfig
+from mimicnet.train.loop import fit
+from mimicnet.models.checkpoint import model_from_checkpoint
 
 from synth import write_archive
 

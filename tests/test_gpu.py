@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from mimicnet.train import TrainConfig, fit
+from mimicnet.train.config import TrainConfig
+from mimicnet.train.loop import fit
 
 from synth import write_archive
 
@@ -33,7 +34,7 @@ def test_gpu_and_cpu_training_agree(tmp_path):
 
 
 def test_transfer_labels_on_gpu_match_cpu(tmp_path):
-    from mimicnet.transfer import TransferConfig, TransferSet, generate
+    from mimicnet.distill.transfer import TransferConfig, TransferSet, generate
     archive = write_archive(tmp_path / "a.tar.gz", n_train=300, n_test=50)
     fit(TrainConfig(family="conv2", widths=(8, 8, 16), data=str(archive), max_epochs=1, device="cpu"),
         tmp_path / "t", log=lambda s: None)

@@ -7,9 +7,15 @@ import json
 import pytest
 import torch
 
-from mimicnet import artifacts
-from mimicnet.train import (ConfigError, TrainConfig, fit, fold_output_affine, mimic_loss, model_from_checkpoint)
-from mimicnet.transfer import TransferConfig, TransferSet, generate
+from mimicnet.core import artifacts
+from mimicnet.core.index import read_index
+from mimicnet.core.errors import ConfigError
+from mimicnet.train.config import TrainConfig
+from mimicnet.distill.student import train_run as fit
+from mimicnet.train.loop import fold_output_affine
+from mimicnet.train.losses import make_loss as mimic_loss
+from mimicnet.models.checkpoint import model_from_checkpoint
+from mimicnet.distill.transfer import TransferConfig, TransferSet, generate
 
 from synth import write_archive
 
@@ -44,13 +50,14 @@ def test_students_learn_from_the_teacher_and_report_mimicry(world, tmp_path, los
     assert 0 <= res["mimic_mse"] and 0 <= res["mimic_agreement"] <= 1
     assert res["mimic_agreement"] > 0.2     # far above chance agreement with a 10-way teacher
     assert res["teacher"] and res["teacher_test_acc"] is not None
-    (row,) = artifacts.read_index(idx)
+    (row,) = read_index(idx)
     assert row["kind"] == "student" and row["loss"] == loss and float(row["mimic_agreement"]) == res["mimic_agreement"]
 
 
 def test_students_read_the_transfer_set_in_stored_order(world):
     """Student epoch e reads transfer epoch e mod E, rows in order: compare with TransferSet directly."""
-    from mimicnet.train import preprocess, transfer_batches
+    from mimicnet.models.inference import preprocess
+    from mimicnet.distill.student import transfer_batches
     archive, _, tdir = world
     ts = TransferSet(tdir)
     cfg = student(archive, tdir, batch_size=50)

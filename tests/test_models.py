@@ -7,11 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from mimicnet import models as M
-from mimicnet.models import (BASELINE_BOUNDS, BUDGETS, FAMILIES, STUDENT_BOUNDS, TEACHER_BOUNDS,
-                             BudgetError, build_model, count_params, describe, get_family,
-                             init_weights, scaled_bounds, solve_budget, teacher_widths,
-                             widths_from_constants)
+from mimicnet.models import families as M
+from mimicnet.models.families import BASELINE_BOUNDS, BUDGETS, FAMILIES, STUDENT_BOUNDS, TEACHER_BOUNDS, BudgetError, build_model, count_params, describe, get_family, init_weights, scaled_bounds, solve_budget, teacher_widths, widths_from_constants
 
 # Tiny widths per family: enough to exercise every layer in milliseconds.
 SMALL = {

@@ -6,12 +6,16 @@ import json
 import pytest
 import torch
 
-from mimicnet import artifacts
-from mimicnet import preprocess as P
-from mimicnet.augment import standardize
+from mimicnet.core import artifacts
+from mimicnet.data import preprocess as P
+from mimicnet.data.augment import standardize
 from mimicnet.cli import main
-from mimicnet.train import (ConfigError, Split, TrainConfig, TrainData, _with_preprocess, fit, load_train_data,
-                            model_from_checkpoint, predict_logits)
+from mimicnet.core.errors import ConfigError
+from mimicnet.data.splits import Split, TrainData, load_train_data
+from mimicnet.train.config import TrainConfig
+from mimicnet.train.loop import with_preprocess, fit
+from mimicnet.models.checkpoint import model_from_checkpoint
+from mimicnet.models.inference import predict_logits
 
 from synth import write_archive
 
@@ -58,7 +62,7 @@ def test_zca_state_depends_only_on_the_training_split(tmp_path):
         run = tmp_path / f"r{i}"
         run.mkdir()
         meta = {}
-        _with_preprocess(cfg, torch.nn.Identity(), _data(tr, other), run, meta, "cpu")
+        with_preprocess(cfg, torch.nn.Identity(), _data(tr, other), run, meta, "cpu")
         assert meta == {"preprocess": "gcn-zca", "zca": P.ZCA_FILE}
         states.append(P.load_zca(run / P.ZCA_FILE))
     same_train, other_val_test, other_train = states
@@ -66,7 +70,7 @@ def test_zca_state_depends_only_on_the_training_split(tmp_path):
     assert torch.equal(same_train["mean"], other_val_test["mean"])
     assert not torch.allclose(same_train["W"], other_train["W"])       # train images changed: new state
     with pytest.raises(ConfigError, match="preprocess must be"):
-        _with_preprocess(TrainConfig(preprocess="zca"), torch.nn.Identity(), _data(0, 1), tmp_path, {}, "cpu")
+        with_preprocess(TrainConfig(preprocess="zca"), torch.nn.Identity(), _data(0, 1), tmp_path, {}, "cpu")
 
 
 def test_gcn_zca_run_saves_its_state_and_evaluate_uses_it(tmp_path):
@@ -78,7 +82,7 @@ def test_gcn_zca_run_saves_its_state_and_evaluate_uses_it(tmp_path):
     _, meta = artifacts.load_checkpoint(run / "best.safetensors")
     assert meta["preprocess"] == "gcn-zca" and meta["zca"] == P.ZCA_FILE
     # fitted on the training split alone (the archive's last 20% is validation, test is separate)
-    data = load_train_data(cfg)
+    data = load_train_data(cfg.data, cfg.max_train)
     expect = P.fit_zca(data.train.x)
     saved = P.load_zca(run / P.ZCA_FILE)
     assert torch.equal(saved["W"], expect["W"]) and torch.equal(saved["mean"], expect["mean"])

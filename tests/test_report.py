@@ -10,9 +10,11 @@ import statistics
 
 import pytest
 
-from mimicnet import published as P
-from mimicnet.artifacts import append_index
-from mimicnet.report import ReportError, build_report, register_cli
+from mimicnet.studies import published as P
+from mimicnet.core.index import IndexRow, append_index
+from mimicnet.report.common import ReportError
+from mimicnet.cli import report as cli_report
+from mimicnet.report.report import build_report
 
 ENS = "ens16-abc"
 # (val, test) fractions per trial, as fit() writes them. Top-5 by val differs from top-5 by test on purpose.
@@ -30,7 +32,7 @@ PLANNED = {"student/conv2/100000": 10, "student/conv4/1000000": 6, "student/conv
 def _row(**kw):
     base = {"params": 0, "seed": 0, "epochs": 12, "max_epochs": 30, "seconds": 5.0, "loss": "ce",
             "data_sha256": "ab" * 32, "code_version": "0.1.0"}
-    return {**base, **kw}
+    return IndexRow(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +205,7 @@ def test_figures_written(results):
 
 def test_cli_and_an_empty_results_folder(tmp_path, capsys):
     p = argparse.ArgumentParser()
-    register_cli(p.add_subparsers(dest="command"))
+    cli_report.register(p.add_subparsers(dest="command"))
     args = p.parse_args(["report", str(tmp_path)])
     assert args.func(args) == 0                                    # no index yet: a report that says so
     out = capsys.readouterr().out

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from mimicnet import artifacts
-from mimicnet.reproduce import PRESETS, apply_overrides
-from mimicnet.train import ConfigError
+from mimicnet.core import artifacts
+from mimicnet.core.index import read_index
+from mimicnet.studies.main import PRESETS, apply_overrides
+from mimicnet.core.errors import ConfigError
 
 from synth import write_archive
 
@@ -50,7 +51,7 @@ def test_smoke_preset_end_to_end_and_resume(tmp_path):
     for name in ("ensemble/ensemble.json", "transfer/manifest.json", "results.txt", "reproduce.json",
                  "report/report.html"):
         assert (out / name).exists(), name
-    rows = artifacts.read_index(out / "index.csv")
+    rows = read_index(out / "index.csv")
     kinds = {(r["kind"], r["family"]) for r in rows}
     assert {("teacher", "teacher"), ("ensemble", "ensemble"), ("baseline", "conv2")} <= kinds
     assert {f"conv{k}" for k in range(5)} <= {f for k, f in kinds if k == "student"}

@@ -24,8 +24,13 @@ import pytest
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
-from mimicnet import artifacts, models, search  # noqa: E402
-from mimicnet.train import Diverged, TrainConfig, resolve_widths  # noqa: E402
+from mimicnet.core import artifacts
+from mimicnet.core.index import read_index
+from mimicnet.models import families as models
+from mimicnet import search
+from mimicnet.cli import search as cli_search
+from mimicnet.core.errors import Diverged  # noqa: E402
+from mimicnet.train.config import TrainConfig, resolve_widths  # noqa: E402
 from synth import write_archive  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -43,7 +48,7 @@ def cli(*argv):
     """`mimicnet search ...` through register_cli, as the lead wires it into cli.py."""
     p = argparse.ArgumentParser(prog="mimicnet")
     sub = p.add_subparsers(dest="command", required=True)
-    search.register_cli(sub)
+    cli_search.register(sub)
     args = p.parse_args(["search", *map(str, argv)])
     return args.func(args)
 
@@ -181,10 +186,10 @@ def test_apply_student_and_baseline_meet_the_budget_within_1pct():
 
 def quadratic_fit(calls=None, diverge_lr=None):
     """A fake train.fit: val accuracy peaks at lr 0.004; lr above `diverge_lr` diverges."""
-    def fit(cfg, run_dir, index=None, extra_meta=None):
+    def fit(cfg, run_dir, index=None, info=None):
         resolve_widths(cfg)  # never called with an infeasible config
         if calls is not None:
-            calls.append((cfg, Path(run_dir), extra_meta))
+            calls.append((cfg, Path(run_dir), info))
         if diverge_lr is not None and cfg.lr > diverge_lr:
             raise Diverged(f"{run_dir}: training loss is nan at epoch 0")
         v = 0.9 - 0.05 * math.log(cfg.lr / 0.004) ** 2 - (cfg.momentum - 0.9) ** 2
@@ -231,7 +236,7 @@ def test_diverged_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path):
         assert t.params["lr"] > 0.004 and t.user_attrs["fail_reason"].startswith("diverged: ")
         assert "nan" in t.user_attrs["fail_reason"]
     assert any(t.state == TrialState.COMPLETE for t in trials)
-    rows = artifacts.read_index(index)
+    rows = read_index(index)
     assert sorted(int(r["trial"]) for r in rows if r["status"] == "failed") == [t.number for t in failed]
     assert all(r["study"] == "student-conv2-100k" and r["kind"] == "baseline" for r in rows)
     s = search.summary(st)
@@ -290,7 +295,7 @@ def test_rerun_runs_nothing_more_extends_and_refuses_another_base(tmp_path):
 
 
 def test_ctrl_c_queues_the_trial_again_and_the_rerun_resumes_its_folder(tmp_path):
-    def interrupted(cfg, run_dir, index=None, extra_meta=None):
+    def interrupted(cfg, run_dir, index=None, info=None):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -333,7 +338,7 @@ def test_tiny_real_search_end_to_end_with_report(tmp_path, capsys):
         assert (run / "best.safetensors").exists() and t.user_attrs["test_acc"] == res["test_acc"]
         # at 20k one unit of the fc width costs a few % of the budget: the nearest integer width is the answer
         assert abs(res["params"] - 20_000) <= 0.05 * 20_000
-    rows = artifacts.read_index(index)
+    rows = read_index(index)
     assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in done)
     s = search.report(st, tmp_path / "s")
     assert (tmp_path / "s" / "report" / "history.png").stat().st_size > 1000
@@ -355,7 +360,7 @@ def test_cli_run_and_report(tmp_path, capsys):
     assert cli("report", "--out", out) == 0
     text = capsys.readouterr().out
     assert "top-" in text and (out / "report" / "history.png").exists()
-    assert len(artifacts.read_index(out / "index.csv")) == 2
+    assert len(read_index(out / "index.csv")) == 2
     with pytest.raises(search.SearchError, match="--lr"):
         cli("run", "student-conv3-20k", "--trials", 2, "--lr", 0.1, "--out", out)
     with pytest.raises(search.SearchError, match="no study database"):
@@ -425,12 +430,13 @@ WORKER = r"""
 import math, os, sys, time
 from pathlib import Path
 from mimicnet import search
-from mimicnet.train import TrainConfig
+from mimicnet.cli import search as cli_search
+from mimicnet.train.config import TrainConfig
 url, name, out, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-def fake_fit(cfg, run_dir, index=None, extra_meta=None):
+def fake_fit(cfg, run_dir, index=None, info=None):
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / f"started.{os.getpid()}").write_text(str(extra_meta["trial"]))
+    (run_dir / f"started.{os.getpid()}").write_text(str(info.trial))
     time.sleep(float(os.environ.get("FAKE_HANG") or os.environ.get("FAKE_SLEEP", "0.5")))
     return {"val_acc": 1.0 - abs(math.log(cfg.lr / 0.004)) / 10}
 search.run_search("student-conv2-100k", TrainConfig(), out, n, storage=url, study_name=name, sampler="random",

@@ -10,14 +10,15 @@ import time
 import pytest
 import torch
 
-from mimicnet import artifacts
-from mimicnet import published as P
+from mimicnet.core import artifacts
+from mimicnet.core.index import read_index
+from mimicnet.studies import published as P
 from mimicnet.cli import main
-from mimicnet.models import count_params
-from mimicnet.studies import (BA_CARUANA, RATUSZNIK, STUDY_PRESETS, Arm, build_tables, check_preset,
-                              model_widths, preset_from_record)
-from mimicnet.studies import slug as _slug
-from mimicnet.train import ConfigError, model_from_checkpoint
+from mimicnet.models.families import count_params
+from mimicnet.studies.fixed import BA_CARUANA, RATUSZNIK, STUDY_PRESETS, Arm, build_tables, check_preset, model_widths, preset_from_record
+from mimicnet.studies.fixed import slug as _slug
+from mimicnet.core.errors import ConfigError
+from mimicnet.models.checkpoint import model_from_checkpoint
 
 from synth import write_archive
 
@@ -83,7 +84,7 @@ def test_ba_caruana_smoke_end_to_end_resume_and_report(archive, tmp_path):
     r = subprocess.run(_cmd("ba-caruana-smoke", archive, out), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(first.read_text()) == done                     # not trained again
-    rows = artifacts.read_index(out / "index.csv")
+    rows = read_index(out / "index.csv")
     p = STUDY_PRESETS["ba-caruana-smoke"]
     # every arm: seed 0 at each lr, then the other seed once, at one lr; nothing duplicated by the resume
     for a in p.arms:
@@ -139,7 +140,7 @@ def test_ratusznik_smoke_runs_every_arm(archive, tmp_path):
     assert tables["Deep-linear (ReLU), no distillation"].model.startswith("5fc⁸")
     assert tables["Deep-linear (no activation), no distillation"].model.startswith("5lin⁸")
     # a distilled student's results name its teacher and its agreement with it
-    rows = [r for r in artifacts.read_index(out / "index.csv") if r["loss"] == "softmax-mse"]
+    rows = [r for r in read_index(out / "index.csv") if r["loss"] == "softmax-mse"]
     assert rows and all(r["teacher"] and r["mimic_agreement"] != "" for r in rows)
     assert "Shallow-ResNet" in (out / "report" / "table.md").read_text()
 
@@ -176,7 +177,7 @@ def test_features_study_on_an_npz_end_to_end(archive, tmp_path):
     assert main(["reproduce", "--preset", "features-smoke", "--data", str(npz), "--out", str(out),
                  "--device", "cpu"]) == 0
     p = STUDY_PRESETS["features-smoke"]
-    rows = artifacts.read_index(out / "index.csv")
+    rows = read_index(out / "index.csv")
     students = [r for r in rows if r["kind"] == "student" and r["status"] != "failed"]
     assert students and all(r["teacher"].endswith(("ensemble-of-3", "best-single-mlp")) for r in students)
     assert all(r["mimic_agreement"] != "" and r["teacher_test_acc"] != "" for r in students)

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimicnet import artifacts
-from mimicnet.train import (ConfigError, OneCycleSchedule, PlateauSchedule, TrainConfig, fit,
-                            model_from_checkpoint, resolve_widths)
+from mimicnet.core import artifacts
+from mimicnet.core.errors import ConfigError
+from mimicnet.train.schedules import OneCycleSchedule, PlateauSchedule
+from mimicnet.train.config import TrainConfig, resolve_widths
+from mimicnet.train.loop import fit
+from mimicnet.models.checkpoint import model_from_checkpoint
 
 from synth import write_archive
 

@@ -13,11 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from mimicnet import ensemble, transfer
-from mimicnet.augment import apply_params, to_uint8
-from mimicnet.ensemble import build_ensemble, load_teacher
-from mimicnet.train import TrainConfig, fit, load_train_data, predict_logits
-from mimicnet.transfer import TransferConfig, TransferError, TransferSet, generate, verify
+from mimicnet.distill import ensemble
+from mimicnet.cli import transfer as cli_transfer
+from mimicnet.distill import transfer
+from mimicnet.data.augment import apply_params, to_uint8
+from mimicnet.distill.ensemble import build_ensemble, load_teacher
+from mimicnet.train.config import TrainConfig
+from mimicnet.train.loop import fit
+from mimicnet.data.splits import load_train_data
+from mimicnet.models.inference import predict_logits
+from mimicnet.distill.transfer import TransferConfig, TransferError, TransferSet, generate, verify
 
 from synth import write_archive
 
@@ -39,7 +44,7 @@ def setup(tmp_path_factory):
                           max_epochs=1, device="cpu", seed=seed, input_scale=scale, scale_min=28)
         fit(cfg, d / f"run{seed}", log=lambda s: None)
         runs.append(d / f"run{seed}")
-    data = load_train_data(TrainConfig(data=str(archive)))
+    data = load_train_data(str(archive))
     build_ensemble(runs, d / "ens", data, "topk", 2, "cpu", log=lambda s: None)
     return archive, d / "ens", runs, data
 
@@ -134,7 +139,7 @@ def test_same_seed_same_files_other_seed_other_files(setup, images_set, tmp_path
     # another config into the same folder is refused
     def no_weights(*a, **k):
         raise AssertionError("teacher loaded")
-    monkeypatch.setattr(ensemble, "load_teacher", no_weights)
+    monkeypatch.setattr(transfer, "load_teacher", no_weights)
     assert generate(cfg_for(archive), teacher, tmp_path / "again", **QUIET) == b
     with pytest.raises(TransferError, match="another transfer set"):
         generate(cfg_for(archive, epochs=4), teacher, tmp_path / "again", **QUIET)
@@ -229,7 +234,7 @@ def test_verify_detects_damage_and_set_refuses_wrong_sizes(images_set, tmp_path)
 def test_cli(setup, tmp_path, capsys):
     archive, teacher, _, _ = setup
     p = argparse.ArgumentParser()
-    transfer.register_cli(p.add_subparsers(dest="command"))
+    cli_transfer.register(p.add_subparsers(dest="command"))
     out = tmp_path / "cli"
     args = p.parse_args(["transfer", "--teacher", str(teacher), "--data", str(archive), "--epochs", "2", "--out",
                          str(out), "--mode", "replay", "--logits-dtype", "float32", "--seed", "1", "--device", "cpu"])
@@ -249,7 +254,7 @@ def test_cli(setup, tmp_path, capsys):
 
 CHILD = textwrap.dedent("""
     import resource, sys
-    from mimicnet.transfer import TransferConfig, generate
+    from mimicnet.distill.transfer import TransferConfig, generate
     data, teacher, out, epochs = sys.argv[1:]
     generate(TransferConfig(data=data, epochs=int(epochs), chunk=250, batch_size=250, device="cpu"), teacher, out,
              log=lambda s: None, progress=False)

@@ -18,18 +18,29 @@ the index (plus each run's config.json for its lr) and repeats that choice.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts
+from ..core import artifacts
+from ..core.errors import ConfigError, Diverged
+from ..core.index import RunKind, pct, read_index
+from ..data.cifar import default_cache_dir, download_cifar
+from ..data.features import load_features
+from ..data.splits import load_train_data
+from ..distill.ensemble import build_ensemble
+from ..distill.features import mimic_features
+from ..distill.student import Teachers, index_failed, train_run
+from ..distill.transfer import TransferConfig, generate
+from ..models.families import arch_string, scale_to_budget
+from ..models.inference import resolve_device
+from ..train.config import TrainConfig
+from ..train.loop import fit
+from ..train.run import RunInfo
 from . import published as P
-from .models import arch_string, scale_to_budget
-from .report import _pct
-from .train import ConfigError, Diverged, TrainConfig, fit, index_failed_run, load_train_data, resolve_device
+from .main import Study, train_cfg
 
 
 @dataclass
@@ -245,8 +256,9 @@ def arm_lrs(p: StudyPreset, arm: Arm) -> tuple:
     return tuple(arm.lrs or p.lrs)
 
 
-def _run(cfg: TrainConfig, run_dir: Path, data, index, meta: dict, teacher: Path | None = None) -> float | None:
-    """fit() (feature data with a teacher: features.mimic_features, which labels the rows directly), or
+def _run(cfg: TrainConfig, run_dir: Path, data, index, info: RunInfo, teachers: Teachers,
+         teacher: Path | None = None) -> float | None:
+    """train_run() (feature data with a teacher: distill.features.mimic_features, which labels the rows), or
     None when the run diverged (recorded in failed.json and as a failed index row, so a rerun does not
     train it again)."""
     failed = run_dir / "failed.json"
@@ -254,35 +266,34 @@ def _run(cfg: TrainConfig, run_dir: Path, data, index, meta: dict, teacher: Path
         return None
     try:
         if teacher is not None:
-            from .features import mimic_features
-            return mimic_features(cfg, teacher, data, run_dir, index=index, extra_meta=meta)["val_acc"]
-        return fit(cfg, run_dir, data=data, index=index, extra_meta=meta)["val_acc"]
+            return mimic_features(cfg, teacher, data, run_dir, index=index, info=info, teachers=teachers)["val_acc"]
+        return train_run(cfg, run_dir, data, index=index, info=info, teachers=teachers)["val_acc"]
     except Diverged as e:
         artifacts.write_json(failed, {"reason": str(e), "config": cfg})
-        index_failed_run(index, cfg, run_dir, study=meta["study"])
+        index_failed(index, cfg, run_dir, info)
         print(f"diverged: {e}")
         return None
 
 
 def run_arm(p: StudyPreset, arm: Arm, out: Path, data, transfer_dirs: dict, index: Path,
-            teacher_dirs: dict | None = None) -> float:
+            teacher_dirs: dict | None = None, teachers: Teachers | None = None) -> float:
     """Seed 0 at every lr, then the best-by-validation lr with the other seeds. Returns that lr.
     Images: a mimic arm reads its teacher's transfer set; feature data: it is given the teacher itself."""
     folder = out / "arms" / slug(arm.name)
     lrs, seeds = arm_lrs(p, arm), tuple(p.seeds)
     tdir = transfer_dirs.get(arm.teacher)
     teacher = (teacher_dirs or {}).get(arm.teacher) if tdir is None and arm.teacher else None
-    meta = {"study": arm.name}
+    info, teachers = RunInfo(study=arm.name), teachers or Teachers()
     vals = {}
     for lr in lrs:
         print(f"-- {arm.name}: lr {lr:g}, seed {seeds[0]}", flush=True)
-        v = _run(arm_config(p, arm, lr, seeds[0], tdir), folder / f"lr{lr:g}-s{seeds[0]}", data, index, meta,
-                 teacher)
+        v = _run(arm_config(p, arm, lr, seeds[0], tdir), folder / f"lr{lr:g}-s{seeds[0]}", data, index, info,
+                 teachers, teacher)
         vals[lr] = -1.0 if v is None else v
     best = max(lrs, key=lambda lr: (vals[lr], -lrs.index(lr)))
     for s in seeds[1:]:
         print(f"-- {arm.name}: lr {best:g} (best on validation), seed {s}", flush=True)
-        _run(arm_config(p, arm, best, s, tdir), folder / f"lr{best:g}-s{s}", data, index, meta, teacher)
+        _run(arm_config(p, arm, best, s, tdir), folder / f"lr{best:g}-s{s}", data, index, info, teachers, teacher)
     return best
 
 
@@ -297,24 +308,19 @@ def is_features(p: StudyPreset) -> bool:
 
 
 def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
-    from .ensemble import build_ensemble
-    from .reproduce import Study, train_cfg
-    from .transfer import TransferConfig, generate
     check_preset(p)
     out.mkdir(parents=True, exist_ok=True)
     if p.name.startswith("features") and not is_features(p):
         raise ConfigError(f"preset {p.name} needs feature data: --data FILE.npz (`mimicnet features make-npz` "
                           "makes one from a CIFAR archive)")
     if not p.data:
-        from .data import default_cache_dir, download_cifar
         p = dataclasses.replace(p, data=str(download_cifar(default_cache_dir())))
     st = Study(p, out, command, not_identity=NOT_IDENTITY, identity=identity(p))
     device = resolve_device(p.device)
     if is_features(p):
-        from .features import load_features
         data = load_features(p.data)
     else:
-        data = load_train_data(train_cfg(p, {}))
+        data = load_train_data(p.data, p.max_train)
     st.record["data"] = {"path": p.data, "sha256": data.sha256, "n_train": len(data.train.y),
                          "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
     st.record["study"] = "fixed"
@@ -324,8 +330,8 @@ def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
         dirs = {}
         for name, over in p.teachers.items():
             d = out / "teachers" / slug(name)
-            fit(train_cfg(p, p.teacher_base, **over), d, data=data, index=st.index,
-                extra_meta={"study": name, "kind": "teacher"})
+            fit(train_cfg(p, p.teacher_base, **over), d, data, index=st.index,
+                info=RunInfo(kind=RunKind.TEACHER, study=name))
             dirs[name] = d
         return dirs
     tdirs = st.stage("teachers", teachers)
@@ -347,22 +353,17 @@ def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
         for name in dict.fromkeys(a.teacher for a in p.arms if a.teacher):
             d = out / "transfer" / slug(name)
             cfg = TransferConfig(data=p.data, max_train=p.max_train, epochs=p.transfer_epochs, seed=0, device=p.device)
-            generate(cfg, edirs.get(name) or tdirs[name], d)
+            generate(cfg, edirs.get(name) or tdirs[name], d, data=data)
             dirs[name] = d
         return dirs
     xdirs = st.stage("transfer", transfer_sets)
 
     named = {**tdirs, **edirs}
-    chosen = st.stage("arms", lambda: {a.name: run_arm(p, a, out, data, xdirs, st.index, named) for a in p.arms})
+    teachers = Teachers()
+    chosen = st.stage("arms", lambda: {a.name: run_arm(p, a, out, data, xdirs, st.index, named, teachers)
+                                       for a in p.arms})
     st.record["chosen_lr"] = chosen
     st.save()
-    tables = build_tables(out, p)
-    text = tables_markdown(p, tables)
-    artifacts.write_text(out / "results.txt", text + "\n")
-    print("\n" + text)
-    if p.report:
-        path = st.stage("report", lambda: build_study_report(out, p))
-        print(f"\nreport: {path}")
     return st.record
 
 
@@ -416,7 +417,7 @@ def _run_lr(path: str) -> float | None:
 
 def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
     """The study's rows from index.csv (and each arm run's config.json for its lr)."""
-    rows = artifacts.read_index(results_dir / "index.csv") if (results_dir / "index.csv").exists() else []
+    rows = read_index(results_dir / "index.csv") if (results_dir / "index.csv").exists() else []
     out: list[Row] = []
     by_path = {Path(r["path"]).resolve(): r for r in rows if r.get("path")}
     for name in p.teachers:
@@ -425,7 +426,7 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
         row = Row("teacher", name, paper=paper, paper_model=paper_model)
         if r is not None:
             row.model = _arch(r)
-            row.params, row.tests, row.vals = int(r["params"]), [_pct(r["test_acc"])], [_pct(r["val_acc"])]
+            row.params, row.tests, row.vals = int(r["params"]), [pct(r["test_acc"])], [pct(r["val_acc"])]
         out.append(row)
     for name, spec in p.ensembles.items():
         r = by_path.get((results_dir / "ensembles" / slug(name)).resolve())
@@ -434,7 +435,7 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
                   f"{len(spec['members'])}", paper=paper, paper_model=paper_model)
         if r is not None:
             row.params = int(r["params"]) if r.get("params") else None
-            row.tests, row.vals = [_pct(r["test_acc"])], [_pct(r["val_acc"])]
+            row.tests, row.vals = [pct(r["test_acc"])], [pct(r["val_acc"])]
         out.append(row)
     arm_rows = defaultdict(list)
     for r in rows:
@@ -457,38 +458,11 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
             row.lr = lr_of[id(best)]
             chosen = [r for r in fin if lr_of[id(r)] == row.lr]
             chosen.sort(key=lambda r: int(r["seed"] or 0))
-            row.tests = [_pct(r["test_acc"]) for r in chosen if r.get("test_acc") not in (None, "")]
-            row.vals = [_pct(r["val_acc"]) for r in chosen]
-            row.agreement = [_pct(r["mimic_agreement"]) for r in chosen if r.get("mimic_agreement") not in (None, "")]
+            row.tests = [pct(r["test_acc"]) for r in chosen if r.get("test_acc") not in (None, "")]
+            row.vals = [pct(r["val_acc"]) for r in chosen]
+            row.agreement = [pct(r["mimic_agreement"]) for r in chosen if r.get("mimic_agreement") not in (None, "")]
         out.append(row)
     return out
-
-
-def _ms(row: Row) -> str:
-    if not row.tests:
-        return "—"
-    return f"{row.mean:.1f} ± {row.sd:.1f}" if row.sd is not None else f"{row.mean:.1f}"
-
-
-def tables_markdown(p: StudyPreset, rows: list[Row]) -> str:
-    lines = [f"# {p.title}", "", f"Reproduces {p.paper}. Test accuracy (%): mean ± sd over seeds "
-             f"{', '.join(map(str, p.seeds))} (arms) at the lr chosen on validation; the paper's value is for its "
-             "full-size model on all of CIFAR-10, shown beside, not subtracted.", "",
-             "| | model | architecture (this run) | params | teacher | loss | lr | n | test % | agree % | paper % | paper's model |",
-             "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        agree = f"{statistics.fmean(r.agreement):.1f}" if r.agreement else ""
-        n = f"{len(r.tests)}" + (f" (+{r.n_failed} failed)" if r.n_failed else "")
-        params = f"{r.params:,}" if r.params else "—"
-        lines.append(f"| {r.section} | {r.name} | {r.model} | {params} | {r.teacher} | {r.loss} | "
-                     f"{'' if r.lr is None else f'{r.lr:g}'} | {n} | {_ms(r)} | {agree} | "
-                     f"{'' if r.paper is None else f'{r.paper:.2f}'} | {r.paper_model} |")
-    claims = study_claims(p, rows)
-    if claims:
-        lines += ["", "## The paper's claims, checked", "", "| claim | paper | this run | verdict |",
-                  "|---|---|---|---|"]
-        lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | {c['verdict']} |" for c in claims]
-    return "\n".join(lines)
 
 
 def study_claims(p: StudyPreset, rows: list[Row]) -> list[dict]:
@@ -566,116 +540,6 @@ def study_claims(p: StudyPreset, rows: list[Row]) -> list[dict]:
         cmp("the 20-layer fc net is below the shallow 1-conv student", "3-layer-1-CONV, no distillation",
             "Deep-linear (ReLU), no distillation", "74.27 vs 51.15")
     return out
-
-
-# ============================================================================================ report
-
-def study_figure(p: StudyPreset, rows: list[Row]):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = [r for r in rows if r.section != "teacher" or r.tests]
-    fig, (ax, axp) = plt.subplots(1, 2, figsize=(13, 0.42 * len(rows) + 1.6), sharey=True,
-                                  gridspec_kw={"width_ratios": [3, 2]})
-    ys = list(range(len(rows)))[::-1]
-    colors = {"teacher": "#555", "ensemble": "#9467bd", "arm": "#1f77b4"}
-    for y, r in zip(ys, rows):
-        if r.tests:
-            c = "#d62728" if r.section == "arm" and r.loss == "ce" else colors[r.section]
-            ax.barh(y, r.mean, xerr=r.sd or 0, color=c, alpha=0.75)
-            ax.plot(r.tests, [y] * len(r.tests), "k.", ms=4)
-            ax.text(max(r.tests + [r.mean + (r.sd or 0)]) + 0.5, y, f"{r.mean:.1f}", va="center", fontsize=8)
-        if r.paper is not None:
-            axp.barh(y, r.paper, color="#bbb")
-            axp.text(r.paper, y, f" {r.paper:.1f}", va="center", fontsize=8)
-    ax.set_yticks(ys, [r.name for r in rows], fontsize=8)
-    lo = min([t for r in rows for t in r.tests] or [0])
-    ax.set_xlim(max(0, lo - 10), 100)
-    axp.set_xlim(40, 100)
-    ax.set_xlabel("test accuracy (%), this run: mean ± sd, dots = seeds")
-    axp.set_xlabel("test accuracy (%), the paper (full size, all of CIFAR-10)")
-    ax.set_title(f"{p.name}: this run (red = trained on the labels)", fontsize=10)
-    axp.set_title(p.paper, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def build_study_report(results_dir, p: StudyPreset | None = None, out_dir=None) -> Path:
-    """report/ for a fixed study: table.{md,csv,tex}, figure.{png,svg}, report.html (self-contained)."""
-    from . import report as R
-    results_dir = Path(results_dir)
-    repro = R.load_reproduce(results_dir)
-    if p is None:
-        p = preset_from_record(repro)
-    out = Path(out_dir) if out_dir is not None else results_dir / "report"
-    rows = build_tables(results_dir, p)
-    md = tables_markdown(p, rows)
-    artifacts.write_text(out / "table.md", md + "\n")
-    cols = list(Row("", "").as_dict())
-    R._write_csv(out / "table.csv", [r.as_dict() for r in rows], cols)
-    artifacts.write_text(out / "table.tex", table_latex(p, rows))
-    png = R._save_figure(study_figure(p, rows), out / "figure")
-    claims = study_claims(p, rows)
-    h = [f"<h1>mimicnet report: {R._e(p.title)}</h1>",
-         f'<div class="sub">preset <b>{R._e(p.name)}</b> · reproduces {R._e(p.paper)} · results folder '
-         f"<code>{R._e(results_dir)}</code></div>"]
-    if claims:
-        h.append("<h2>The paper's claims, checked</h2><table><tr><th>claim</th><th>paper</th><th>this run</th>"
-                 "<th>verdict</th></tr>")
-        for c in claims:
-            v = c["verdict"]
-            cls = "v-agrees" if v in ("holds", "holds (within seed noise)") else \
-                "v-differs" if v.startswith("does not hold") else "v-not"
-            h.append(f"<tr><td>{R._e(c['claim'])}</td><td>{R._e(c['paper'])}</td><td>{R._e(c['ours'])}</td>"
-                     f'<td class="{cls}">{R._e(c["verdict"])}</td></tr>')
-        h.append("</table><p class='foot'>Means over seeds; 'within seed noise': the difference is no larger "
-                 "than the larger of the two seed standard deviations.</p>")
-    h.append("<h2>Figure</h2>" + R._img(png, "study figure"))
-    h.append("<h2>Table</h2><table><tr><th></th><th>model</th><th>architecture (this run)</th><th>params</th>"
-             "<th>teacher</th><th>loss</th><th>lr</th><th>n</th><th>test %</th><th>agree %</th><th>paper %</th>"
-             "<th>paper's model</th></tr>")
-    for r in rows:
-        agree = f"{statistics.fmean(r.agreement):.1f}" if r.agreement else ""
-        seeds = (f'<div class="sub">{" ".join(f"{t:.1f}" for t in r.tests)}</div>' if len(r.tests) > 1 else "")
-        h.append(f"<tr><td>{r.section}</td><td>{R._e(r.name)}</td><td>{R._e(r.model)}</td>"
-                 f"<td class='num'>{'' if not r.params else f'{r.params:,}'}</td><td>{R._e(r.teacher)}</td>"
-                 f"<td>{R._e(r.loss)}</td><td class='num'>{'' if r.lr is None else f'{r.lr:g}'}</td>"
-                 f"<td class='num'>{len(r.tests)}{f' (+{r.n_failed} failed)' if r.n_failed else ''}</td>"
-                 f"<td class='cell'><div class='best'>{_ms(r)}</div>{seeds}</td><td class='num'>{agree}</td>"
-                 f"<td class='num'>{'' if r.paper is None else f'{r.paper:.2f}'}</td><td>{R._e(r.paper_model)}</td></tr>")
-    h.append("</table><p class='foot'>Test accuracy: mean ± sd over seeds at the lr chosen on the first seed's "
-             "validation accuracy (all rates tried are in the index). Agree: argmax agreement with the teacher on "
-             "the test set. The paper's numbers are for full-size models on all of CIFAR-10: beside, not "
-             "subtracted. Also written: table.md, table.csv, table.tex, figure.png/svg.</p>")
-    h.append("<h2>How these numbers were made</h2><h3>Command</h3><pre>"
-             + R._e(repro.get("command", "")) + "\n" + R._e(f"mimicnet report {results_dir}") + "</pre>")
-    h.append("<h3>Preset</h3><pre>" + R._e(json.dumps(repro.get("config", artifacts.to_jsonable(p)), indent=2))
-             + "</pre>")
-    if repro.get("data"):
-        h.append("<h3>Data set</h3>" + R._kv_table(repro["data"]))
-    if repro.get("hardware"):
-        h.append("<h3>Hardware</h3>" + R._kv_table(repro["hardware"]))
-    if repro.get("stages"):
-        h.append("<h3>Stage times</h3><table>" + "".join(
-            f"<tr><td>{R._e(k)}</td><td class='num'>{R._fmt_seconds(v)}</td></tr>" for k, v in repro["stages"].items())
-            + "</table>")
-    h.append(f"<p class='sub'>code version: {R._e(artifacts.code_version())}</p>")
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>mimicnet {R._e(p.name)}</title>'
-            f"<style>{R._CSS}</style></head><body>\n" + "\n".join(h) + "\n</body></html>\n")
-    artifacts.write_text(out / "report.html", page)
-    return out / "report.html"
-
-
-def table_latex(p: StudyPreset, rows: list[Row]) -> str:
-    from .report import tex
-    lines = [r"\begin{tabular}{llrllrr}", r"\toprule",
-             r"model & architecture & params & teacher & loss & test \% & paper \% \\", r"\midrule"]
-    for r in rows:
-        ms = "--" if not r.tests else (f"{r.mean:.1f} $\\pm$ {r.sd:.1f}" if r.sd is not None else f"{r.mean:.1f}")
-        lines.append(f"{tex(r.name)} & {tex(r.model)} & {r.params or '--'} & {tex(r.teacher)} & {tex(r.loss)} & "
-                     f"{ms} & {'--' if r.paper is None else f'{r.paper:.2f}'} \\\\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)
 
 
 def preset_from_record(repro: dict) -> StudyPreset:

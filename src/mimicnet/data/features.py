@@ -15,8 +15,6 @@ augmentation does not apply (``augment=False``).
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train import (ConfigError, Split, TrainConfig, TrainData, epoch_generator, fit, mimic_loss, predict_teacher,
-                    preprocess, resolve_device)
+from ..core.artifacts import file_sha256
+from ..core.errors import ConfigError
+from .cifar import load_cifar, split_train_val
+from .splits import Split, TrainData
 
-__all__ = ["FeatureError", "FeatureData", "load_features", "make_npz", "mimic_features", "teacher_logits"]
+__all__ = ["FeatureError", "FeatureData", "load_features", "make_npz"]
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
@@ -103,54 +103,10 @@ def load_features(path, val_fraction: float = 0.2) -> FeatureData:
     def lab(y):
         return torch.from_numpy(y.astype(np.int64))
 
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = file_sha256(path)
     return FeatureData(Split(t(x_tr), lab(y_tr)), Split(t(x_val), lab(y_val)),
-                       Split(t(arrays["x_test"]), lab(arrays["y_test"])), num_classes, sha, (width,),
+                       Split(t(arrays["x_test"]), lab(arrays["y_test"])), num_classes, sha, (width,), str(path),
                        t(arrays["x_transfer"]) if "x_transfer" in arrays else None)
-
-
-# ----------------------------------------------------------------------------------------------
-# Mimic learning on features: teacher logits on the transfer rows, then train.fit with those targets.
-
-def teacher_logits(teacher, x: torch.Tensor, device) -> torch.Tensor:
-    """Logits of a teacher (run folder, checkpoint or ensemble folder) on standardised feature rows."""
-    return predict_teacher(teacher, x, device)
-
-
-def mimic_features(cfg: TrainConfig, teacher, data: FeatureData, run_dir, log=print, index=None,
-                   extra_meta: dict | None = None) -> dict:
-    """Train a student on ``teacher``'s logits over x_transfer (or x_train when the file has none) with
-    ``cfg.loss`` (l2-logits, l2-probs, kl, softmax-mse), through ``train.fit``. Returns fit's results, which
-    include the test-set mimic metrics (mse, agreement with the teacher) and the teacher's accuracy."""
-    if cfg.loss == "ce":
-        raise ConfigError("mimic_features trains on a teacher's outputs: choose a mimic loss, not 'ce'")
-    if cfg.augment:
-        raise ConfigError("image augmentation does not apply to feature data: set augment=False")
-    device = resolve_device(cfg.device)
-    x = data.x_transfer if data.x_transfer is not None else data.train.x
-    y = torch.full((len(x),), -1, dtype=torch.long) if data.x_transfer is not None else data.train.y
-    if cfg.hard_weight > 0 and data.x_transfer is not None:
-        raise ConfigError("hard_weight needs labels, but x_transfer is unlabeled")
-    z = teacher_logits(teacher, x, device)
-    xd, zd, yd = x.to(device), z.to(device), y.to(device)
-    norm = None
-    if cfg.normalize_logits:  # Ba & Caruana: regress each logit standardised over the transfer rows
-        norm = (zd.mean(0), zd.std(0, unbiased=False).clamp_min(1e-6))
-        zd = (zd - norm[0]) / norm[1]
-
-    def batches(epoch: int):
-        perm = torch.randperm(len(xd), generator=epoch_generator(cfg.seed, epoch)).to(device)
-        for i in range(0, len(xd), cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
-            yield preprocess(xd[idx], cfg.input_scale), (zd[idx], yd[idx])
-    batches.steps_per_epoch = -(-len(xd) // cfg.batch_size)
-
-    teacher_meta = {**(extra_meta or {}), "teacher": str(teacher), "teacher_rows": len(x),
-                    "teacher_source": "x_transfer" if data.x_transfer is not None else "x_train"}
-    # fit() scores the student against this teacher on the test set (mimic error, agreement) and records
-    # it in results.json and the index row, as for image students
-    return fit(cfg, run_dir, data=data, batches=batches, loss_fn=mimic_loss(cfg), extra_meta=teacher_meta,
-               index=index, log=log, logit_norm=norm)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,7 +116,6 @@ def make_npz(archive, out, size: int = 8, grey: bool = False, transfer_mirror: b
     """Area-downsample every image to size×size (grey: mean of the channels), flatten to [0,1] floats, keep
     the archive's own train/validation split (x_val, y_val) and test set. ``transfer_mirror``: add an
     unlabeled x_transfer = the training rows plus their left-right mirrors."""
-    from .data import load_cifar, split_train_val
     if size < 1 or 32 % size:
         raise ConfigError(f"--size must divide 32 (1, 2, 4, 8, 16, 32), not {size}")
     c = load_cifar(archive)
@@ -185,26 +140,3 @@ def make_npz(archive, out, size: int = 8, grey: bool = False, transfer_mirror: b
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)
     return {k: tuple(v.shape) for k, v in arrays.items()}
-
-
-def cmd_make_npz(args) -> int:
-    shapes = make_npz(args.source, args.out, args.size, args.grey, args.transfer_mirror)
-    print(" ".join(f"{k} {'x'.join(map(str, s)) or '()'}" for k, s in shapes.items()))
-    print(f"wrote {args.out}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("features", help="fixed-length feature data (.npz): make one from CIFAR")
-    sub = p.add_subparsers(dest="features_cmd", required=True)
-    m = sub.add_parser("make-npz", help="a feature .npz of downsampled pixels from a CIFAR archive",
-                       description="Write x_train/y_train, x_val/y_val (the archive's own split), x_test/y_test "
-                       "of area-downsampled, flattened pixels: a stand-in for licensed speech features.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    m.add_argument("--from", dest="source", required=True, help="CIFAR archive (.tar.gz) or folder")
-    m.add_argument("--out", required=True, type=Path, help="the .npz to write")
-    m.add_argument("--size", type=int, default=8, help="downsample to SIZE×SIZE pixels")
-    m.add_argument("--grey", action="store_true", help="one grey channel instead of three colours")
-    m.add_argument("--transfer-mirror", action="store_true",
-                   help="add an unlabeled x_transfer: the training rows and their mirror images")
-    m.set_defaults(func=cmd_make_npz)

@@ -26,7 +26,6 @@ through np.memmap would keep every dirty page in the process's RSS until it is f
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -40,10 +39,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import artifacts
-from .augment import IMAGE_SIZE, PARAM_KEYS, AugmentConfig, apply_params, sample_params, to_uint8
+from tqdm import tqdm
 
-__all__ = ["TransferError", "TransferConfig", "TransferSet", "generate", "verify", "register_cli"]
+from ..core import artifacts
+from ..core.errors import UserError
+from ..data.augment import IMAGE_SIZE, PARAM_KEYS, AugmentConfig, apply_params, sample_params, to_uint8
+from ..data.splits import TrainData, load_train_data
+from ..models.inference import predict_logits, resolve_device
+from ..train.batches import epoch_generator
+from .ensemble import load_teacher, teacher_info
+
+__all__ = ["TransferError", "TransferConfig", "TransferSet", "generate", "verify"]
 
 FORMAT = "mimicnet-transfer-1"
 IMAGE_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE
@@ -51,7 +57,7 @@ _STREAM = 17  # generator stream of the transfer set: independent of the teacher
 _LOGITS = {"float16": ("logits.f16", np.float16), "float32": ("logits.f32", np.float32)}
 
 
-class TransferError(ValueError):
+class TransferError(UserError, ValueError):
     """A transfer set (or its config) that cannot be used as asked; the message names the folder and why."""
 
 
@@ -129,11 +135,8 @@ def _pwrite(fd: int, arr: np.ndarray, offset: int) -> None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)  # hashlib releases the GIL on large buffers: files hash in parallel threads
-    return h.hexdigest()
+    # 16 MB reads: hashlib releases the GIL on large buffers, so the files hash in parallel threads
+    return artifacts.file_sha256(path, chunk=1 << 24)
 
 
 def _hash_files(paths: list[Path]) -> list[str]:
@@ -157,9 +160,9 @@ def _identity(cfg: TransferConfig, teacher_sha: str, data_sha: str) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _train_split(data: str, max_train: int | None):
-    from .train import TrainConfig, load_train_data
-    d = load_train_data(TrainConfig(data=data, max_train=max_train))
+def _train_split(data: str, max_train: int | None, loaded: TrainData | None = None):
+    """The training split the set is made from: `loaded` (the caller's data, already read) or the archive."""
+    d = loaded.limited(max_train) if loaded is not None else load_train_data(data, max_train)
     return d.train.x, d.train.y, d.sha256, d.num_classes
 
 
@@ -197,20 +200,15 @@ def _on_chunk(epoch: int, start: int) -> None:
 # Generation
 
 def generate(cfg: TransferConfig, teacher_dir, out_dir, log: Callable[[str], None] = print,
-             progress: bool | None = None) -> dict:
+             progress: bool | None = None, data: TrainData | None = None) -> dict:
     """Generate (or finish, or return the finished) transfer set in `out_dir`; returns manifest.json's content.
 
     `teacher_dir`: an ensemble folder (ensemble.json) or a training run folder / checkpoint (a single teacher).
     Only the training split is used (validation removed, capped by max_train)."""
-    from tqdm import tqdm
-
-    from .ensemble import load_teacher, teacher_info
-    from .train import epoch_generator, predict_logits, resolve_device
-
     cfg.validate()
     out = Path(out_dir)
     device = resolve_device(cfg.device)
-    x, y, data_sha, data_classes = _train_split(cfg.data, cfg.max_train)
+    x, y, data_sha, data_classes = _train_split(cfg.data, cfg.max_train, data)
     tinfo = teacher_info(teacher_dir)  # its weights are loaded only when there is work to do
     if tinfo["num_classes"] != data_classes:
         raise TransferError(f"{teacher_dir}: teacher has {tinfo['num_classes']} outputs, {cfg.data} {data_classes} classes")
@@ -453,57 +451,3 @@ def _human(nbytes: float) -> str:
         if nbytes < 1000 or unit == "TB":
             return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
         nbytes /= 1000
-
-
-def cmd_transfer(args) -> int:
-    if args.verify is not None:
-        t0 = time.perf_counter()
-        man = verify(args.verify)
-        size = sum(f["bytes"] for f in man["files"].values())
-        print(f"{args.verify}: OK, {len(man['files'])} files, {_human(size)} verified in {time.perf_counter() - t0:.1f}s")
-        return 0
-    missing = [flag for flag, v in (("--teacher", args.teacher), ("--data", args.data), ("--epochs", args.epochs),
-                                    ("--out", args.out)) if v is None]
-    if missing:
-        raise TransferError(f"mimicnet transfer: {', '.join(missing)} required (or --verify DIR)")
-    cfg = TransferConfig(data=args.data, max_train=args.max_train, epochs=args.epochs, seed=args.seed,
-                         logits_dtype=args.logits_dtype, mode=args.mode, chunk=args.chunk,
-                         batch_size=args.batch_size, device=args.device or "auto")
-    finished_before = (Path(args.out) / "manifest.json").exists()
-    man = generate(cfg, args.teacher, args.out)
-    size = sum(f["bytes"] for f in man["files"].values())
-    t = man["teacher"]
-    print(f"transfer set {args.out}: {man['epochs']} epochs × {man['n']:,} images = {man['rows']:,} rows, "
-          f"{man['num_classes']} classes, mode {man['mode']}, logits {man['config']['logits_dtype']}")
-    print(f"teacher: {t['kind']} {t['path']} (val {t['val_acc']}, test {t['test_acc']})")
-    if finished_before:
-        print(f"disk {_human(size)}; already complete (generated at {man['images_per_second']:,.0f} images/s)")
-    else:
-        run = man["this_run"]
-        rate = f"{run['images'] / run['seconds']:,.0f} images/s" if run["images"] and run["seconds"] > 0 else "-"
-        print(f"disk {_human(size)}; this run: {run['images']:,} images in {run['seconds']:.1f}s ({rate}); "
-              f"checksums {man['hash_seconds']:.1f}s")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("transfer", help="label augmented training images with a teacher, once, on disk",
-                              description="Generate the transfer set of S1: EPOCHS passes over the training split "
-                              "(validation removed), each a seeded permutation with seeded augmentation, labelled "
-                              "with the teacher's logits and stored in order. Running the same command again "
-                              "continues an interrupted set; --verify DIR rechecks a finished set's checksums.")
-    p.add_argument("--teacher", type=Path, help="ensemble folder (mimicnet ensemble) or a training run folder")
-    p.add_argument("--data", help="CIFAR archive (.tar.gz) or folder")
-    p.add_argument("--epochs", type=int, help="passes over the training images (S1: 160)")
-    p.add_argument("--out", type=Path, help="transfer set folder")
-    p.add_argument("--max-train", dest="max_train", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--mode", choices=("images", "replay"), default="images",
-                   help="images: store the augmented images; replay: store only the params (2% of the disk) "
-                   "and rebuild the images when read")
-    p.add_argument("--logits-dtype", dest="logits_dtype", choices=tuple(_LOGITS), default="float16")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk", type=int, default=4096, help="images per write (default 4096)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=1000, help="teacher inference batch (default 1000)")
-    p.add_argument("--verify", type=Path, metavar="DIR", help="recompute a finished set's checksums and compare")
-    p.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
-    p.set_defaults(func=cmd_transfer)

@@ -14,8 +14,9 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from .models import build_model, get_family, solve_budget, teacher_widths
+from ..models.families import build_model, get_family, solve_budget, teacher_widths
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, to express achieved rates as a
 # fraction of the device's peak. Unknown devices (and CPUs) report no fraction.
@@ -31,7 +32,6 @@ def device_peak(device: torch.device) -> float | None:
 
 def step_flops(model: torch.nn.Module, batch: int, device, train: bool = True) -> int:
     """FLOPs of one forward(+backward) step, counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
     x = torch.randn(batch, 3, 32, 32, device=device)
     with FlopCounterMode(display=False) as fc:
         out = model(x)
@@ -150,34 +150,3 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
     return {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
             else "cpu", "assumptions": dataclasses.asdict(a), "stages_seconds": stages,
             "total_seconds": sum(stages.values()), "measured": measured}
-
-
-def cmd_estimate(args) -> int:
-    from .artifacts import write_json
-    from .reproduce import PRESETS
-    from .train import ConfigError, resolve_device
-    if args.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
-    a = Assumptions(**{k: v for k, v in vars(args).items() if k in Assumptions.__dataclass_fields__ and v is not None})
-    res = estimate(PRESETS[args.preset], resolve_device(args.device or "auto"), a, steps=args.steps)
-    print(f"\n{'stage':12s} {'hours':>10s}")
-    for k, v in res["stages_seconds"].items():
-        print(f"{k:12s} {v / 3600:10.2f}")
-    print(f"{'total':12s} {res['total_seconds'] / 3600:10.2f}   on {res['device_name']}")
-    print("assumed epochs: " + ", ".join(f"{k}={v}" for k, v in res["assumptions"].items()))
-    if args.json:
-        write_json(args.json, res)
-    return 0
-
-
-def register_cli(sub) -> None:
-    e = sub.add_parser("estimate", help="time each stage of a preset would take on this device (measured)",
-                       description=__doc__.split("\n\n")[1])
-    e.add_argument("--preset", default="paper")
-    e.add_argument("--steps", type=int, default=5, help="timed steps per model")
-    for f in dataclasses.fields(Assumptions):
-        e.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=int, default=None,
-                       help=f"assumption (default {f.default})")
-    e.add_argument("--json", help="also write the numbers here")
-    e.add_argument("--device", default=None)
-    e.set_defaults(func=cmd_estimate)

@@ -27,27 +27,27 @@ A cell with no finished trial is shown as missing ("—"), never as 0 and never 
 """
 from __future__ import annotations
 
-import base64
-import csv
 import datetime as _dt
-import html
-import io
 import json
 import math
-import os
-import platform
 import statistics
-import sys
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import published as P
-from .artifacts import read_index, write_text
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-MISSING = "—"
+from ..core.artifacts import write_text
+from ..core.hardware import hardware
+from ..core.units import budget_name
+from ..core.index import num as _float, pct as _pct, read_index
+from ..studies import published as P
+from .common import (_CSS, MISSING, ReportError, _e, _fmt_seconds, _img, _kv_table, _save_figure,
+                     _write_csv, load_reproduce, tex)
+from .study import build_study_report, is_study_record
+
 CUT = "†"            # cell's trials were cut short
 TOP_K = 5
 FAMILY_ORDER = ("conv0", "conv1", "conv2", "conv3", "conv4")
@@ -59,31 +59,11 @@ FIXED_LENGTH_SCHEDULES = ("onecycle",)   # these end at max_epochs by design
 AGREE_PTS, CLOSE_PTS = 1.0, 3.0          # |Δ| thresholds (percentage points) for the colour of a difference
 
 
-class ReportError(ValueError):
-    """The results folder cannot be reported on (message names the folder)."""
-
-
 # ============================================================================================ index rows
-
-def _float(s) -> float | None:
-    try:
-        v = float(s)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
 
 def _int(s) -> int | None:
     v = _float(s)
     return None if v is None else int(round(v))
-
-
-def _pct(s) -> float | None:
-    """Accuracy in percent; the index stores fractions (fit() writes 0..1), a value > 1 is already percent."""
-    v = _float(s)
-    if v is None:
-        return None
-    return v * 100.0 if v <= 1.0 else v
 
 
 def parse_budget(s) -> int | None:
@@ -155,16 +135,6 @@ def load_runs(results_dir) -> list[Run]:
                         teacher_test=_pct(r.get("teacher_test_acc")), epochs=_int(r.get("epochs")),
                         max_epochs=_int(r.get("max_epochs")), seconds=_float(r.get("seconds"))))
     return runs
-
-
-def load_reproduce(results_dir) -> dict:
-    """RESULTS_DIR/reproduce.json, or {} (absent or unreadable: the report says what it lacks)."""
-    p = Path(results_dir) / "reproduce.json"
-    try:
-        d = json.loads(p.read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def planned_trials(repro: dict) -> dict[tuple[str, str, int | None], int]:
@@ -367,48 +337,6 @@ def _paper(v) -> str:
 
 def _delta(ours, paper) -> float | None:
     return None if ours is None or paper is None else ours - paper
-
-
-def _csvnum(v, nd=4):
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{round(v, nd):.{nd}f}"
-    return v
-
-
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _csvnum(r.get(k)) for k in columns})
-    write_text(path, buf.getvalue())
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic like artifacts.write_text (a reader never sees half a figure)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-_LATEX_MAP = {"²": "$^2$", "³": "$^3$", "⁴": "$^4$", "⁶": "$^6$", "⁸": "$^8$", "¹": "$^1$", "×": "$\\times$",
-              "±": "$\\pm$", "Δ": "$\\Delta$", "—": "---", "–": "--", "†": "$^\\dagger$", "·": "$\\cdot$",
-              "≈": "$\\approx$", "%": "\\%", "&": "\\&", "#": "\\#", "_": "\\_", "$": "\\$", "{": "\\{",
-              "}": "\\}", "~": "\\textasciitilde{}", "^": "\\^{}", "\\": "\\textbackslash{}"}
-
-
-def tex(s) -> str:
-    return "".join(_LATEX_MAP.get(ch, ch) for ch in str(s))
 
 
 def _md(s) -> str:
@@ -836,7 +764,6 @@ def _family_color(f: str, extra: dict) -> str:
 
 
 def _param_formatter():
-    from matplotlib.ticker import FuncFormatter
     return FuncFormatter(lambda x, _pos: P.budget_label(x))
 
 
@@ -855,7 +782,6 @@ def _gap_arrow(ax, x, y_lo, y_hi, text, color="k", side="right", above=False):
 
 def figure1(t: T2, baselines: list[Cell], teacher_ref: tuple[str, float | None]):
     """Accuracy vs parameters: this run (left), the paper's Table 2 drawn the same way (right)."""
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(9, 4), layout="constrained")
     ax, axp = fig.subplots(1, 2)
     extra: dict = {}
@@ -922,7 +848,6 @@ def figure1(t: T2, baselines: list[Cell], teacher_ref: tuple[str, float | None])
     pb, pg = P.paper_convolutional_gap()
     _gap_arrow(axp, pb * 1.12, P.STUDENTS["conv0"][pb], P.STUDENTS["conv4"][pb], f"convolutional\ngap {pg:.1f} pts")
     axp.set_title("Paper (Urban et al. Table 2: best trial per cell)", fontsize=9)
-    from matplotlib.ticker import LogLocator, NullFormatter
     for a in (ax, axp):
         a.set_xscale("log")
         # labels at 1, 3 × 10^k only (the paper's budgets are half-decades); unlabelled minor ticks between
@@ -981,7 +906,6 @@ def teacher_student_points(runs: list[Run], t: T2) -> dict[tuple[str, int | None
 
 
 def teacher_student_figure(points):
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(9, 4), layout="constrained")
     ax, axp = fig.subplots(1, 2)
     extra: dict = {}
@@ -1028,64 +952,14 @@ def teacher_student_figure(points):
     return fig
 
 
-def _save_figure(fig, stem: Path) -> bytes:
-    """PNG and SVG beside each other (atomic); returns the PNG bytes for embedding."""
-    import matplotlib
-    png, svg = io.BytesIO(), io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "mimicnet", "svg.fonttype": "path"}):
-        fig.savefig(png, format="png", dpi=150)
-        fig.savefig(svg, format="svg", metadata={"Date": None})
-    _write_bytes(stem.with_suffix(".png"), png.getvalue())
-    _write_bytes(stem.with_suffix(".svg"), svg.getvalue())
-    return png.getvalue()
-
-
 # ============================================================================================ environment
 
 def hardware_now() -> dict:
     """What the report-building machine is (the runs' own hardware comes from reproduce.json when present)."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    d = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-         "python": sys.version.split()[0]}
-    try:
-        import torch
-        d["torch"] = torch.__version__
-        d["cuda"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) \
-            if torch.cuda.is_available() else "none"
-    except Exception as e:  # noqa: BLE001 -- a report must not fail for want of torch
-        d["torch"] = f"unavailable ({type(e).__name__})"
-    return d
+    return hardware()
 
 
 # ============================================================================================ HTML
-
-_CSS = """
-body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
-h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:3px}
-h3{font-size:15px;margin-top:20px}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 7px;vertical-align:top}
-th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.cell{text-align:center;min-width:120px}.best{font-size:15px;font-weight:600}.sub{font-size:11px;color:#555}
-.paper{font-size:11px;color:#333;margin-top:2px}.muted{color:#888}.missing{color:#999;font-size:16px}
-.d-ok{background:#e3f4e3;color:#1c5e1c;padding:0 4px;border-radius:3px}
-.d-mid{background:#fff1d6;color:#7a5200;padding:0 4px;border-radius:3px}
-.d-bad{background:#fde2e1;color:#8c1d18;padding:0 4px;border-radius:3px}
-.v-agrees{color:#1c5e1c;font-weight:600}.v-differs{color:#8c1d18;font-weight:600}.v-not{color:#888}
-.cut{color:#b00;font-weight:700}.foot{font-size:12px;color:#444}
-img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px;max-height:420px}
-details summary{cursor:pointer;color:#235}.kv td:first-child{font-weight:600;white-space:nowrap}
-"""
-
-
-def _e(s) -> str:
-    return html.escape(str(s), quote=True)
 
 
 def _dclass(d) -> str:
@@ -1117,31 +991,9 @@ def _html_cell(c: Cell, paper: dict | None, single=False) -> str:
     return s
 
 
-def _kv_table(d: dict) -> str:
-    rows = []
-    for k, v in d.items():
-        if isinstance(v, (dict, list)):
-            v = json.dumps(v, indent=1, sort_keys=True)
-            rows.append(f"<tr><td>{_e(k)}</td><td><pre>{_e(v)}</pre></td></tr>")
-        else:
-            rows.append(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>")
-    return '<table class="kv">' + "".join(rows) + "</table>"
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return MISSING
-    s = float(s)
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
-
-
 def _notes_html(notes: list[str]) -> str:
     return ('<div class="foot"><b>Notes</b><ul>' + "".join(f"<li>{_e(x)}</li>" for x in notes) + "</ul></div>"
             if notes else "")
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def render_html(*, results_dir: Path, runs: list[Run], repro: dict, t2: T2, t1: list[T1Row], claims: list[dict],
@@ -1333,7 +1185,6 @@ def build_report(results_dir, teacher: str | None = None, out_dir=None) -> Path:
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir}: results folder not found")
     repro = load_reproduce(results_dir)
-    from .studies import build_study_report, is_study_record
     if is_study_record(repro):  # Ba & Caruana or Ratusznik et al.: their own tables (studies.py)
         return build_study_report(results_dir, out_dir=out_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
@@ -1379,35 +1230,19 @@ def build_report(results_dir, teacher: str | None = None, out_dir=None) -> Path:
     return out / "report.html"
 
 
-# ============================================================================================ CLI
-
-def cmd_report(args) -> int:
-    try:
-        path = build_report(args.results_dir, teacher=args.teacher, out_dir=args.out)
-    except ReportError as e:
-        print(f"mimicnet: error: {e}", file=sys.stderr)
-        return 2
-    from .studies import is_study_record
-    repro = load_reproduce(args.results_dir)
-    if is_study_record(repro):
-        print((path.parent / "table.md").read_text(), end="")
-        print(f"report: {path}")
-        return 0
-    runs = load_runs(args.results_dir)
-    t2 = table2(runs, planned_trials(repro), _Schedules(Path(args.results_dir)), args.teacher)
-    print(table2_markdown(t2, compact=True), end="")
-    print(f"report: {path}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """Add `mimicnet report RESULTS_DIR` to the CLI's subparsers."""
-    r = subparsers.add_parser("report", help="tables, figures and one HTML page from a results folder",
-                              description="Build Table 1, Table 2, Figure 1 and the teacher → student curve from "
-                              "RESULTS_DIR/index.csv, beside the paper's numbers, into RESULTS_DIR/report/ "
-                              "(report.html is one self-contained file). Prints Table 2 and the page's path.")
-    r.add_argument("results_dir", type=Path, help="the folder holding index.csv (and reproduce.json, if any)")
-    r.add_argument("--teacher", default=None, help="Table 2 uses students of this teacher (its id in the index's "
-                   "teacher column); default: the teacher most trials of each cell mimicked")
-    r.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS_DIR/report)")
-    r.set_defaults(func=cmd_report)
+def results_table(results_dir: Path) -> str:
+    """Per cell (kind, family, budget) of the run index: trials, the best-by-validation trial's val and test
+    accuracy, and mean ± sd of the test accuracy of the five best by validation (report.Cell's numbers)."""
+    cells = build_cells(load_runs(results_dir), ("teacher", "ensemble", "baseline", "student"), planned={})
+    order = {"teacher": 0, "ensemble": 1, "baseline": 2, "student": 3}
+    lines = [f"{'kind':9s} {'family':9s} {'budget':>8s} {'params':>9s} {'n':>3s} {'best val':>9s} {'test@best':>9s} "
+             f"{'top5 test':>15s}"]
+    for (kind, fam, budget), c in sorted(cells.items(), key=lambda kv: (order[kv[0][0]], kv[0][2] or 0, kv[0][1])):
+        top, tt = c.top, c.top_test
+        if not top or top[0].test is None:
+            continue
+        spread = f"{statistics.fmean(tt):.1f} ± {statistics.stdev(tt):.1f}" if len(tt) > 1 else f"{tt[0]:.1f}"
+        b = budget_name(budget) if budget else "-"
+        lines.append(f"{kind:9s} {fam:9s} {b:>8s} {top[0].params or 0:>9,d} {c.n:>3d} "
+                     f"{top[0].val:>9.1f} {top[0].test:>9.1f} {spread:>15s}")
+    return "\n".join(lines)

@@ -59,6 +59,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..core.errors import UserError
+
 __all__ = [
     "Family", "FAMILIES", "register", "get_family", "build_model", "count_params", "describe",
     "arch_string", "init_weights", "BudgetError", "ModelError", "TEACHER_BOUNDS", "STUDENT_BOUNDS",
@@ -72,7 +74,7 @@ BUDGETS = (1_000_000, 3_160_000, 10_000_000, 31_600_000)
 Bounds = tuple[tuple[int, int], ...]
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model that cannot be built as asked (unknown family, wrong number of widths or constants, ...)."""
 
 

@@ -20,15 +20,20 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import artifacts
-from .artifacts import CheckpointError
-from .train import ConfigError, TrainData, accuracy, model_from_checkpoint, predict_logits
+from ..core import artifacts
+from ..core.artifacts import CheckpointError, file_sha256
+from ..core.errors import ConfigError
+from ..core.index import IndexRow, RunKind, append_index
+from ..data.splits import TrainData
+from ..models.checkpoint import model_from_checkpoint
+from ..models.inference import accuracy, predict_logits
 
 __all__ = ["Ensemble", "combine", "select", "build_ensemble", "load_ensemble", "load_teacher", "teacher_info",
-           "register_cli", "checkpoint_path", "file_sha256"]
+           "checkpoint_path"]
 
 FORMAT = "mimicnet-ensemble-1"
 METHODS = ("greedy", "topk")
@@ -130,14 +135,6 @@ def checkpoint_path(run: str | Path) -> Path:
     return p / "best.safetensors" if p.is_dir() else p
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _member_info(run: str | Path) -> dict:
     """Identity of one candidate run: resolved path, checkpoint sha256, and the checkpoint's metadata."""
     run = Path(run)
@@ -156,7 +153,6 @@ def _member_info(run: str | Path) -> dict:
 
 def _checkpoint_meta(ckpt: Path) -> dict:
     """A checkpoint's metadata without reading its weights (they are read once, when logits are needed)."""
-    from safetensors import safe_open
     try:
         with safe_open(str(ckpt), framework="pt") as f:
             raw = (f.metadata() or {}).get("mimicnet")
@@ -261,10 +257,10 @@ def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Tr
         {k: v.contiguous() for k, v in ens.items()}, tmp, metadata={"inputs_hash": inputs_hash}))
     artifacts.write_json(done_path, result)  # last: its presence means "finished"
     if index is not None:
-        artifacts.append_index(index, {
-            "kind": "ensemble", "family": "ensemble", "params": n_params, "val_acc": result["val_acc"],
-            "test_acc": result["test_acc"], "run_id": f"ensemble-{inputs_hash[:10]}", "config_hash": inputs_hash[:10],
-            "path": str(out_dir), "data_sha256": data.sha256, "code_version": result["code_version"]})
+        append_index(index, IndexRow(
+            kind=RunKind.ENSEMBLE, family="ensemble", params=n_params, val_acc=result["val_acc"],
+            test_acc=result["test_acc"], run_id=f"ensemble-{inputs_hash[:10]}", config_hash=inputs_hash[:10],
+            path=str(out_dir), data_sha256=data.sha256, code_version=result["code_version"]))
     return result
 
 
@@ -325,42 +321,3 @@ def load_teacher(path: str | Path, device="cpu") -> tuple[Ensemble, dict]:
         return load_ensemble(path, device)[0], info
     model, meta = model_from_checkpoint(info["path"], device)
     return Ensemble([model.eval()], [1], [meta.get("input_scale", 1.0)]).to(device).eval(), info
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI
-
-def _fmt(v) -> str:
-    return "   -  " if v is None else f"{100 * v:6.2f}"
-
-
-def cmd_ensemble(args) -> int:
-    from .train import TrainConfig, load_train_data, resolve_device
-    device = resolve_device(args.device or "auto")
-    data = load_train_data(TrainConfig(data=args.data))
-    res = build_ensemble(args.runs, args.out, data, args.method, args.size, device, index=args.index)
-    print(f"{'member':40s} {'weight':>6s} {'val %':>7s} {'test %':>7s}")
-    for m in sorted(res["members"], key=lambda m: -m["val_acc"]):
-        print(f"{str(m['run_id'])[:40]:40s} {m['weight']:6d} {_fmt(m['val_acc']):>7s} {_fmt(m['test_acc']):>7s}")
-    sb = res["single_best"]
-    print(f"{'single best (by val)':40s} {'':6s} {_fmt(sb['val_acc']):>7s} {_fmt(sb['test_acc']):>7s}")
-    print(f"{'ensemble (' + res['method'] + ', ' + str(res['n_members']) + ' members)':40s} "
-          f"{sum(m['weight'] for m in res['members']):6d} {_fmt(res['val_acc']):>7s} {_fmt(res['test_acc']):>7s}")
-    print(f"ensemble folder: {args.out}  ({res['params']:,} params)")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("ensemble", help="average the logits of trained runs, members chosen on validation",
-                              description="Choose ensemble members from training run folders on the validation split "
-                              "(greedy: Caruana et al. 2004 forward selection with replacement; topk: the K best), "
-                              "average their logits, and write ensemble.json and logits.safetensors. The same "
-                              "command again reuses the finished folder.")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="training run folders (with best.safetensors)")
-    p.add_argument("--data", required=True, help="CIFAR archive the runs were trained on (its validation split selects)")
-    p.add_argument("--out", required=True, type=Path, help="ensemble folder")
-    p.add_argument("--method", choices=METHODS, default="greedy")
-    p.add_argument("--size", type=int, default=16, help="greedy: selection steps; topk: members (default 16, as S2)")
-    p.add_argument("--index", type=Path, help="run-index CSV to append the ensemble's row to")
-    p.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
-    p.set_defaults(func=cmd_ensemble)

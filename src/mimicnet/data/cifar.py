@@ -7,6 +7,7 @@ subset used on CPU, or an already-extracted folder. Every problem with the input
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import http.client
 import io
@@ -22,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from ..core.artifacts import file_sha256
+from ..core.errors import UserError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -35,7 +40,7 @@ WANTED = (*TRAIN_BATCHES, TEST_BATCH, META)
 N_VAL_FULL = 10_000  # the paper's (and everyone's) validation set: the last 10k of the 50k training images
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Bad or missing data. str(e) is one line: '<file>[: member <name>]: <problem>'."""
 
 
@@ -71,10 +76,6 @@ def file_md5(path) -> str:
     return _file_hash(path, "md5")
 
 
-def file_sha256(path) -> str:
-    return _file_hash(path, "sha256")
-
-
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MIMICNET_CACHE") or "~/.cache/mimicnet").expanduser()
 
@@ -92,8 +93,6 @@ def _np_global(name):
 
 
 def _codecs_encode(obj, encoding="utf-8", errors="strict"):
-    import codecs
-
     return codecs.encode(obj, encoding, errors)
 
 
@@ -305,8 +304,6 @@ def download_cifar(dest_dir, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, pro
     We write to '<name>.part' and rename only after the md5 matches, so a final file that exists was
     complete when written; a corrupted one (disk, manual copy) is still re-checked and replaced.
     """
-    from tqdm import tqdm
-
     name = Path(urllib.parse.urlparse(url).path).name
     if not name:
         raise ValueError(f"cannot tell a file name from URL {url!r}")

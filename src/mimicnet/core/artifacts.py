@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from .. import __version__
+from .errors import UserError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, corrupt or not a mimicnet checkpoint (message names the file)."""
 
 
@@ -89,6 +90,21 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks (archives and transfer sets do not fit in memory twice)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path, write) -> None:
+    """`write(tmp_path)` to a temporary name in the same folder, then rename: a killed process never leaves a
+    half-written file under `path`."""
+    _atomic(Path(path), write)
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +158,6 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[dict[str,
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        from safetensors import safe_open
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("mimicnet")
         tensors = load_file(str(path), device=str(device))
@@ -151,61 +166,3 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[dict[str,
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without mimicnet metadata")
     return tensors, json.loads(raw)
-
-
-# ----------------------------------------------------------------------------------------------
-# The run index: one CSV row per finished run (teacher, baseline, student, ensemble, search trial).
-# Reports are built from it, never by re-parsing logs. Appends take an exclusive lock so many
-# workers can share one index.
-
-INDEX_COLUMNS = (
-    "kind",          # teacher | baseline | student | ensemble | trial
-    "family", "budget", "params", "widths", "seed",
-    "val_acc", "test_acc",
-    "teacher", "teacher_val_acc", "teacher_test_acc",   # for students: what they mimicked
-    "loss",          # ce | l2-logits | kl | l2-probs | softmax-mse
-    "mimic_mse", "mimic_agreement",                      # students: on the test set, vs the teacher
-    "study", "trial", "status",                          # search trials: study name, number, complete|failed|pruned
-    "epochs", "best_epoch", "max_epochs", "seconds",
-    "run_id", "config_hash", "path", "data_sha256", "code_version", "finished_at",
-)
-
-
-def append_index(index_path, row: dict) -> None:
-    """Append one row (unknown keys are an error, missing ones are blank)."""
-    import csv
-    import fcntl
-    import io
-    import time
-    unknown = set(row) - set(INDEX_COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown index column(s): {sorted(unknown)}")
-    row = {**row, "finished_at": row.get("finished_at") or time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if isinstance(row.get("widths"), (list, tuple)):
-        row["widths"] = "x".join(map(str, row["widths"]))
-    index_path = Path(index_path)
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(index_path, "a+", newline="") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            f.seek(0, os.SEEK_END)
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS)
-            if f.tell() == 0:
-                w.writeheader()
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in INDEX_COLUMNS})
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def read_index(index_path) -> list[dict]:
-    """Rows as dicts of strings ('' for blank); numbers are left to the reader (pandas-free on purpose)."""
-    import csv
-    index_path = Path(index_path)
-    if not index_path.exists():
-        return []
-    with open(index_path, newline="") as f:
-        return list(csv.DictReader(f))

@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
-import shlex
-import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from . import artifacts
-from .train import ConfigError, TrainConfig, fit, load_train_data, resolve_device
+from ..core import artifacts
+from ..core.errors import ConfigError
+from ..core.hardware import hardware
+from ..core.units import budget_name
+from ..data.cifar import default_cache_dir, download_cifar
+from ..data.splits import TrainData, load_train_data
+from ..distill.ensemble import build_ensemble
+from ..distill.student import Teachers
+from ..distill.transfer import TransferConfig, generate
+from ..models.inference import resolve_device
+from ..search.run import run_search
+from ..search.spaces import get_space, make_space
+from ..train.config import TrainConfig
+from ..train.loop import fit
 
 STUDENT_FAMILIES = ("conv0", "conv1", "conv2", "conv3", "conv4")
 BASELINE_FAMILIES = ("conv1", "conv2", "conv3", "conv4")
@@ -122,18 +128,6 @@ def apply_overrides(preset, sets: list[str]):
     return dataclasses.replace(preset, **changes)
 
 
-def _budget_str(b: int) -> str:
-    return f"{b / 1e6:g}M" if b >= 1e6 else f"{b / 1e3:g}k"
-
-
-def hardware() -> dict:
-    h = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        h["cuda_device"] = torch.cuda.get_device_name(0)
-    return h
-
-
 # Preset fields that say how much or how to compute, not what: changing them continues the same study
 # (e.g. `--set student_trials=30` extends every search of an earlier run with fewer trials).
 NOT_IDENTITY = ("device", "report", "teacher_trials", "baseline_trials", "student_trials")
@@ -159,6 +153,10 @@ class Study:
     def save(self):
         artifacts.write_json(self.record_path, self.record)
 
+    def add_time(self, name: str, seconds: float) -> None:
+        self.record["stages"][name] = round(self.record["stages"].get(name, 0) + seconds, 1)
+        self.save()
+
     def stage(self, name: str, fn):
         t0 = time.perf_counter()
         print(f"\n== {name}", flush=True)
@@ -173,138 +171,75 @@ def train_cfg(p, base: dict, **kw) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 
-def run_teachers(st: Study, data) -> list[Path]:
+def run_teachers(st: Study, data: TrainData) -> list[Path]:
     p = st.p
     if p.teacher_mode == "fixed":
         dirs = []
         for i, over in enumerate(p.teachers):
             cfg = train_cfg(p, p.teacher_base, **over)
             d = st.out / "teachers" / f"t{i}"
-            fit(cfg, d, data=data, index=st.index)
+            fit(cfg, d, data, index=st.index)
             dirs.append(d)
         return dirs
     if p.teacher_mode == "search":
-        from .search import get_space, run_search
         space = get_space("teacher")
         st.record["planned_trials"][f"teacher/teacher/"] = p.teacher_trials
         study = run_search(space, train_cfg(p, p.teacher_base), st.out / "studies" / "teacher", p.teacher_trials,
-                           sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index)
+                           sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index, data=data)
         return [Path(t.user_attrs["run_dir"]) for t in study.trials
                 if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs]
     raise ConfigError(f"teacher_mode must be 'fixed' or 'search', not {p.teacher_mode!r}")
 
 
-def run_cells(st: Study, kind: str, families, budgets, trials: int, base: dict, extra: dict):
-    from .search import make_space, run_search
+def run_cells(st: Study, kind: str, families, budgets, trials: int, base: dict, extra: dict, data: TrainData,
+              teachers: Teachers | None = None):
     for budget in budgets:
         for fam in families:
             space = make_space(kind, fam, budget)
             st.record["planned_trials"][f"{kind}/{fam}/{budget}"] = trials
             st.save()
-            print(f"-- {kind} {fam} {_budget_str(budget)}: {trials} trial(s)", flush=True)
+            print(f"-- {kind} {fam} {budget_name(budget)}: {trials} trial(s)", flush=True)
             run_search(space, train_cfg(st.p, base, family=fam, budget=budget, **extra),
                        st.out / "studies" / space.name, trials, sampler=st.p.sampler, n_startup=st.p.n_startup,
-                       seed=st.p.seed, index=st.index)
-
-
-def results_table(results_dir: Path) -> str:
-    """Per cell (kind, family, budget) of the run index: trials, the best-by-validation trial's val and test
-    accuracy, and mean ± sd of the test accuracy of the five best by validation (report.Cell's numbers)."""
-    from .report import build_cells, load_runs
-    cells = build_cells(load_runs(results_dir), ("teacher", "ensemble", "baseline", "student"), planned={})
-    order = {"teacher": 0, "ensemble": 1, "baseline": 2, "student": 3}
-    lines = [f"{'kind':9s} {'family':9s} {'budget':>8s} {'params':>9s} {'n':>3s} {'best val':>9s} {'test@best':>9s} "
-             f"{'top5 test':>15s}"]
-    for (kind, fam, budget), c in sorted(cells.items(), key=lambda kv: (order[kv[0][0]], kv[0][2] or 0, kv[0][1])):
-        top, tt = c.top, c.top_test
-        if not top or top[0].test is None:
-            continue
-        spread = f"{statistics.fmean(tt):.1f} ± {statistics.stdev(tt):.1f}" if len(tt) > 1 else f"{tt[0]:.1f}"
-        b = _budget_str(budget) if budget else "-"
-        lines.append(f"{kind:9s} {fam:9s} {b:>8s} {top[0].params or 0:>9,d} {c.n:>3d} "
-                     f"{top[0].val:>9.1f} {top[0].test:>9.1f} {spread:>15s}")
-    return "\n".join(lines)
+                       seed=st.p.seed, index=st.index, data=data, teachers=teachers)
 
 
 def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if not preset.data:
-        from .data import default_cache_dir, download_cifar
         preset = dataclasses.replace(preset, data=str(download_cifar(default_cache_dir())))
     print(json.dumps(artifacts.to_jsonable(preset), indent=1))
     st = Study(preset, out, command)
     resolve_device(preset.device)
-    data = load_train_data(train_cfg(preset, preset.teacher_base))
+    data = load_train_data(preset.data, preset.max_train)  # once: every stage and trial below shares it
     st.record["data"] = {"path": preset.data, "sha256": data.sha256, "n_train": len(data.train.y),
                          "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
     st.save()
 
     teacher_dirs = st.stage("teachers", lambda: run_teachers(st, data))
 
-    from .ensemble import build_ensemble
     ens_dir = out / "ensemble"
     ens = st.stage("ensemble", lambda: build_ensemble(teacher_dirs, ens_dir, data, method=preset.ensemble_method,
                                                       size=preset.ensemble_size, device=resolve_device(preset.device),
                                                       index=st.index))
 
-    from .transfer import TransferConfig, generate
     tdir = out / "transfer"
     tcfg = TransferConfig(data=preset.data, max_train=preset.max_train, epochs=preset.transfer_epochs,
                           seed=preset.seed, mode=preset.transfer_mode, logits_dtype=preset.logits_dtype,
                           device=preset.device)
-    st.stage("transfer", lambda: generate(tcfg, ens_dir, tdir))
+    st.stage("transfer", lambda: generate(tcfg, ens_dir, tdir, data=data))
 
     st.stage("baselines", lambda: run_cells(st, "baseline", preset.baseline_families, preset.baseline_budgets,
-                                            preset.baseline_trials, preset.baseline_base, {}))
+                                            preset.baseline_trials, preset.baseline_base, {}, data))
     st.stage("students", lambda: run_cells(st, "student", preset.student_families, preset.student_budgets,
                                            preset.student_trials, preset.student_base,
-                                           {"loss": "l2-logits", "transfer": str(tdir)}))
-    table = results_table(out)
-    artifacts.write_text(out / "results.txt", table + "\n")
-    print("\n" + table)
-    if preset.report:
-        from .report import build_report
-        path = st.stage("report", lambda: build_report(out))
-        print(f"\nreport: {path}")
+                                           {"loss": "l2-logits", "transfer": str(tdir)}, data, Teachers()))
     return st.record
 
 
-def cmd_reproduce(args) -> int:
-    from .studies import STUDY_PRESETS, run_study
-    if args.preset not in PRESETS and args.preset not in STUDY_PRESETS:
-        raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join([*PRESETS, *STUDY_PRESETS])}")
-    p = PRESETS.get(args.preset) or STUDY_PRESETS[args.preset]
-    sets = list(args.set or [])
-    for flag in ("data", "device", "max_train", "seed"):
-        v = getattr(args, flag)
-        if flag == "seed" and v is not None and args.preset in STUDY_PRESETS:
-            sets.append(f"seeds=[{v}]")  # a fixed study runs every arm once per seed
-        elif v is not None:
-            sets.append(f"{flag}={json.dumps(v) if not isinstance(v, str) else v}")
-    p = apply_overrides(p, sets)
-    out = args.out or Path("results") / p.name
-    command = " ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]])
-    if args.preset in STUDY_PRESETS:
-        run_study(p, out, command=command)
-    else:
-        reproduce(p, out, command=command)
-    return 0
-
-
-def register_cli(sub) -> None:
-    r = sub.add_parser("reproduce", help="the whole study: teachers, ensemble, transfer set, baselines, students, report",
-                       description="Run a preset of the study end to end. Each stage is skipped when its artifact "
-                       "is already complete, so a killed run continues when the same command is run again. "
-                       "Presets: " + "; ".join(f"{k}" for k in PRESETS) + ". "
-                       "smoke: minutes on CPU; cpu: the subset on 2 cores in about an hour; paper: S2-S4 as "
-                       "written, for a GPU.")
-    r.add_argument("--preset", default="cpu", help="smoke | cpu | paper (the main study), ba-caruana | ratusznik "
-                   "(the other two studies, S5 and S6) (default cpu)")
-    r.add_argument("--data", help="local CIFAR archive (default: download the official one into the cache)")
-    r.add_argument("--out", type=Path, help="results folder (default results/PRESET)")
-    r.add_argument("--max-train", dest="max_train", type=int, help="cap on training images")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="override any preset field (JSON values), e.g. --set student_trials=4")
-    r.add_argument("--device", default=None, help="auto | cpu | cuda")
-    r.set_defaults(func=cmd_reproduce)
+def record_stage_time(out: Path, name: str, seconds: float) -> None:
+    """Add a stage run after the study (its report) to the stage times in reproduce.json."""
+    path = Path(out) / "reproduce.json"
+    record = artifacts.read_json(path)
+    record.setdefault("stages", {})[name] = round(record["stages"].get(name, 0) + seconds, 1)
+    artifacts.write_json(path, record)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifacts
+from ..core import artifacts
 from .augment import standardize
 
 __all__ = ["PREPROCESS", "ZCA_FILE", "fit_zca", "apply_zca", "whiten", "Whitened", "save_zca", "load_zca"]

@@ -1,0 +1,92 @@
+"""Flags shared by several commands: numbers, budgets, devices, and every TrainConfig field as a flag."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ..core.artifacts import read_json
+from ..core.errors import ConfigError
+from ..core.units import parse_budget
+from ..train.config import TrainConfig
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(float(v)) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _floats(s: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def _budget(s: str) -> int:
+    """1M, 3.16M, 100k, 31600000 ..."""
+    try:
+        return parse_budget(s)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _device_arg(p):
+    p.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
+
+
+# flag -> TrainConfig field, for flags that map one to one
+_TRAIN_FLAGS = {
+    "family": (str, "model family (see `mimicnet model list`)"),
+    "widths": (_ints, "layer widths, comma-separated, e.g. 76,126,148,1200 for a teacher"),
+    "constants": (_floats, "width constants in [0,1] (teacher: C1,C2,C3,H1; students: C1[,C2] with --budget)"),
+    "budget": (_budget, "parameter budget (1M, 3.16M, ...): the dependent width is solved to meet it"),
+    "dropout": (_floats, "dropout rates in layer order (teacher: doc1,doc2,doc3,dof1,dof2)"),
+    "data": (str, "CIFAR archive (.tar.gz) or extracted folder"),
+    "max_train": (int, "use only the first N training images"),
+    "hsv": (_floats, "HSV jitter Dh,Ds,Dv,As,Av (default 0.06,0.26,0.20,0.21,0.13)"),
+    "scale_min": (int, "scale jitter: crop size S ~ U{scale_min..32}; 32 disables it"),
+    "label_smoothing": (float, "label smoothing for cross-entropy"),
+    "lr": (float, "initial learning rate"),
+    "momentum": (float, "Nesterov momentum"),
+    "weight_decay": (float, "L2 weight decay"),
+    "batch_size": (int, "minibatch size"),
+    "init_scale": (float, "scale of the Glorot-initialised weights"),
+    "input_scale": (float, "scale of the standardised input pixels"),
+    "schedule": (str, "plateau (S3: halve on plateau, early stop) or onecycle (fixed length)"),
+    "max_epochs": (int, "cap on epochs"),
+    "patience": (int, "S3: epochs without improvement before halving lr (10)"),
+    "cooldown": (int, "S3: no halving within this many epochs after one (8)"),
+    "stop_patience": (int, "S3: stop after this many epochs without improvement (30)"),
+    "max_decay": (float, "S3: stop once lr has been cut by more than this factor (2000)"),
+    "seed": (int, "random seed (init, shuffling, augmentation, dropout)"),
+    "optimizer": (str, "sgd (Nesterov, S3) or adam (S6)"),
+    "preprocess": (str, "standardize (per image, default) or gcn-zca (S5: ZCA fitted on the training split)"),
+}
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    for name, (typ, help_) in _TRAIN_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
+    p.add_argument("--batchnorm", dest="batchnorm", action="store_true", default=None, help="batch norm after every layer")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no data augmentation")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false", default=None, help="no left-right mirroring")
+    p.add_argument("--config", type=Path, help="JSON file of config fields; flags override it")
+    _device_arg(p)
+
+
+def train_config_from_args(args) -> TrainConfig:
+    d = {}
+    if args.config is not None:
+        d = read_json(args.config)
+        d = d.get("config", d)  # accept a run's config.json as well as a bare config
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            d[f.name] = v
+    cfg = TrainConfig.from_dict(d)
+    if cfg.family != "teacher" and cfg.widths is None and cfg.budget is None:
+        raise ConfigError(f"family {cfg.family}: give --widths, or --budget and --constants")
+    return cfg

@@ -1,0 +1,42 @@
+"""`mimicnet report RESULTS_DIR`: tables, figures and one HTML page from a results folder."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..report.common import ReportError, load_reproduce
+from ..report.report import _Schedules, build_report, load_runs, planned_trials, table2, table2_markdown
+from ..report.study import is_study_record
+
+
+# ============================================================================================ CLI
+
+def cmd_report(args) -> int:
+    try:
+        path = build_report(args.results_dir, teacher=args.teacher, out_dir=args.out)
+    except ReportError as e:
+        print(f"mimicnet: error: {e}", file=sys.stderr)
+        return 2
+    repro = load_reproduce(args.results_dir)
+    if is_study_record(repro):
+        print((path.parent / "table.md").read_text(), end="")
+        print(f"report: {path}")
+        return 0
+    runs = load_runs(args.results_dir)
+    t2 = table2(runs, planned_trials(repro), _Schedules(Path(args.results_dir)), args.teacher)
+    print(table2_markdown(t2, compact=True), end="")
+    print(f"report: {path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `mimicnet report RESULTS_DIR` to the CLI's subparsers."""
+    r = subparsers.add_parser("report", help="tables, figures and one HTML page from a results folder",
+                              description="Build Table 1, Table 2, Figure 1 and the teacher → student curve from "
+                              "RESULTS_DIR/index.csv, beside the paper's numbers, into RESULTS_DIR/report/ "
+                              "(report.html is one self-contained file). Prints Table 2 and the page's path.")
+    r.add_argument("results_dir", type=Path, help="the folder holding index.csv (and reproduce.json, if any)")
+    r.add_argument("--teacher", default=None, help="Table 2 uses students of this teacher (its id in the index's "
+                   "teacher column); default: the teacher most trials of each cell mimicked")
+    r.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS_DIR/report)")
+    r.set_defaults(func=cmd_report)

@@ -1,0 +1,30 @@
+"""`mimicnet train`: one run of any kind (teacher, hard-target baseline, or a mimic student with --loss and
+--transfer)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..data.features import load_features
+from ..data.splits import load_train_data
+from ..distill.student import train_run
+from .common import add_train_flags, train_config_from_args
+
+
+def cmd_train(args) -> int:
+    cfg = train_config_from_args(args)
+    out = args.out or Path("runs") / "train" / cfg.run_id()
+    data = load_features(cfg.data) if str(cfg.data).endswith(".npz") else load_train_data(cfg.data, cfg.max_train)
+    res = train_run(cfg, out, data)
+    print(json.dumps({k: res[k] for k in ("run_id", "params", "best_epoch", "val_acc", "test_acc")}))
+    print(f"run folder: {out}")
+    return 0
+
+
+def register(sub) -> None:
+    t = sub.add_parser("train", help="train one model: a teacher, a baseline, or a student (--loss, --transfer)",
+                       description="Train one model with SGD+Nesterov and the S3 schedule. Running the same "
+                       "command again resumes an interrupted run, or prints the finished one's result.")
+    add_train_flags(t)
+    t.add_argument("--out", type=Path, help="run folder (default runs/train/FAMILY-CONFIGHASH)")
+    t.set_defaults(func=cmd_train)

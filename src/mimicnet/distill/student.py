@@ -1,0 +1,133 @@
+"""Student wiring: a mimic run reads its targets from a transfer set and is scored against its teacher.
+
+`train_run(cfg, run_dir, data, teachers=...)` is what every stage above calls to train one run: a hard-label
+run goes straight to `train.fit`; a student (a mimic loss) gets the transfer set's batches, its loss, and
+its teacher, loaded once per process from `teachers` (a `Teachers` cache) and shared by every trial.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from ..core.errors import ConfigError
+from ..data.splits import TrainData, load_train_data
+from ..core.artifacts import read_json
+from ..models.inference import accuracy, predict_logits, preprocess, resolve_device
+from ..train.config import TrainConfig
+from ..train.loop import fit
+from ..train.losses import make_loss
+from ..train.run import RunInfo, Teacher, index_failed_run
+from .ensemble import load_teacher
+from .transfer import TransferSet
+
+
+def transfer_batches(cfg: TrainConfig, ts, device: torch.device, logit_norm=None) -> Callable[[int], Iterator]:
+    """epoch -> iterator of (inputs, (teacher logits, true labels)) in the transfer set's stored order:
+    student epoch e reads transfer epoch e mod E, so every student sees the same images in the same order.
+    Rows are read in large contiguous slices (several batches at a time) and cut into batches on device."""
+    per_read = cfg.batch_size * max(1, 8192 // cfg.batch_size)
+    mean, std = logit_norm if logit_norm is not None else (None, None)
+
+    def batches(epoch: int):
+        start, stop = ts.epoch_rows(epoch % ts.epochs)
+        for lo in range(start, stop, per_read):
+            x, z, y = ts.read(lo, min(lo + per_read, stop))
+            x, z, y = x.to(device, non_blocking=True), z.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if mean is not None:
+                z = (z - mean) / std
+            for i in range(0, len(x), cfg.batch_size):
+                yield (preprocess(x[i:i + cfg.batch_size], cfg.input_scale),
+                       (z[i:i + cfg.batch_size], y[i:i + cfg.batch_size]))
+    batches.steps_per_epoch = -(-ts.n // cfg.batch_size)
+    return batches
+
+
+def logit_stats(ts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-logit mean and std over the whole transfer set, streamed (for normalize_logits)."""
+    s = s2 = None
+    n = 0
+    for e in range(ts.epochs):
+        start, stop = ts.epoch_rows(e)
+        for lo in range(start, stop, 65536):
+            _, z, _ = ts.read(lo, min(lo + 65536, stop))
+            z = z.double()
+            s = z.sum(0) if s is None else s + z.sum(0)
+            s2 = z.pow(2).sum(0) if s2 is None else s2 + z.pow(2).sum(0)
+            n += len(z)
+    mean = s / n
+    std = (s2 / n - mean.pow(2)).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+class Teachers:
+    """Teachers and transfer sets opened once per process: every trial of a search (and every arm of a
+    study) that mimics the same teacher shares one loaded model, its test logits and one open transfer set."""
+
+    def __init__(self):
+        self._teachers: dict[tuple[str, str], Teacher] = {}
+        self._sets: dict[tuple[str, str], TransferSet] = {}
+        self._stats: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def transfer_set(self, path, device) -> TransferSet:
+        key = (str(Path(path).resolve()), str(device))
+        if key not in self._sets:
+            self._sets[key] = TransferSet(path, device=device)
+        return self._sets[key]
+
+    def logit_stats(self, path, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (str(Path(path).resolve()), str(device))
+        if key not in self._stats:
+            self._stats[key] = logit_stats(self.transfer_set(path, device))
+        return self._stats[key]
+
+    def teacher(self, path, device, info: dict | None = None, data: TrainData | None = None) -> Teacher:
+        """The teacher at `path` (ensemble or run folder). Its accuracies come from `info` (a transfer set's
+        record of it, kept in the students' checkpoints) or, when that has none, are measured on `data`'s
+        validation and test splits."""
+        key = (str(path), str(device))
+        if key not in self._teachers:
+            model, tinfo = load_teacher(path, device)
+            info = info or {}
+            val, test = info.get("val_acc"), info.get("test_acc")
+            if val is None and data is not None:
+                val = accuracy(predict_logits(model, data.val.x, 1.0, device), data.val.y)
+                test = accuracy(predict_logits(model, data.test.x, 1.0, device), data.test.y) \
+                    if data.test is not None else None
+            self._teachers[key] = Teacher(str(path), model, val, test, record=info or None)
+        return self._teachers[key]
+
+
+_DEFAULT_TEACHERS = Teachers()
+
+
+def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info: RunInfo = RunInfo(), index=None,
+              teachers: Teachers | None = None, log=print) -> dict:
+    """Train one run of any kind (see the module docstring); returns its results.json content."""
+    data = data if data is not None else load_train_data(cfg.data, cfg.max_train)
+    if not cfg.mimics:
+        return fit(cfg, run_dir, data, info=info, index=index, log=log)
+    if not cfg.transfer:
+        raise ConfigError(f"loss {cfg.loss!r} mimics a teacher: pass --transfer DIR (a transfer set)")
+    teachers = teachers or _DEFAULT_TEACHERS
+    device = resolve_device(cfg.device)
+    ts = teachers.transfer_set(cfg.transfer, device)
+    norm = teachers.logit_stats(cfg.transfer, device) if cfg.normalize_logits else None
+    batches = transfer_batches(cfg, ts, device, None if norm is None else (norm[0].to(device), norm[1].to(device)))
+    teacher = teachers.teacher(ts.teacher["path"], device, ts.teacher) if ts.teacher.get("path") else None
+    return fit(cfg, run_dir, data, batches=batches, loss_fn=make_loss(cfg), teacher=teacher, logit_norm=norm,
+               info=info, index=index, log=log)
+
+
+def teacher_record(cfg: TrainConfig) -> dict | None:
+    """What a failed student's index row says of its teacher: its transfer set's record of it."""
+    manifest = Path(cfg.transfer) / "manifest.json" if cfg.mimics and cfg.transfer else None
+    if manifest is None or not manifest.exists():
+        return None
+    return read_json(manifest).get("teacher", {})
+
+
+def index_failed(index, cfg: TrainConfig, run_dir, info: RunInfo) -> None:
+    """The failed index row of a run that diverged, naming its teacher for a student."""
+    index_failed_run(index, cfg, Path(run_dir), info, teacher_record(cfg))

@@ -1,0 +1,2 @@
+"""Models: the network families (registered by name), parameter counting, the budget solver, and
+checkpoints (rebuild a model from the config stored inside its file). Imports core and data."""

@@ -1,0 +1,260 @@
+"""Running a search (SPEC S2, S4): Bayesian hyperparameter search (SPEC S2, S4): Optuna with a Gaussian-process sampler.
+
+A *space* is data: one ``Space`` per family and budget, each a tuple of ``Param`` ranges plus the config
+fields it fixes. ``apply(space, params, base)`` turns one sampled point into a ``TrainConfig``; every trial is
+an ordinary run folder (``OUT/trials/<number>``) made by ``train.fit``, linked from the trial's
+``run_dir`` user attribute. The objective is that run's **validation** accuracy (never test).
+
+    mimicnet search show student-conv2-1M
+    mimicnet search run student-conv2-1M --trials 30 --data ARCHIVE --transfer DIR --loss l2-logits
+    mimicnet search report --out runs/search/student-conv2-1M
+
+Samplers. ``gp`` (default): scrambled-Sobol (QMC) points until ``n_startup`` trials are complete, then
+``GPSampler`` (logEI; constrained logEI once a budget constraint is recorded). Optuna's GPSampler does take
+an ``independent_sampler``, but it only calls that sampler's ``sample_independent``, which for QMCSampler
+falls back to plain random sampling; so the start-up phase is a small wrapper that asks QMCSampler for
+*relative* (joint) points over the space, which is known up front. QMC indices come from a counter in the
+study, so concurrent workers take different points. ``tpe``: the same start-up, then a multivariate TPE
+(constant liar, so concurrent workers spread out). ``random``: independent uniform draws seeded by
+(seed, trial number, parameter), so two workers with one seed never draw the same point.
+
+Outcomes of a trial:
+- complete: value = validation accuracy of the finished run.
+- infeasible: width constants whose fixed layers alone exceed the parameter budget (``BudgetError``). No run
+  is made. The trial is COMPLETE with ``trial.set_constraint("budget", v)``, ``v > 0`` the relative amount
+  by which the smallest model these constants allow overshoots the budget (feasible trials record ``v <= 0``,
+  the slack), so GPSampler fits a GP to the constraint and multiplies EI by P(feasible), and TPE ranks the
+  trial below every feasible one. GPSampler still fits its objective GP to *all* complete trials, so the
+  value we return for an infeasible one is the worst feasible value seen so far (chance, 0.1, before any):
+  inside the observed range, so it neither becomes the incumbent (constrained EI's threshold is the best
+  *feasible* value) nor stretches the standardisation the way 0 or -inf would. Pruning instead would hide
+  the trial from the GP entirely, and it would keep proposing the same infeasible corner.
+- diverged: ``train.Diverged`` (NaN or exploding loss) is a result, not a crash: the trial is FAILED with a
+  ``fail_reason`` user attribute and an index row with status=failed; the study goes on.
+- lost: a worker killed mid-trial. Its heartbeat stops; after the grace period any worker marks the trial
+  FAILED and ``RetryHeartbeatStaleTrialCallback`` queues one retry with the same parameters and the same run
+  folder, so the retry resumes the run from its last checkpoint. Ctrl-C queues such a retry at once.
+
+``run_search`` returns when the study holds ``trials`` finished trials (complete, infeasible, diverged or
+pruned; lost trials do not count, their retries do), counted before every trial so a finished study runs
+nothing more and several workers stop at N together. A worker with nothing left to start waits while other
+workers' trials run, so a study whose other workers die is still finished by the survivors (their trials go
+stale and come back as retries).
+
+Many workers: run the same command on every GPU or machine with ``--storage postgresql://...``. The default
+storage is a SQLite file ``OUT/study.db`` (fine for one machine).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from ..core import artifacts
+from ..core.errors import Diverged
+from ..data.splits import TrainData, load_train_data
+from ..distill.student import Teachers, index_failed, train_run
+from ..models.families import BudgetError
+from ..train.config import EXECUTION_FIELDS, TrainConfig
+from ..train.run import RunInfo
+from .samplers import _quiet, make_sampler
+from .spaces import SearchError, Space, apply, budget_violation, get_space
+from .storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, _safe_url, default_storage, open_storage
+
+CHANCE = 0.1                 # value of an infeasible trial before any feasible one (chance on 10 classes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------------
+def _retried_numbers(trials) -> set[int]:
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def _is_finished(t, retried: set[int]) -> bool:
+    """A trial that counts towards N: a result (complete, infeasible, pruned, or diverged). A FAIL without
+    a fail_reason is a lost trial (killed worker, Ctrl-C, crash): it does not count, its retry does."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and "fail_reason" in t.user_attrs and t.number not in retried
+
+
+def progress(study) -> dict:
+    """Counts: finished (towards N), running, waiting (queued retries)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried_numbers(trials)
+    return {"finished": sum(_is_finished(t, retried) for t in trials),
+            "running": sum(t.state == TrialState.RUNNING for t in trials),
+            "waiting": sum(t.state == TrialState.WAITING for t in trials)}
+
+
+def _is_feasible(t) -> bool:
+    return all(v <= 0 for v in t.constraints.values())
+
+
+def _worst_feasible(study) -> float:
+    vals = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _is_feasible(t)]
+    return min(vals) if vals else CHANCE
+
+
+def _fmt_params(params: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in params.items())
+
+
+
+
+def _other_run(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Does run_dir hold a run (config.json) of a config other than cfg?"""
+    try:
+        return artifacts.read_json(run_dir / "config.json").get("run_id") != cfg.run_id()
+    except (OSError, ValueError):
+        return False
+
+
+def _base_record(base: TrainConfig, space: Space) -> str:
+    """The base config as the study remembers it: without the fields the space sets, the execution options
+    (device, amp, ...) and paths: workers on different machines may use different GPUs and mount the data
+    elsewhere (the data's sha256 is in every run's results)."""
+    d = artifacts.to_jsonable(base)
+    execution = set(EXECUTION_FIELDS)
+    for k in space.controlled_fields() | execution | {"data", "transfer"}:
+        d.pop(k, None)
+    return json.dumps(d, sort_keys=True)
+
+
+def _config_diff(old: dict, new: dict) -> list[str]:
+    """Fields whose values differ; a field one side lacks counts as its TrainConfig default, so a field added
+    to TrainConfig later (at its default) does not orphan the studies started before it."""
+    defaults = {f.name: artifacts.to_jsonable(f.default) for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    return sorted(k for k in old.keys() | new.keys() if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)))
+
+
+def create_or_load(space: Space, base: TrainConfig, storage: str, study_name: str, sampler, storage_kw: dict):
+    """The study (created by the first worker), checked to be a search of this space and base config."""
+    st = open_storage(storage, **storage_kw)
+    study = optuna.create_study(study_name=study_name, storage=st, sampler=sampler, direction="maximize",
+                                load_if_exists=True)
+    record = _base_record(base, space)
+    attrs = study.user_attrs
+    if "space" not in attrs:
+        study.set_user_attr("space", space.name)
+        study.set_user_attr("base_config", record)
+        attrs = study.user_attrs
+    if attrs.get("space") != space.name:
+        raise SearchError(f"study {study_name!r} in {_safe_url(storage)} searches {attrs.get('space')}, not "
+                          f"{space.name}; choose another --study")
+    diff = _config_diff(json.loads(attrs["base_config"]), json.loads(record))
+    if diff:
+        raise SearchError(f"study {study_name!r} was started with another base config (differs in: "
+                          f"{', '.join(diff)}); run the same command on every worker, or choose another --study")
+    return study
+
+
+def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, storage: str | None = None,
+               study_name: str | None = None, sampler: str = "gp", n_startup: int = 4, seed: int = 0, index=None,
+               train_fn: Callable[..., dict] | None = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+               grace_period: int | None = GRACE_PERIOD, log: Callable[[str], None] = print,
+               data: TrainData | None = None, teachers: Teachers | None = None):
+    """Run (or continue, or join) the study until it holds ``trials`` finished trials; returns the study.
+
+    Every worker runs the same call. ``train_fn(cfg, run_dir, index=, info=)`` trains one trial and returns
+    its results (``val_acc`` is the objective); by default ``distill.student.train_run`` on ``data`` (read
+    once here when not given), with the teacher of a student space loaded once (``teachers``) for all trials."""
+    space = get_space(space)
+    if trials < 1:
+        raise SearchError(f"--trials must be >= 1, got {trials}")
+    if train_fn is None:
+        data = data if data is not None else load_train_data(base_cfg.data, base_cfg.max_train)
+        teachers = teachers or Teachers()
+
+        def train_fn(cfg, run_dir, index, info):
+            return train_run(cfg, run_dir, data, info=info, index=index, teachers=teachers, log=log)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out_dir)
+    study_name = study_name or space.name
+    study = create_or_load(space, base_cfg, storage, study_name,
+                           make_sampler(space, sampler, n_startup, seed),
+                           {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period})
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    constrained = space.budget is not None
+    phases = getattr(study.sampler, "phase", {})
+
+    def objective(trial) -> float:
+        params = {p.name: trial.suggest_float(p.name, p.low, p.high, log=p.log) for p in space.params}
+        trial.set_user_attr("worker", worker)
+        if "sampled_by" not in trial.user_attrs:  # a retry keeps the original's
+            trial.set_user_attr("sampled_by", phases.get(trial.number, sampler))
+        try:
+            cfg = apply(space, params, base_cfg)
+        except BudgetError as e:
+            v = max(budget_violation(space, params), 1e-6)
+            if "budget" not in trial.constraints:
+                trial.set_constraint("budget", v)
+            trial.set_user_attr("infeasible", str(e))
+            value = _worst_feasible(study)
+            log(f"trial {trial.number}: infeasible ({_fmt_params(params)}): the fixed layers alone overshoot the "
+                f"budget by {100 * v:.1f}%; told the sampler, value {value:.4f}")
+            return value
+        if constrained and "budget" not in trial.constraints:
+            trial.set_constraint("budget", min(budget_violation(space, params), 0.0))
+        # a retry (after a lost worker or Ctrl-C) inherits run_dir and resumes that run's checkpoint
+        run_dir = Path(trial.user_attrs.get("run_dir") or (out_dir / "trials" / str(trial.number)).resolve())
+        if _other_run(run_dir, cfg):
+            # e.g. the code's config gained a field since the lost trial began: its checkpoint cannot be
+            # resumed as this config, so the retry starts over in its own folder
+            log(f"trial {trial.number}: {run_dir} holds a run of another config; starting afresh")
+            run_dir = (out_dir / "trials" / str(trial.number)).resolve()
+        trial.set_user_attr("run_dir", str(run_dir))
+        log(f"trial {trial.number}: {_fmt_params(params)} -> {run_dir}")
+        try:
+            res = train_fn(cfg, run_dir, index=index, info=RunInfo(study=study_name, trial=trial.number))
+        except Diverged as e:
+            trial.set_user_attr("fail_reason", f"diverged: {e}")
+            if index is not None:
+                index_failed(index, cfg, run_dir, RunInfo(study=study_name, trial=trial.number))
+            log(f"trial {trial.number}: failed, diverged: {e}")
+            raise
+        except KeyboardInterrupt:
+            study.enqueue_trial(params, user_attrs=trial.user_attrs)  # the next run resumes its run folder
+            raise
+        for k in ("test_acc", "params", "widths", "epochs", "best_epoch", "seconds"):
+            if k in res:
+                trial.set_user_attr(k, res[k])
+        val = float(res["val_acc"])
+        if not math.isfinite(val):
+            trial.set_user_attr("fail_reason", f"validation accuracy is {val}")
+            raise Diverged(f"{run_dir}: validation accuracy is {val}")
+        log(f"trial {trial.number}: val {val:.4f}")
+        return val
+
+    waiting_logged = False
+    while True:
+        with _quiet():
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + queued retry
+        n = progress(study)
+        if n["finished"] >= trials:
+            break
+        if n["waiting"] == 0 and n["finished"] + n["running"] >= trials:
+            # Nothing left to start: wait for the other workers' trials. If a worker died, its trial goes
+            # stale after the grace period and comes back as a retry, which this worker then runs.
+            if not waiting_logged:
+                log(f"study {study_name}: {n['finished']}/{trials} finished, waiting for {n['running']} running "
+                    f"trial(s) (another worker's, or a killed one: retried after "
+                    f"{grace_period or 2 * heartbeat_interval} s without a heartbeat)")
+                waiting_logged = True
+            time.sleep(max(1, min(int(heartbeat_interval), 10)))
+            continue
+        waiting_logged = False
+        study.optimize(objective, n_trials=1, catch=(Diverged,), gc_after_trial=False)
+    return study
+

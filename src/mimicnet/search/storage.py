@@ -1,0 +1,86 @@
+"""Study storage: SQLite by default (one file per search folder), PostgreSQL for many workers; heartbeats
+fail a dead worker's trial and queue one retry of it."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
+
+from .samplers import _quiet
+from .spaces import SearchError
+
+HEARTBEAT_INTERVAL = 15      # seconds between a running trial's heartbeats
+GRACE_PERIOD = 60            # a running trial without a heartbeat for this long is failed (and retried)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Storage and studies
+# ---------------------------------------------------------------------------------------------------
+def default_storage(out_dir) -> str:
+    return f"sqlite:///{Path(out_dir).resolve() / 'study.db'}"
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for messages
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _with_driver(url: str) -> str:
+    """postgresql://... -> postgresql+psycopg2://... when psycopg2 (our `postgres` extra) is what is installed:
+    SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql:// URL. An explicit +driver is left alone."""
+    m = re.match(r"(postgresql|postgres)://", url)
+    if m and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[m.end():]
+    return url
+
+
+def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = GRACE_PERIOD):
+    """An RDBStorage with heartbeats (a dead worker's RUNNING trial becomes FAIL after ``grace_period`` s)
+    and one retry of such a trial. Workers starting together may race to create the schema; that is retried."""
+    url = _with_driver(url)
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        # several local workers share one file: wait for its lock instead of failing at once
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}  # a server restart must not leave dead pooled connections
+    last: Exception | None = None
+    for attempt in range(6):
+        try:
+            with _quiet():
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=int(heartbeat_interval),
+                    grace_period=None if grace_period is None else int(grace_period),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except ImportError as e:
+            raise SearchError(f"storage {_safe_url(url)}: the database driver is missing ({e}); for "
+                              f"PostgreSQL: pip install -e '.[postgres]' (psycopg2-binary)") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            last = e
+            time.sleep(0.5 * (attempt + 1))
+        except sqlalchemy.exc.ArgumentError as e:
+            raise SearchError(f"storage {_safe_url(url)}: not a database URL ({e})") from None
+    msg = str(last).strip().splitlines()[0] if last else "unknown error"
+    raise SearchError(f"cannot open storage {_safe_url(url)}: {msg}")
+
+
+def load_study(storage: str, study_name: str | None = None, sampler=None, **storage_kw):
+    """An existing study; without a name, the storage's only study."""
+    st = open_storage(storage, **storage_kw)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(st, include_best_trial=False)]
+    if study_name is None:
+        if len(names) != 1:
+            raise SearchError(f"storage {_safe_url(storage)} holds {len(names)} studies "
+                              f"({', '.join(names) or 'none'}); pass --study NAME")
+        study_name = names[0]
+    if study_name not in names:
+        raise SearchError(f"no study {study_name!r} in {_safe_url(storage)} (studies: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=study_name, storage=st, sampler=sampler)
+

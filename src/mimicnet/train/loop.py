@@ -1,0 +1,213 @@
+"""The training loop: one flat loop over epochs, given the data, the batch source and the loss.
+
+Resuming is exact because nothing random is carried between epochs: epoch e draws its shuffle, its
+augmentation (batches.py) and its dropout masks (below) from generators seeded by (seed, e). So a run
+killed at any moment and started again from `last` replays the same numbers as one that never stopped.
+Validation accuracy (true labels) drives the schedule and the choice of the best epoch; the test set is
+evaluated once, on the best weights, for the report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from ..core import artifacts
+from ..core.errors import ConfigError, Diverged
+from ..core.index import append_index
+from ..data import preprocess as prep
+from ..data.splits import TrainData, load_train_data
+from ..models.checkpoint import model_from_checkpoint
+from ..models.families import build_model, count_params, init_weights
+from ..models.inference import accuracy, predict_logits, resolve_device
+from .batches import hard_label_batches
+from .config import TrainConfig, resolve_widths
+from .losses import make_loss, mimic_metrics
+from .optim import make_optimizer, restore, state_tensors
+from .run import RunFolder, RunInfo, Teacher, index_row, model_meta
+from .schedules import make_schedule
+
+# Device types on which `amp` (bf16 autocast) and `channels_last` take effect. Not the CPU: most CPUs run
+# bf16 convolutions slower than fp32. The suite adds "cpu" to run this code path without a GPU.
+FAST_PATH_DEVICES = ("cuda",)
+
+
+@dataclass
+class Setup:
+    model: torch.nn.Module        # the network whose weights are saved
+    net: torch.nn.Module          # what is evaluated: `model`, or Whitened(model) for gcn-zca
+    step_model: torch.nn.Module   # what is trained: `net`, maybe torch.compile'd (shares parameters)
+    opt: torch.optim.Optimizer
+    sched: object
+    widths: tuple[int, ...]
+    n_params: int
+    meta: dict                    # checkpoint metadata (model description, config, run info)
+    autocast: Callable
+
+
+def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=None, loss_fn=None, teacher: Teacher | None = None,
+        logit_norm: tuple[torch.Tensor, torch.Tensor] | None = None, info: RunInfo = RunInfo(), index=None,
+        log: Callable[[str], None] = print) -> dict:
+    """Train (or resume, or return the finished result of) the run in `run_dir`. Returns results.json's content.
+
+    `batches(epoch)` yields (inputs, targets) and `loss_fn(outputs, targets)` scores them; both default to
+    hard labels from `data.train` (distill.student builds them for a student). `teacher`: the model a
+    student mimics, scored against on the test set. `logit_norm`: (mean, std) per logit when `batches`
+    yield standardised teacher logits (normalize_logits); the saved model outputs plain logits.
+    `data`: the data (loaded once by the caller; read from cfg.data when not given).
+    `index`: a run-index CSV to which the finished run appends its row."""
+    meta = {**info.meta(), **(teacher.meta if teacher is not None else {})}
+    run = RunFolder(cfg, run_dir, meta)
+    if (done := run.finished()) is not None:
+        return done
+    run.claim()
+    device = resolve_device(cfg.device)
+    data = data if data is not None else load_train_data(cfg.data, cfg.max_train)
+    s = setup(cfg, data, run, device)
+    if teacher is not None and teacher.record is not None:
+        s.meta["teacher"] = teacher.record
+    batches = batches or hard_label_batches(cfg, data.train, device)
+    loss_fn = loss_fn or make_loss(cfg)
+    norm = logit_norm
+    # what the network's raw outputs mean: standardised logits when normalize_logits, else plain logits
+    to_logits = (lambda g: g) if norm is None else (lambda g: g * norm[1] + norm[0])  # noqa: E731
+    start, best_acc, best_epoch, elapsed = resume(run, s, device, log)
+
+    stop, epoch = start >= cfg.max_epochs, start - 1
+    for epoch in range(start, cfg.max_epochs):
+        if stop:
+            break
+        t0 = time.perf_counter()
+        train_loss, lr = train_epoch(cfg, s, batches, loss_fn, epoch, device)
+        if not math.isfinite(train_loss) or train_loss > 1e6:
+            raise Diverged(f"{run.path}: training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
+        val_acc = accuracy(to_logits(predict_logits(s.net, data.val.x, cfg.input_scale, device)), data.val.y)
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            state = s.model.state_dict() if norm is None else fold_output_affine(s.model.state_dict(), *norm)
+            run.save_best(state, {**s.meta, "epoch": epoch, "val_acc": val_acc})
+        stop = s.sched.step(epoch, 1.0 - val_acc)
+        elapsed += time.perf_counter() - t0
+        row = {"epoch": epoch, "loss": train_loss, "val_acc": val_acc, "lr": lr,
+               "seconds": round(time.perf_counter() - t0, 3)}
+        run.end_epoch(row, state_tensors(s.model, s.opt),
+                      {**s.meta, "epoch": epoch, "best_val_acc": best_acc, "best_epoch": best_epoch,
+                       "seconds": elapsed, "schedule": dataclasses.asdict(s.sched)})
+        log(f"epoch {epoch:3d}  loss {train_loss:.4f}  val {val_acc:.4f}  lr {lr:.3g}  {row['seconds']:.1f}s")
+
+    if best_epoch < 0:
+        raise ConfigError(f"{run.path}: no epoch finished (max_epochs={cfg.max_epochs})")
+    results = finish(cfg, run, data, s, best_epoch, epoch + 1, elapsed, teacher, device)
+    if index is not None:
+        append_index(index, index_row(cfg, results, info, run.path))
+    log(f"done: best epoch {best_epoch}, val {results['val_acc']:.4f}, test {results['test_acc']}")
+    return results
+
+
+def train_epoch(cfg: TrainConfig, s: Setup, batches, loss_fn, epoch: int, device) -> tuple[float, float]:
+    """One pass over `batches(epoch)`; returns (mean training loss, the last learning rate used)."""
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + 1)  # dropout masks: reproducible per epoch
+    s.model.train()
+    steps = getattr(batches, "steps_per_epoch", None)
+    total, count, lr = torch.zeros((), device=device), 0, s.sched.lr_at(epoch, 0.0)
+    for i, (xb, tb) in enumerate(tqdm(batches(epoch), total=steps, desc=f"epoch {epoch}", leave=False, disable=None)):
+        lr = s.sched.lr_at(epoch, i / steps if steps else 0.0)
+        for g in s.opt.param_groups:
+            g["lr"] = lr
+        with s.autocast():
+            loss = loss_fn(s.step_model(xb), tb)
+        s.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        s.opt.step()
+        total += loss.detach() * len(xb)  # summed on the device: one host sync per epoch, not per step
+        count += len(xb)
+    return (total / max(count, 1)).item(), lr
+
+
+def setup(cfg: TrainConfig, data: TrainData, run: RunFolder, device) -> Setup:
+    """Model (Glorot init seeded by the run's seed), preprocessing, optimizer and schedule of a fresh run."""
+    widths = resolve_widths(cfg)
+    images = tuple(data.in_shape) == (3, 32, 32)
+    if not images and cfg.augment:
+        raise ConfigError(f"data of shape {tuple(data.in_shape)} are not images: image augmentation does not "
+                          f"apply (set augment=False / --no-augment)")
+    model = build_model(cfg.family, widths, num_classes=data.num_classes, dropout=cfg.dropout,
+                        batchnorm=cfg.batchnorm, in_shape=data.in_shape)
+    init_weights(model, cfg.init_scale, generator=torch.Generator().manual_seed(cfg.seed))
+    model.to(device)
+    n_params = count_params(model)
+    fast = device.type in FAST_PATH_DEVICES
+    if fast and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    meta = {**model_meta(cfg, widths, data.num_classes, n_params), **run.meta, "data_sha256": data.sha256}
+    if not images:  # only then, so image checkpoints keep exactly their old meta
+        meta["in_shape"] = list(data.in_shape)
+    net = with_preprocess(cfg, model, data, run.path, meta, device)  # `model` itself, unless gcn-zca
+    return Setup(model, net, torch.compile(net) if cfg.compile else net, make_optimizer(model.parameters(), cfg),
+                 make_schedule(cfg), widths, n_params, meta,
+                 lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and cfg.amp))
+
+
+def resume(run: RunFolder, s: Setup, device, log) -> tuple[int, float, int, float]:
+    """(first epoch to run, best val acc, its epoch, seconds so far); restores weights, optimizer, schedule."""
+    last = run.load_last()
+    if last is None:
+        log(f"training {run.cfg.family} {'x'.join(map(str, s.widths))} ({s.n_params:,} params) on {device} "
+            f"-> {run.path}")
+        return 0, -1.0, -1, 0.0
+    tensors, m = last
+    restore(s.model, s.opt, {k: v.to(device) for k, v in tensors.items()})
+    s.sched = type(s.sched)(**m["schedule"])
+    log(f"resuming {run.path} at epoch {m['epoch'] + 1} (best val {m['best_val_acc']:.4f} at epoch {m['best_epoch']})")
+    return m["epoch"] + 1, m["best_val_acc"], m["best_epoch"], m["seconds"]
+
+
+def finish(cfg: TrainConfig, run: RunFolder, data: TrainData, s: Setup, best_epoch: int, epochs: int,
+           elapsed: float, teacher: Teacher | None, device) -> dict:
+    """Reload the best weights, evaluate them (test once), score the mimic; write results.json."""
+    model, _ = model_from_checkpoint(run.best, device)
+    test_logits = predict_logits(model, data.test.x, cfg.input_scale, device) if data.test is not None else None
+    mimic = {}
+    if teacher is not None and test_logits is not None:
+        mimic = {**mimic_metrics(test_logits, teacher.test_logits(data.test.x, device)), "teacher": teacher.path,
+                 "teacher_val_acc": teacher.val_acc, "teacher_test_acc": teacher.test_acc}
+    results = {"run_id": cfg.run_id(), "family": cfg.family, "widths": list(s.widths), "params": s.n_params,
+               "budget": cfg.budget, "best_epoch": best_epoch, "epochs": epochs, "seconds": round(elapsed, 2),
+               "val_acc": accuracy(predict_logits(model, data.val.x, cfg.input_scale, device), data.val.y),
+               "test_acc": accuracy(test_logits, data.test.y) if test_logits is not None else None,
+               "loss": cfg.loss, **mimic, "data_sha256": data.sha256, "code_version": artifacts.code_version(),
+               **run.meta}
+    artifacts.write_json(run.results_path, results)
+    return results
+
+
+def with_preprocess(cfg: TrainConfig, model, data: TrainData, run_dir: Path, meta: dict, device):
+    """The network the loop trains: `model`, or for gcn-zca `Whitened(model)` with the ZCA state fitted on
+    `data.train` only (never val, test or a transfer set), saved once in the run folder and reused on resume."""
+    if cfg.preprocess == "standardize":
+        return model
+    if cfg.preprocess != "gcn-zca":
+        raise ConfigError(f"preprocess must be 'standardize' or 'gcn-zca', not {cfg.preprocess!r}")
+    path = run_dir / prep.ZCA_FILE
+    if path.exists():
+        state = prep.load_zca(path)
+    else:
+        state = prep.fit_zca(data.train.x)
+        prep.save_zca(path, state, {"fitted_on": "train", "n": len(data.train.x), "data_sha256": data.sha256})
+    meta.update(preprocess="gcn-zca", zca=prep.ZCA_FILE)
+    return prep.Whitened(model, state, cfg.input_scale).to(device)
+
+
+def fold_output_affine(state: dict, mean: torch.Tensor, std: torch.Tensor) -> dict:
+    """A student trained on standardised logits z' = (z - mean) / std predicts z = std * g + mean:
+    fold that into the output layer, so the saved model outputs plain logits like any other."""
+    state = dict(state)
+    state["out.weight"] = state["out.weight"] * std.to(state["out.weight"])[:, None]
+    state["out.bias"] = state["out.bias"] * std.to(state["out.bias"]) + mean.to(state["out.bias"])
+    return state

@@ -1,0 +1,150 @@
+"""A run folder: identity, resume point, metrics, and the finished result.
+
+    config.json        the exact TrainConfig (and code version) that made it
+    metrics.jsonl      one line per finished epoch: loss, val acc, lr, seconds
+    last.safetensors   model + optimizer + schedule state after the last finished epoch (resume point)
+    best.safetensors   weights of the best-validation epoch (the result of the run)
+    results.json       written last: final val and test accuracy. Its presence means "finished".
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..core import artifacts
+from ..core.errors import ConfigError
+from ..core.index import IndexRow, RunKind, append_index
+from ..models.families import ModelError
+from ..models.inference import predict_logits
+from .config import TrainConfig, resolve_widths
+
+
+@dataclass
+class RunInfo:
+    """What the caller knows about a run that its config does not say: its kind (default: the config's),
+    and the study and trial it belongs to. Stored in config.json, the checkpoints, results.json, the index."""
+    kind: RunKind | None = None
+    study: str | None = None
+    trial: int | None = None
+
+    def meta(self) -> dict:
+        return {k: (str(v) if isinstance(v, RunKind) else v) for k, v in dataclasses.asdict(self).items()
+                if v is not None}
+
+
+@dataclass
+class Teacher:
+    """The teacher a student mimics, as the end of a run needs it: for the test-set mimic metrics.
+    Loaded once by the caller (a search or study) and shared by every student run of that teacher."""
+    path: str
+    model: torch.nn.Module
+    val_acc: float | None = None
+    test_acc: float | None = None
+    meta: dict = field(default_factory=dict)   # more to record in the run's files (e.g. rows it labelled)
+    record: dict | None = None                 # its identity (a transfer set's teacher record), in checkpoints
+    _test_logits: torch.Tensor | None = field(default=None, repr=False)
+
+    def test_logits(self, x: torch.Tensor, device) -> torch.Tensor:
+        """Its logits on the test images, computed once (the same for every student of this teacher)."""
+        if self._test_logits is None or len(self._test_logits) != len(x):
+            self._test_logits = predict_logits(self.model, x, 1.0, device)  # members apply their own scales
+        return self._test_logits
+
+
+class RunFolder:
+    def __init__(self, cfg: TrainConfig, path, meta: dict):
+        self.cfg, self.path, self.meta = cfg, Path(path), meta
+        self.results_path = self.path / "results.json"
+        self.last = self.path / "last.safetensors"
+        self.best = self.path / "best.safetensors"
+        self.metrics = self.path / "metrics.jsonl"
+
+    def finished(self) -> dict | None:
+        return artifacts.read_json(self.results_path) if self.results_path.exists() else None
+
+    def claim(self) -> None:
+        """Write config.json, or check that the one there is this config's (same identity)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.path / "config.json"
+        if cfg_path.exists():
+            old = artifacts.read_json(cfg_path)
+            if old.get("run_id") != self.cfg.run_id():
+                raise ConfigError(f"{self.path}: holds a run of another config ({old.get('run_id')}); "
+                                  "choose another --out")
+        else:
+            artifacts.write_json(cfg_path, {"config": artifacts.to_jsonable(self.cfg), "run_id": self.cfg.run_id(),
+                                            **self.meta, "code_version": artifacts.code_version()})
+
+    def load_last(self) -> tuple[dict, dict] | None:
+        """(tensors, meta) of the resume point, with metrics.jsonl cut back to it; None for a fresh run."""
+        if not self.last.exists():
+            self.metrics.unlink(missing_ok=True)
+            return None
+        tensors, last = artifacts.load_checkpoint(self.last)
+        rows = _read_metrics(self.metrics, last["epoch"])
+        artifacts.write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+        return tensors, last
+
+    def end_epoch(self, row: dict, tensors: dict, meta: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        artifacts.save_checkpoint(self.last, tensors, meta)
+
+    def save_best(self, state: dict, meta: dict) -> None:
+        artifacts.save_checkpoint(self.best, {f"model.{k}": v for k, v in state.items()}, meta)
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+    """Metric lines of epochs <= upto_epoch (a line written after the last checkpoint is dropped on resume)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill
+        if row["epoch"] <= upto_epoch:
+            rows.append(row)
+    return rows
+
+
+def model_meta(cfg: TrainConfig, widths, num_classes: int, n_params: int) -> dict:
+    """What a checkpoint needs to rebuild its model (models.checkpoint), plus the whole config."""
+    return {"family": cfg.family, "widths": list(widths), "dropout": list(cfg.dropout), "batchnorm": cfg.batchnorm,
+            "num_classes": num_classes, "input_scale": cfg.input_scale, "preprocess": "per-image-standardise",
+            "params": n_params, "config": artifacts.to_jsonable(cfg)}
+
+
+def index_row(cfg: TrainConfig, results: dict, info: RunInfo, path) -> IndexRow:
+    """The index row of a finished run, from its results.json content."""
+    return IndexRow(
+        kind=str(info.kind or cfg.kind()), family=cfg.family, budget=cfg.budget, params=results["params"],
+        widths=tuple(results["widths"]), seed=cfg.seed, val_acc=results["val_acc"], test_acc=results["test_acc"],
+        teacher=results.get("teacher"), teacher_val_acc=results.get("teacher_val_acc"),
+        teacher_test_acc=results.get("teacher_test_acc"), loss=cfg.loss, mimic_mse=results.get("mimic_mse"),
+        mimic_agreement=results.get("mimic_agreement"), study=info.study, trial=info.trial,
+        epochs=results["epochs"], best_epoch=results["best_epoch"], max_epochs=cfg.max_epochs,
+        seconds=results["seconds"], run_id=cfg.run_id(), config_hash=cfg.config_hash(), path=str(path),
+        data_sha256=results["data_sha256"], code_version=results["code_version"])
+
+
+def index_failed_run(index, cfg: TrainConfig, run_dir: Path, info: RunInfo = RunInfo(),
+                     teacher: dict | None = None) -> None:
+    """The index row of a run that did not finish (it diverged): status=failed, with what it was -- its
+    widths when they can be solved, and for a student the teacher it mimicked -- so reports count it in
+    its cell without averaging it."""
+    try:
+        widths = resolve_widths(cfg)
+    except (ConfigError, ModelError):
+        widths = None
+    t = teacher or {}
+    append_index(index, IndexRow(
+        kind=str(info.kind or cfg.kind()), family=cfg.family, budget=cfg.budget, widths=widths, seed=cfg.seed,
+        loss=cfg.loss, study=info.study, trial=info.trial, status="failed", max_epochs=cfg.max_epochs,
+        run_id=cfg.run_id(), config_hash=cfg.config_hash(), path=str(run_dir), code_version=artifacts.code_version(),
+        teacher=t.get("path"), teacher_val_acc=t.get("val_acc"), teacher_test_acc=t.get("test_acc")))

@@ -40,6 +40,7 @@ def main() -> int:
     real_open = tarfile.open
 
     def counting_open(name=None, *a, **kw):
+        name = name if name is not None else getattr(kw.get("fileobj"), "name", None)  # data.cifar streams a file
         if name is not None and Path(str(name)).resolve() == Path(args.data).resolve():
             loads.append(time.perf_counter())
         return real_open(name, *a, **kw)

@@ -64,6 +64,10 @@ _TRAIN_FLAGS = {
     "seed": (int, "random seed (init, shuffling, augmentation, dropout)"),
     "optimizer": (str, "sgd (Nesterov, S3) or adam (S6)"),
     "preprocess": (str, "standardize (per image, default) or gcn-zca (S5: ZCA fitted on the training split)"),
+    "loss": (str, "ce (hard labels, default) or a mimic loss: l2-logits, kl, l2-probs, softmax-mse (needs --transfer)"),
+    "transfer": (str, "transfer set folder (`mimicnet transfer`) whose teacher logits a student mimics"),
+    "temperature": (float, "temperature of kl and softmax-mse (1)"),
+    "hard_weight": (float, "weight of cross-entropy on the true labels added to a mimic loss (0)"),
 }
 
 
@@ -73,6 +77,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batchnorm", dest="batchnorm", action="store_true", default=None, help="batch norm after every layer")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no data augmentation")
     p.add_argument("--no-mirror", dest="mirror", action="store_false", default=None, help="no left-right mirroring")
+    p.add_argument("--normalize-logits", dest="normalize_logits", action="store_true", default=None,
+                   help="regress per-logit standardised teacher logits (Ba & Caruana)")
     p.add_argument("--config", type=Path, help="JSON file of config fields; flags override it")
     _device_arg(p)
 

@@ -90,13 +90,17 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks (archives and transfer sets do not fit in memory twice)."""
-    h = hashlib.sha256()
+def file_hash(path, algo: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes, read in chunks (archives and transfer sets do not fit in memory twice)."""
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    return file_hash(path, "sha256", chunk)
 
 
 def atomic_write(path, write) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..core.artifacts import file_sha256
+from ..core.artifacts import file_hash, file_sha256
 from ..core.errors import UserError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -64,16 +64,8 @@ class Cifar:
 # hashing and cache location
 
 
-def _file_hash(path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_md5(path) -> str:
-    return _file_hash(path, "md5")
+    return file_hash(path, "md5")
 
 
 def default_cache_dir() -> Path:

@@ -99,9 +99,6 @@ class Teachers:
         return self._teachers[key]
 
 
-_DEFAULT_TEACHERS = Teachers()
-
-
 def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info: RunInfo = RunInfo(), index=None,
               teachers: Teachers | None = None, log=print) -> dict:
     """Train one run of any kind (see the module docstring); returns its results.json content."""
@@ -110,7 +107,7 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
         return fit(cfg, run_dir, data, info=info, index=index, log=log)
     if not cfg.transfer:
         raise ConfigError(f"loss {cfg.loss!r} mimics a teacher: pass --transfer DIR (a transfer set)")
-    teachers = teachers or _DEFAULT_TEACHERS
+    teachers = teachers or Teachers()  # none shared: this call opens its own
     device = resolve_device(cfg.device)
     ts = teachers.transfer_set(cfg.transfer, device)
     norm = teachers.logit_stats(cfg.transfer, device) if cfg.normalize_logits else None

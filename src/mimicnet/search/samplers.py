@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import warnings
 import zlib
 
@@ -32,71 +31,65 @@ def _quiet():
         yield
 
 
-@functools.cache
-def _make_samplers():
-    # Classes built on first use: importing optuna costs every `mimicnet` command a second otherwise.
+class TrialSeededRandomSampler(RandomSampler):
+    """Uniform draws seeded by (seed, trial number, parameter): reproducible whichever worker runs
+    the trial, and two workers started with one seed never draw the same point."""
 
-    class TrialSeededRandomSampler(RandomSampler):
-        """Uniform draws seeded by (seed, trial number, parameter): reproducible whichever worker runs
-        the trial, and two workers started with one seed never draw the same point."""
+    def __init__(self, seed: int = 0):
+        super().__init__(seed=seed)
+        self._base_seed = int(seed)
 
-        def __init__(self, seed: int = 0):
-            super().__init__(seed=seed)
-            self._base_seed = int(seed)
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        s = zlib.crc32(f"{self._base_seed}/{trial.number}/{param_name}".encode())
+        return RandomSampler(seed=s).sample_independent(study, trial, param_name, param_distribution)
 
-        def sample_independent(self, study, trial, param_name, param_distribution):
-            s = zlib.crc32(f"{self._base_seed}/{trial.number}/{param_name}".encode())
-            return RandomSampler(seed=s).sample_independent(study, trial, param_name, param_distribution)
 
-    class QMCStartupSampler(BaseSampler):
-        """Scrambled-Sobol points until `n_startup` trials are complete, then `model`'s (relative) points.
-        The search space is the space's, known before the first trial (QMCSampler alone infers it from a
-        first, random trial)."""
+class QMCStartupSampler(BaseSampler):
+    """Scrambled-Sobol points until `n_startup` trials are complete, then `model`'s (relative) points.
+    The search space is the space's, known before the first trial (QMCSampler alone infers it from a
+    first, random trial)."""
 
-        def __init__(self, distributions: dict, model: BaseSampler, n_startup: int, seed: int):
-            self._dists = dict(distributions)
-            self._model = model
-            self._n_startup = int(n_startup)
-            with _quiet():
-                self._qmc = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
-                                                       warn_independent_sampling=False)
-            self._fallback = TrialSeededRandomSampler(seed)
-            self.name = "gp" if isinstance(model, optuna.samplers.GPSampler) else "tpe"
-            self.phase: dict[int, str] = {}  # trial number -> qmc | gp | tpe | retry (the trial's user attr)
+    def __init__(self, distributions: dict, model: BaseSampler, n_startup: int, seed: int):
+        self._dists = dict(distributions)
+        self._model = model
+        self._n_startup = int(n_startup)
+        with _quiet():
+            self._qmc = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                                   warn_independent_sampling=False)
+        self._fallback = TrialSeededRandomSampler(seed)
+        self.name = "gp" if isinstance(model, optuna.samplers.GPSampler) else "tpe"
+        self.phase: dict[int, str] = {}  # trial number -> qmc | gp | tpe | retry (the trial's user attr)
 
-        def reseed_rng(self) -> None:
-            self._model.reseed_rng()
+    def reseed_rng(self) -> None:
+        self._model.reseed_rng()
 
-        def infer_relative_search_space(self, study, trial):
-            return dict(self._dists)
+    def infer_relative_search_space(self, study, trial):
+        return dict(self._dists)
 
-        def sample_relative(self, study, trial, search_space):
-            if "fixed_params" in trial.system_attrs or trial.params:
-                self.phase[trial.number] = "retry"
-                return {}  # a queued retry: its parameters are given, spend no QMC point or GP fit on it
-            n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            if n_complete < self._n_startup:
-                self.phase[trial.number] = "qmc"
-                return self._qmc.sample_relative(study, trial, search_space)
-            self.phase[trial.number] = self.name
-            return self._model.sample_relative(study, trial, search_space)
+    def sample_relative(self, study, trial, search_space):
+        if "fixed_params" in trial.system_attrs or trial.params:
+            self.phase[trial.number] = "retry"
+            return {}  # a queued retry: its parameters are given, spend no QMC point or GP fit on it
+        n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if n_complete < self._n_startup:
+            self.phase[trial.number] = "qmc"
+            return self._qmc.sample_relative(study, trial, search_space)
+        self.phase[trial.number] = self.name
+        return self._model.sample_relative(study, trial, search_space)
 
-        def sample_independent(self, study, trial, param_name, param_distribution):
-            return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
-        def before_trial(self, study, trial) -> None:
-            self._model.before_trial(study, trial)
+    def before_trial(self, study, trial) -> None:
+        self._model.before_trial(study, trial)
 
-        def after_trial(self, study, trial, state, values) -> None:
-            self._model.after_trial(study, trial, state, values)
-
-    return TrialSeededRandomSampler, QMCStartupSampler
+    def after_trial(self, study, trial, state, values) -> None:
+        self._model.after_trial(study, trial, state, values)
 
 
 def make_sampler(space: Space, sampler: str = "gp", n_startup: int = 4, seed: int = 0):
-    seeded_random, startup = _make_samplers()
     if sampler == "random":
-        return seeded_random(seed)
+        return TrialSeededRandomSampler(seed)
     with _quiet():
         if sampler == "gp":
             model = optuna.samplers.GPSampler(n_startup_trials=n_startup, seed=seed, deterministic_objective=False,
@@ -106,5 +99,5 @@ def make_sampler(space: Space, sampler: str = "gp", n_startup: int = 4, seed: in
                                                constant_liar=True, warn_independent_sampling=False)
         else:
             raise SearchError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
-    return startup(_distributions(space), model, n_startup, seed)
+    return QMCStartupSampler(_distributions(space), model, n_startup, seed)
 

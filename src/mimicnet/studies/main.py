@@ -153,10 +153,6 @@ class Study:
     def save(self):
         artifacts.write_json(self.record_path, self.record)
 
-    def add_time(self, name: str, seconds: float) -> None:
-        self.record["stages"][name] = round(self.record["stages"].get(name, 0) + seconds, 1)
-        self.save()
-
     def stage(self, name: str, fn):
         t0 = time.perf_counter()
         print(f"\n== {name}", flush=True)

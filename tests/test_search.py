@@ -28,7 +28,10 @@ from mimicnet.core import artifacts
 from mimicnet.core.index import read_index
 from mimicnet.models import families as models
 from mimicnet import search
+from mimicnet.cli import main as cli_main
 from mimicnet.cli import search as cli_search
+from mimicnet.distill.student import train_run
+from mimicnet.train.loop import fit as train_fit
 from mimicnet.core.errors import Diverged  # noqa: E402
 from mimicnet.train.config import TrainConfig, resolve_widths  # noqa: E402
 from synth import write_archive  # noqa: E402
@@ -323,6 +326,79 @@ def test_a_retry_whose_folder_holds_another_config_starts_afresh(tmp_path):
     assert st.trials[1].user_attrs["run_dir"] == str((tmp_path / "trials" / "1").resolve())
 
 
+def curve_fit(max_epochs=9, calls=None):
+    """A fake fit with a learning curve: val(epoch) = peak(lr) * epoch / max_epochs, reported every epoch."""
+    def fit(cfg, run_dir, index=None, info=None, on_epoch=None):
+        peak = 0.9 - 0.05 * math.log(cfg.optim.lr / 0.004) ** 2
+        for e in range(1, max_epochs):
+            if calls is not None:
+                calls.append(e)
+            on_epoch(e, peak * e / max_epochs)
+        return {"val_acc": peak, "test_acc": peak - 0.01, "params": 1, "epochs": max_epochs}
+    return fit
+
+
+@pytest.mark.parametrize("pruner", ["median", "sha", "hyperband"])
+def test_a_pruner_stops_poor_trials_records_them_and_counts_them(tmp_path, pruner):
+    index, calls = tmp_path / "index.csv", []
+    st = search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=9), tmp_path, 12, sampler="tpe",
+                           n_startup=3, index=index, train_fn=curve_fit(calls=calls), log=silent, pruner=pruner,
+                           pruner_min_epochs=1, pruner_eta=3)
+    pruned = st.get_trials(states=(TrialState.PRUNED,))
+    assert pruned and search.progress(st)["finished"] == 12
+    assert len(calls) < 12 * 8  # epochs were saved
+    rows = [r for r in read_index(index) if r["status"] == "pruned"]
+    assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in pruned)
+    for r in rows:  # the epochs it ran and its last validation accuracy
+        t = next(t for t in pruned if t.number == int(r["trial"]))
+        last = max(t.intermediate_values)
+        assert int(r["epochs"]) == last == t.user_attrs["pruned_at_epoch"]
+        assert float(r["val_acc"]) == pytest.approx(t.intermediate_values[last])
+    best = search.best_trial(st)
+    assert best.state == TrialState.COMPLETE and best.value == max(t.value for t in st.get_trials(
+        states=(TrialState.COMPLETE,)))
+
+
+def test_a_pruned_trial_keeps_a_resumable_run_folder(tmp_path):
+    """A real trial pruned after its first epoch: no results.json, its last checkpoint stays, and training its
+    config.json in that folder continues from there to the end of its schedule."""
+    archive = write_archive(tmp_path / "a.tar.gz", n_train=200, n_test=40)
+    base = TrainConfig.of(data=str(archive), max_epochs=3, batch_size=50, schedule="onecycle", device="cpu")
+    st = search.run_search("student-conv1-20k", base, tmp_path / "s", 1, sampler="random", log=silent,
+                           pruner="sha", pruner_min_epochs=1, pruner_eta=3)
+    st.enqueue_trial(st.trials[0].params)   # the same point again: a worse-or-equal first epoch...
+    calls = []
+
+    def stop_after_one(cfg, run_dir, index=None, info=None, on_epoch=None):
+        # ...reported lower than the first trial's first epoch, which successive halving then prunes
+        calls.append(run_dir)
+        return train_run(cfg, run_dir, info=info, index=index, on_epoch=lambda e, v: on_epoch(e, v - 0.5))
+    st = search.run_search("student-conv1-20k", base, tmp_path / "s", 2, sampler="random", log=silent,
+                           pruner="sha", pruner_min_epochs=1, pruner_eta=3, train_fn=stop_after_one,
+                           index=tmp_path / "s" / "index.csv")
+    t = st.trials[1]
+    assert t.state == TrialState.PRUNED and t.user_attrs["pruned_at_epoch"] == 1
+    run_dir = Path(t.user_attrs["run_dir"])
+    assert (run_dir / "last.safetensors").exists() and not (run_dir / "results.json").exists()
+    cfg = TrainConfig.from_dict(artifacts.read_json(run_dir / "config.json")["config"])
+    log = []
+    res = train_fit(cfg, run_dir, log=log.append)
+    assert res["epochs"] == 3 and any("resuming" in line and "epoch 1" in line for line in log)
+
+
+def test_bad_pruner_values_are_one_line_errors(tmp_path, capsys):
+    for argv, msg in ((["--pruner", "asha"], "invalid choice"), (["--pruner", "sha", "--pruner-min-epochs", "0"],
+                      "--pruner-min-epochs must be"), (["--pruner", "sha", "--pruner-eta", "1"], "--pruner-eta must be")):
+        try:
+            code = cli_main(["search", "run", "student-conv2-100k", "--trials", "1", "--out", str(tmp_path / "o"),
+                             *argv])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_tiny_real_search_end_to_end_with_report(tmp_path, capsys):
     archive = write_archive(tmp_path / "a.tar.gz", n_train=300, n_test=60)
     base = TrainConfig.of(data=str(archive), max_epochs=1, batch_size=32, schedule="onecycle", device="cpu")
@@ -433,14 +509,20 @@ from mimicnet import search
 from mimicnet.cli import search as cli_search
 from mimicnet.train.config import TrainConfig
 url, name, out, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-def fake_fit(cfg, run_dir, index=None, info=None):
+PRUNER = os.environ.get("FAKE_PRUNER", "none")
+def fake_fit(cfg, run_dir, index=None, info=None, on_epoch=None):
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / f"started.{os.getpid()}").write_text(str(info.trial))
+    val = 1.0 - abs(math.log(cfg.optim.lr / 0.004)) / 10
+    for e in range(1, 9 if on_epoch else 1):  # with a pruner: a learning curve of 9 epochs
+        time.sleep(0.05)
+        on_epoch(e, val * e / 9)
     time.sleep(float(os.environ.get("FAKE_HANG") or os.environ.get("FAKE_SLEEP", "0.5")))
-    return {"val_acc": 1.0 - abs(math.log(cfg.optim.lr / 0.004)) / 10}
-search.run_search("student-conv2-100k", TrainConfig.of(), out, n, storage=url, study_name=name, sampler="random",
-                  seed=0, train_fn=fake_fit, heartbeat_interval=1, grace_period=3)
+    return {"val_acc": val}
+search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=9), out, n, storage=url, study_name=name,
+                  sampler="tpe" if PRUNER != "none" else "random", n_startup=2, seed=0, train_fn=fake_fit,
+                  heartbeat_interval=1, grace_period=3, pruner=PRUNER, pruner_min_epochs=1, index=Path(out) / "index.csv")
 """
 
 
@@ -479,6 +561,23 @@ def test_two_workers_share_one_postgres_study(pg_url, tmp_path):
     assert len({t.user_attrs["run_dir"] for t in done}) == len(done)
     assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)  # no duplicate points
     assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers took trials
+
+
+def test_two_workers_prune_on_one_postgres_study(pg_url, tmp_path):
+    name = f"prune-{uuid.uuid4().hex[:8]}"
+    n = 10
+    a = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=0.2, FAKE_PRUNER="sha")
+    b = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=0.2, FAKE_PRUNER="sha")
+    finish(a), finish(b)
+    trials = pg_study(pg_url, name).get_trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert pruned, [t.state for t in trials]                   # at least one trial pruned
+    assert n <= len(done) <= n + 1 and len(trials) == len(done)  # nothing RUNNING, WAITING or lost
+    assert len({t.user_attrs["run_dir"] for t in done}) == len(done)  # none duplicated
+    assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)
+    rows = [r for r in read_index(tmp_path / "index.csv") if r["status"] == "pruned"]
+    assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in pruned)
 
 
 def test_killed_worker_leaves_a_usable_postgres_study(pg_url, tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 
+from ..search.pruners import PRUNERS
 from ..search.run import run_search
 from ..search.samplers import SAMPLERS
 from ..search.spaces import SPACES, SearchError, Space, get_space
@@ -53,7 +54,8 @@ def cmd_run(args) -> int:
     study = run_search(space, base, out, args.trials, storage=args.storage, study_name=study_name,
                        sampler=args.sampler, n_startup=args.startup, seed=args.search_seed,
                        index=args.index or out / "index.csv", heartbeat_interval=args.heartbeat,
-                       grace_period=args.grace)
+                       grace_period=args.grace, pruner=args.pruner, pruner_min_epochs=args.pruner_min_epochs,
+                       pruner_eta=args.pruner_eta)
     print(format_report(summary(study), show=3))
     print(f"study {study_name} in {_safe_url(args.storage or default_storage(out))}; run folders in {out / 'trials'}")
     return 0
@@ -98,6 +100,13 @@ def register(subparsers) -> None:
     r.add_argument("--sampler", choices=SAMPLERS, default="gp", help="gp (default), tpe or random")
     r.add_argument("--startup", type=int, default=4, help="quasi-random start-up trials before gp/tpe (4)")
     r.add_argument("--search-seed", dest="search_seed", type=int, default=0, help="sampler seed (0)")
+    r.add_argument("--pruner", choices=tuple(PRUNERS), default="none",
+                   help="stop poor trials early from their validation curves: none (default), median, sha "
+                   "(successive halving), hyperband; with a pruner prefer --sampler tpe (GP ignores pruned trials)")
+    r.add_argument("--pruner-min-epochs", dest="pruner_min_epochs", type=int, default=1,
+                   help="first rung in epochs: no trial is stopped before it (1)")
+    r.add_argument("--pruner-eta", dest="pruner_eta", type=int, default=3,
+                   help="sha/hyperband: keep the best 1/eta of the trials at each rung (3)")
     r.add_argument("--index", type=Path, help="run-index CSV (default OUT/index.csv)")
     r.add_argument("--heartbeat", type=int, default=HEARTBEAT_INTERVAL,
                    help=f"seconds between a running trial's heartbeats ({HEARTBEAT_INTERVAL})")

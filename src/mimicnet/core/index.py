@@ -57,6 +57,7 @@ class IndexRow:
     data_sha256: str | None = None
     code_version: str | None = None
     finished_at: str | None = None
+    repeat_of: int | None = None       # a seed rerun: the search trial whose config it trains with another seed
 
 
 INDEX_COLUMNS = tuple(f.name for f in dataclasses.fields(IndexRow))

@@ -100,11 +100,12 @@ class Teachers:
 
 
 def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info: RunInfo = RunInfo(), index=None,
-              teachers: Teachers | None = None, log=print) -> dict:
-    """Train one run of any kind (see the module docstring); returns its results.json content."""
+              teachers: Teachers | None = None, log=print, on_epoch=None) -> dict:
+    """Train one run of any kind (see the module docstring); returns its results.json content.
+    `on_epoch`: see train.loop.fit (a search's pruner)."""
     data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train)
     if not cfg.mimics:
-        return fit(cfg, run_dir, data, info=info, index=index, log=log)
+        return fit(cfg, run_dir, data, info=info, index=index, log=log, on_epoch=on_epoch)
     if not cfg.distill.transfer:
         raise ConfigError(f"loss {cfg.optim.loss!r} mimics a teacher: pass --transfer DIR (a transfer set)")
     teachers = teachers or Teachers()  # none shared: this call opens its own
@@ -114,7 +115,7 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
     batches = transfer_batches(cfg, ts, device, None if norm is None else (norm[0].to(device), norm[1].to(device)))
     teacher = teachers.teacher(ts.teacher["path"], device, ts.teacher) if ts.teacher.get("path") else None
     return fit(cfg, run_dir, data, batches=batches, loss_fn=make_loss(cfg), teacher=teacher, logit_norm=norm,
-               info=info, index=index, log=log)
+               info=info, index=index, log=log, on_epoch=on_epoch)
 
 
 def teacher_record(cfg: TrainConfig) -> dict | None:
@@ -125,6 +126,7 @@ def teacher_record(cfg: TrainConfig) -> dict | None:
     return read_json(manifest).get("teacher", {})
 
 
-def index_failed(index, cfg: TrainConfig, run_dir, info: RunInfo) -> None:
-    """The failed index row of a run that diverged, naming its teacher for a student."""
-    index_failed_run(index, cfg, Path(run_dir), info, teacher_record(cfg))
+def index_failed(index, cfg: TrainConfig, run_dir, info: RunInfo, **kw) -> None:
+    """The index row of a run that diverged (or was pruned: status=, epochs=, val_acc=; see
+    train.run.index_failed_run), naming its teacher for a student."""
+    index_failed_run(index, cfg, Path(run_dir), info, teacher_record(cfg), **kw)

@@ -31,9 +31,15 @@ Outcomes of a trial:
   the trial from the GP entirely, and it would keep proposing the same infeasible corner.
 - diverged: ``train.Diverged`` (NaN or exploding loss) is a result, not a crash: the trial is FAILED with a
   ``fail_reason`` user attribute and an index row with status=failed; the study goes on.
+- pruned: with a pruner (search/pruners.py) every trial reports its validation accuracy per epoch; a trial
+  the pruner stops is PRUNED, with an index row status=pruned (the epochs it ran, its last validation
+  accuracy). Its run folder keeps its last checkpoint, so a later, larger search or `mimicnet train` on its
+  config.json can continue it.
 - lost: a worker killed mid-trial. Its heartbeat stops; after the grace period any worker marks the trial
-  FAILED and ``RetryHeartbeatStaleTrialCallback`` queues one retry with the same parameters and the same run
-  folder, so the retry resumes the run from its last checkpoint. Ctrl-C queues such a retry at once.
+  FAILED and ``RetryHeartbeatStaleTrialCallback`` queues a retry with the same parameters and the same run
+  folder, so the retry resumes the run from its last checkpoint -- however often it is killed. A worker
+  that finds a RUNNING trial of a dead process of its own machine (host:pid in the trial) fails and retries
+  it at once instead of waiting out the grace period. Ctrl-C queues such a retry at once.
 
 ``run_search`` returns when the study holds ``trials`` finished trials (complete, infeasible, diverged or
 pruned; lost trials do not count, their retries do), counted before every trial so a finished study runs
@@ -64,6 +70,7 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..models.families import BudgetError
 from ..train.config import EXECUTION_FIELDS, TrainConfig
 from ..train.run import RunInfo
+from .pruners import make_pruner
 from .samplers import _quiet, make_sampler
 from .spaces import SearchError, Space, apply, budget_violation, get_space
 from .storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, _safe_url, default_storage, open_storage
@@ -136,11 +143,12 @@ def _config_diff(old: dict, new: dict) -> list[str]:
     return sorted(k for k in old.keys() | new.keys() if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)))
 
 
-def create_or_load(space: Space, base: TrainConfig, storage: str, study_name: str, sampler, storage_kw: dict):
+def create_or_load(space: Space, base: TrainConfig, storage: str, study_name: str, sampler, storage_kw: dict,
+                   pruner=None):
     """The study (created by the first worker), checked to be a search of this space and base config."""
     st = open_storage(storage, **storage_kw)
-    study = optuna.create_study(study_name=study_name, storage=st, sampler=sampler, direction="maximize",
-                                load_if_exists=True)
+    study = optuna.create_study(study_name=study_name, storage=st, sampler=sampler, pruner=pruner,
+                                direction="maximize", load_if_exists=True)
     record = _base_record(base, space)
     attrs = study.user_attrs
     if "space" not in attrs:
@@ -161,15 +169,19 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                study_name: str | None = None, sampler: str = "gp", n_startup: int = 4, seed: int = 0, index=None,
                train_fn: Callable[..., dict] | None = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                grace_period: int | None = GRACE_PERIOD, log: Callable[[str], None] = print,
-               data: TrainData | None = None, teachers: Teachers | None = None):
+               data: TrainData | None = None, teachers: Teachers | None = None, pruner: str = "none",
+               pruner_min_epochs: int = 1, pruner_eta: int = 3):
     """Run (or continue, or join) the study until it holds ``trials`` finished trials; returns the study.
 
     Every worker runs the same call. ``train_fn(cfg, run_dir, index=, info=)`` trains one trial and returns
     its results (``val_acc`` is the objective); by default ``distill.student.train_run`` on ``data`` (read
-    once here when not given), with the teacher of a student space loaded once (``teachers``) for all trials."""
+    once here when not given), with the teacher of a student space loaded once (``teachers``) for all trials.
+    ``pruner``: none | median | sha | hyperband, with its first rung at ``pruner_min_epochs`` (pruners.py); with
+    one, ``train_fn`` is also given ``on_epoch=`` (train.loop.fit's hook) to report each epoch."""
     space = get_space(space)
     if trials < 1:
         raise SearchError(f"--trials must be >= 1, got {trials}")
+    pruner_obj = make_pruner(pruner, pruner_min_epochs, base_cfg.optim.max_epochs, pruner_eta, n_startup)
     if train_fn is None:
         train_fn = _default_train_fn(base_cfg, data, teachers, log)
     out_dir = Path(out_dir)
@@ -178,8 +190,9 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
     study_name = study_name or space.name
     study = create_or_load(space, base_cfg, storage, study_name,
                            make_sampler(space, sampler, n_startup, seed),
-                           {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period})
-    objective = _Objective(space, base_cfg, study, study_name, out_dir, sampler, train_fn, index, log)
+                           {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}, pruner_obj)
+    objective = _Objective(space, base_cfg, study, study_name, out_dir, sampler, train_fn, index, log,
+                           pruning=pruner != "none")
     _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log)
     return study
 
@@ -190,8 +203,8 @@ def _default_train_fn(base_cfg: TrainConfig, data: TrainData | None, teachers: T
     data = data if data is not None else load_train_data(base_cfg.data.path, base_cfg.data.max_train)
     teachers = teachers or Teachers()
 
-    def train_fn(cfg, run_dir, index, info):
-        return train_run(cfg, run_dir, data, info=info, index=index, teachers=teachers, log=log)
+    def train_fn(cfg, run_dir, index, info, on_epoch=None):
+        return train_run(cfg, run_dir, data, info=info, index=index, teachers=teachers, log=log, on_epoch=on_epoch)
     return train_fn
 
 
@@ -201,6 +214,7 @@ def _optimize_until(study, objective, trials: int, study_name: str, heartbeat_in
     waiting_logged = False
     while True:
         with _quiet():
+            _fail_dead_local_trials(study)            # this machine's dead process: at once
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + queued retry
         n = progress(study)
         if n["finished"] >= trials:
@@ -219,21 +233,60 @@ def _optimize_until(study, objective, trials: int, study_name: str, heartbeat_in
         study.optimize(objective, n_trials=1, catch=(Diverged,), gc_after_trial=False)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _fail_dead_local_trials(study) -> None:
+    """A RUNNING trial whose worker (host:pid) is a process of this machine that no longer exists is failed
+    and retried now, as the heartbeat check would after its grace period (a killed local `reproduce` must
+    not make every rerun wait a minute)."""
+    host, me = socket.gethostname(), os.getpid()
+    storage = study._storage
+    callback = storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") \
+        else None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        h, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if h != host or not pid.isdigit() or int(pid) == me or _alive(int(pid)):
+            continue
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        if callback is not None:
+            callback(study, storage.get_trial(t._trial_id))
+
+
+def best_trial(study):
+    """The study's best trial by validation accuracy among those that trained (complete, feasible), or None."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if _is_feasible(t) and "infeasible" not in t.user_attrs and t.value is not None]
+    return max(done, key=lambda t: (t.value, -t.number)) if done else None
+
+
 class _Objective:
     """The value of one trial: sample a point, train it as a run (or record it as infeasible), return its
     validation accuracy. See the module docstring for the outcomes."""
 
     def __init__(self, space: Space, base_cfg: TrainConfig, study, study_name: str, out_dir: Path, sampler: str,
-                 train_fn: Callable[..., dict], index, log: Callable[[str], None]):
+                 train_fn: Callable[..., dict], index, log: Callable[[str], None], pruning: bool = False):
         self.space, self.base_cfg, self.study, self.study_name = space, base_cfg, study, study_name
+        self.pruning = pruning
         self.out_dir, self.sampler, self.train_fn, self.index, self.log = out_dir, sampler, train_fn, index, log
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.constrained = space.budget is not None
         self.phases = getattr(study.sampler, "phase", {})
 
     def __call__(self, trial) -> float:
+        trial.set_user_attr("worker", self.worker)  # first: a kill from here on is seen as this process's
         params = {p.name: trial.suggest_float(p.name, p.low, p.high, log=p.log) for p in self.space.params}
-        trial.set_user_attr("worker", self.worker)
         if "sampled_by" not in trial.user_attrs:  # a retry keeps the original's
             trial.set_user_attr("sampled_by", self.phases.get(trial.number, self.sampler))
         try:
@@ -274,10 +327,20 @@ class _Objective:
         return (self.out_dir / "trials" / str(trial.number)).resolve()
 
     def train(self, trial, cfg: TrainConfig, params: dict, run_dir: Path) -> dict:
-        """train_fn's results; a divergence is recorded as the trial's fail_reason, Ctrl-C queues a retry."""
+        """train_fn's results; a divergence is recorded as the trial's fail_reason, a pruned trial as its index
+        row, Ctrl-C queues a retry."""
         info = RunInfo(study=self.study_name, trial=trial.number)
+        curve: dict[int, float] = {}
+        kw = {"on_epoch": self.reporter(trial, curve)} if self.pruning else {}
         try:
-            return self.train_fn(cfg, run_dir, index=self.index, info=info)
+            return self.train_fn(cfg, run_dir, index=self.index, info=info, **kw)
+        except optuna.TrialPruned:
+            epochs = max(curve)
+            trial.set_user_attr("pruned_at_epoch", epochs)
+            if self.index is not None:
+                index_failed(self.index, cfg, run_dir, info, status="pruned", epochs=epochs, val_acc=curve[epochs])
+            self.log(f"trial {trial.number}: pruned after {epochs} epoch(s), val {curve[epochs]:.4f}")
+            raise
         except Diverged as e:
             trial.set_user_attr("fail_reason", f"diverged: {e}")
             if self.index is not None:
@@ -287,6 +350,15 @@ class _Objective:
         except KeyboardInterrupt:
             self.study.enqueue_trial(params, user_attrs=trial.user_attrs)  # the next run resumes its run folder
             raise
+
+    def reporter(self, trial, curve: dict) -> Callable[[int, float], None]:
+        """train.loop.fit's on_epoch: report the epoch's validation accuracy; raise TrialPruned if told to."""
+        def on_epoch(epochs: int, val_acc: float) -> None:
+            curve[epochs] = val_acc
+            trial.report(val_acc, epochs)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {epochs} epochs (val {val_acc:.4f})")
+        return on_epoch
 
     def record(self, trial, res: dict, run_dir: Path) -> float:
         """Copy the run's results onto the trial; the objective is the validation accuracy."""

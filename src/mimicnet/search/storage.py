@@ -1,5 +1,5 @@
 """Study storage: SQLite by default (one file per search folder), PostgreSQL for many workers; heartbeats
-fail a dead worker's trial and queue one retry of it."""
+fail a dead worker's trial and queue a retry of it."""
 from __future__ import annotations
 
 import importlib.util
@@ -43,7 +43,7 @@ def _with_driver(url: str) -> str:
 
 def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = GRACE_PERIOD):
     """An RDBStorage with heartbeats (a dead worker's RUNNING trial becomes FAIL after ``grace_period`` s)
-    and one retry of such a trial. Workers starting together may race to create the schema; that is retried."""
+    and a retry of such a trial, however often it is lost (each retry resumes the same run folder). Workers starting together may race to create the schema; that is retried."""
     url = _with_driver(url)
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,7 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=int(heartbeat_interval),
                     grace_period=None if grace_period is None else int(grace_period),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None))
         except ImportError as e:
             raise SearchError(f"storage {_safe_url(url)}: the database driver is missing ({e}); for "
                               f"PostgreSQL: pip install -e '.[postgres]' (psycopg2-binary)") from None

@@ -30,7 +30,7 @@ from .batches import hard_label_batches
 from .config import TrainConfig, resolve_widths
 from .losses import make_loss, mimic_metrics
 from .optim import make_optimizer, restore, state_tensors
-from .run import RunFolder, RunInfo, Teacher, index_row, model_meta
+from .run import RunFolder, RunInfo, Teacher, index_row, model_meta, read_metrics
 from .schedules import make_schedule
 
 # Device types on which `amp` (bf16 autocast) and `channels_last` take effect. Not the CPU: most CPUs run
@@ -53,7 +53,7 @@ class Setup:
 
 def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=None, loss_fn=None, teacher: Teacher | None = None,
         logit_norm: tuple[torch.Tensor, torch.Tensor] | None = None, info: RunInfo = RunInfo(), index=None,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = print, on_epoch: Callable[[int, float], None] | None = None) -> dict:
     """Train (or resume, or return the finished result of) the run in `run_dir`. Returns results.json's content.
 
     `batches(epoch)` yields (inputs, targets) and `loss_fn(outputs, targets)` scores them; both default to
@@ -61,7 +61,10 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
     student mimics, scored against on the test set. `logit_norm`: (mean, std) per logit when `batches`
     yield standardised teacher logits (normalize_logits); the saved model outputs plain logits.
     `data`: the data (loaded once by the caller; read from cfg.data.path when not given).
-    `index`: a run-index CSV to which the finished run appends its row."""
+    `index`: a run-index CSV to which the finished run appends its row.
+    `on_epoch(epochs_done, val_acc)`: called once per finished epoch, after its checkpoint is written (and on
+    resume for the epochs already run), so a search can report the curve to its pruner; whatever it raises
+    stops the run there, resumable."""
     meta = {**info.meta(), **(teacher.meta if teacher is not None else {})}
     run = RunFolder(cfg, run_dir, meta)
     if (done := run.finished()) is not None:
@@ -78,6 +81,9 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
     # what the network's raw outputs mean: standardised logits when normalize_logits, else plain logits
     to_logits = (lambda g: g) if norm is None else (lambda g: g * norm[1] + norm[0])  # noqa: E731
     start, best_acc, best_epoch, elapsed = resume(run, s, device, log)
+    if on_epoch is not None:
+        for row in read_metrics(run.metrics, start - 1):
+            on_epoch(row["epoch"] + 1, row["val_acc"])
 
     stop, epoch = start >= cfg.optim.max_epochs, start - 1
     for epoch in range(start, cfg.optim.max_epochs):
@@ -100,6 +106,8 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
                       {**s.meta, "epoch": epoch, "best_val_acc": best_acc, "best_epoch": best_epoch,
                        "seconds": elapsed, "schedule": dataclasses.asdict(s.sched)})
         log(f"epoch {epoch:3d}  loss {train_loss:.4f}  val {val_acc:.4f}  lr {lr:.3g}  {row['seconds']:.1f}s")
+        if on_epoch is not None and not stop and epoch + 1 < cfg.optim.max_epochs:  # a run that ends now is kept
+            on_epoch(epoch + 1, val_acc)
 
     if best_epoch < 0:
         raise ConfigError(f"{run.path}: no epoch finished (max_epochs={cfg.optim.max_epochs})")

@@ -26,10 +26,12 @@ from .config import TrainConfig, resolve_widths
 @dataclass
 class RunInfo:
     """What the caller knows about a run that its config does not say: its kind (default: the config's),
-    and the study and trial it belongs to. Stored in config.json, the checkpoints, results.json, the index."""
+    and the study and trial it belongs to (or, for a seed rerun, the trial whose config it repeats). Stored in
+    config.json, the checkpoints, results.json, the index."""
     kind: RunKind | None = None
     study: str | None = None
     trial: int | None = None
+    repeat_of: int | None = None
 
     def meta(self) -> dict:
         return {k: (str(v) if isinstance(v, RunKind) else v) for k, v in dataclasses.asdict(self).items()
@@ -85,7 +87,7 @@ class RunFolder:
             self.metrics.unlink(missing_ok=True)
             return None
         tensors, last = artifacts.load_checkpoint(self.last)
-        rows = _read_metrics(self.metrics, last["epoch"])
+        rows = read_metrics(self.metrics, last["epoch"])
         artifacts.write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
         return tensors, last
 
@@ -98,7 +100,7 @@ class RunFolder:
         artifacts.save_checkpoint(self.best, {f"model.{k}": v for k, v in state.items()}, meta)
 
 
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+def read_metrics(path: Path, upto_epoch: int) -> list[dict]:
     """Metric lines of epochs <= upto_epoch (a line written after the last checkpoint is dropped on resume)."""
     if not path.exists():
         return []
@@ -131,14 +133,16 @@ def index_row(cfg: TrainConfig, results: dict, info: RunInfo, path) -> IndexRow:
         mimic_agreement=results.get("mimic_agreement"), study=info.study, trial=info.trial,
         epochs=results["epochs"], best_epoch=results["best_epoch"], max_epochs=cfg.optim.max_epochs,
         seconds=results["seconds"], run_id=cfg.run_id(), config_hash=cfg.config_hash(), path=str(path),
-        data_sha256=results["data_sha256"], code_version=results["code_version"])
+        data_sha256=results["data_sha256"], code_version=results["code_version"], repeat_of=info.repeat_of)
 
 
 def index_failed_run(index, cfg: TrainConfig, run_dir: Path, info: RunInfo = RunInfo(),
-                     teacher: dict | None = None) -> None:
-    """The index row of a run that did not finish (it diverged): status=failed, with what it was -- its
-    widths when they can be solved, and for a student the teacher it mimicked -- so reports count it in
-    its cell without averaging it."""
+                     teacher: dict | None = None, status: str = "failed", epochs: int | None = None,
+                     val_acc: float | None = None) -> None:
+    """The index row of a run that did not finish -- it diverged (status=failed) or its search stopped it
+    early (status=pruned, with the epochs it ran and its last validation accuracy) -- with what it was: its
+    widths when they can be solved, and for a student the teacher it mimicked; reports count it in its cell
+    without averaging it."""
     try:
         widths = resolve_widths(cfg)
     except (ConfigError, ModelError):
@@ -147,6 +151,7 @@ def index_failed_run(index, cfg: TrainConfig, run_dir: Path, info: RunInfo = Run
     append_index(index, IndexRow(
         kind=str(info.kind or cfg.kind()), family=cfg.model.family, budget=cfg.model.budget, widths=widths,
         seed=cfg.seed,
-        loss=cfg.optim.loss, study=info.study, trial=info.trial, status="failed", max_epochs=cfg.optim.max_epochs,
+        loss=cfg.optim.loss, study=info.study, trial=info.trial, status=status, epochs=epochs, val_acc=val_acc,
+        max_epochs=cfg.optim.max_epochs, repeat_of=info.repeat_of,
         run_id=cfg.run_id(), config_hash=cfg.config_hash(), path=str(run_dir), code_version=artifacts.code_version(),
         teacher=t.get("path"), teacher_val_acc=t.get("val_acc"), teacher_test_acc=t.get("test_acc")))

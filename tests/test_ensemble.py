@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -199,3 +200,17 @@ def test_cli_prints_the_table(runs, tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "single best" in out and "ensemble (greedy" in out and out.count("run") >= 3
+
+
+@pytest.mark.parametrize("method", ["greedy", "topk"])
+def test_permuting_the_test_labels_changes_no_member(runs, tmp_path, method):
+    """Members are chosen on validation only: the same runs with their test labels shuffled give the same
+    members and weights (and another test accuracy, so the shuffle did reach the test set)."""
+    _, dirs, data = runs
+    a = build_ensemble(dirs, tmp_path / "a", data, method, 2, "cpu", log=lambda s: None)
+    perm = torch.randperm(len(data.test.y), generator=torch.Generator().manual_seed(0))
+    shuffled = dataclasses.replace(data, test=dataclasses.replace(data.test, y=data.test.y[perm]))
+    b = build_ensemble(dirs, tmp_path / "b", shuffled, method, 2, "cpu", log=lambda s: None)
+    assert [m["weight"] for m in a["members"]] == [m["weight"] for m in b["members"]]
+    assert a["val_acc"] == b["val_acc"]
+    assert [m["test_acc"] for m in a["members"]] != [m["test_acc"] for m in b["members"]]

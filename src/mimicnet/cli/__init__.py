@@ -7,17 +7,37 @@ status 2, never a traceback: everything already computed stays on disk, and the 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+
+import torch
 
 from .. import __version__
 from ..core.errors import Diverged, UserError
 from . import data, ensemble, estimate, evaluate, features, model, report, reproduce, search, train, transfer
 
+# OSErrors that are the machine's state, not a bug: one line naming the file (e.filename), and what to do.
+RESOURCE_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)",
+                   errno.EACCES: "fix its permissions or choose another --out",
+                   errno.EPERM: "fix its permissions or choose another --out",
+                   errno.EROFS: "choose a writable --out", errno.ENOMEM: "free some memory"}
+# torch >= 2.5 names it torch.OutOfMemoryError; torch.cuda.OutOfMemoryError is the same class (older: the only one)
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
 COMMANDS = (train, evaluate, model, data, ensemble, transfer, search, reproduce, report, estimate, features)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line (which flag, what is wrong, where the flags are listed) and
+    exit status 2, like every other user error; subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the arguments)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mimicnet", description="How deep and how convolutional must a network be? "
+    p = Parser(prog="mimicnet", description="How deep and how convolutional must a network be? "
                                 "Train teachers, distil them into budgeted students, measure the frontier.")
     p.add_argument("--version", action="version", version=f"mimicnet {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -32,6 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UserError, Diverged) as e:
         print(f"mimicnet: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in RESOURCE_ERRNOS:
+            raise
+        print(f"mimicnet: error: {e.filename or 'a file'}: {e.strerror or os.strerror(e.errno)}; "
+              f"{RESOURCE_ERRNOS[e.errno]}, then run the same command again (finished work is kept)", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        asked = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        if isinstance(e, RuntimeError) and not isinstance(e, OUT_OF_MEMORY) and "can't allocate memory" not in asked:
+            raise
+        where = "GPU" if isinstance(e, OUT_OF_MEMORY) and "CUDA" in asked else "host"
+        print(f"mimicnet: error: out of {where} memory{f' ({asked})' if asked else ''}; use a smaller "
+              "--batch-size or model, or free memory, then run the same command again (finished work is kept)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mimicnet: interrupted; run the same command again to continue", file=sys.stderr)

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
 
 from ..core.artifacts import read_json
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, UserError
 from ..core.units import parse_budget
 from ..train.config import FLAT_FIELDS, TrainConfig
 
 
 def _ints(s: str) -> tuple[int, ...]:
     try:
-        return tuple(int(float(v)) for v in s.split(","))
+        vals = tuple(float(v) for v in s.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+        vals = ()
+    if not vals or not all(math.isfinite(v) and v.is_integer() for v in vals):  # 1e3 is 1000; 4.5 is no width
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}")
+    return tuple(int(v) for v in vals)
 
 
 def _floats(s: str) -> tuple[float, ...]:
@@ -82,11 +87,39 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _device_arg(p)
 
 
+_JSON_TYPES = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false",
+               type(None): "null"}
+
+
+def config_file(path: Path) -> dict:
+    """The flat config fields of a --config file (a bare config, or a run's config.json), each checked: a
+    ConfigError naming the file and the field."""
+    d = read_json(path)
+    if isinstance(d, dict) and isinstance(d.get("config"), dict):
+        d = d["config"]  # accept a run's config.json as well as a bare config
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: a config file holds one JSON object of config fields, not "
+                          f"{_JSON_TYPES.get(type(d), type(d).__name__)}")
+    try:
+        TrainConfig.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return dict(d)
+
+
+def check_out_folder(path: Path) -> None:
+    """A folder the command will write into (--out): a UserError naming it before any work is done when it
+    cannot be one (a file in the way, no permission to write)."""
+    path = Path(path)
+    here = next((p for p in (path, *path.parents) if p.exists()), Path.cwd())  # what exists of it
+    if not here.is_dir():
+        raise UserError(f"--out {path}: {here} is a file, not a folder")
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path}: cannot write in {here} (permission denied)")
+
+
 def train_config_from_args(args) -> TrainConfig:
-    d = {}
-    if args.config is not None:
-        d = read_json(args.config)
-        d = d.get("config", d)  # accept a run's config.json as well as a bare config
+    d = config_file(args.config) if args.config is not None else {}
     for name in FLAT_FIELDS:
         v = getattr(args, name, None)
         if v is not None:

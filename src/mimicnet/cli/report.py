@@ -7,11 +7,17 @@ from pathlib import Path
 from ..report.common import ReportError, load_reproduce
 from ..report.report import _Schedules, build_report, load_runs, planned_trials, table2, table2_markdown
 from ..studies.catalog import is_study_record
+from ..studies.reindex import rebuild_index
 
 
 # ============================================================================================ CLI
 
 def cmd_report(args) -> int:
+    if args.rebuild_index:
+        r = rebuild_index(args.results_dir)
+        print(f"index rebuilt from the run folders: {r['rows']} row(s) in {r['index']}", file=sys.stderr)
+        for s in r["skipped"]:
+            print(f"  not readable, left out: {s}", file=sys.stderr)
     try:
         path = build_report(args.results_dir, teacher=args.teacher, out_dir=args.out)
     except ReportError as e:
@@ -39,4 +45,7 @@ def register(subparsers) -> None:
     r.add_argument("--teacher", default=None, help="Table 2 uses students of this teacher (its id in the index's "
                    "teacher column); default: the teacher most trials of each cell mimicked")
     r.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS_DIR/report)")
+    r.add_argument("--rebuild-index", dest="rebuild_index", action="store_true",
+                   help="first write RESULTS_DIR/index.csv anew from its run folders (for a damaged or lost "
+                   "index; the old one is kept as index.csv.old)")
     r.set_defaults(func=cmd_report)

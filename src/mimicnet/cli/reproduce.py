@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 
 from ..core.artifacts import write_text
+from ..core.lock import folder_lock
 from ..core.errors import ConfigError
 from ..report.report import build_report, results_table
 from ..report.study import tables_markdown
 from ..studies.catalog import STUDY_PRESETS
-from ..studies.fixed import build_tables, run_study
-from ..studies.main import PRESETS, apply_overrides, record_stage_time, reproduce
+from ..studies.fixed import build_tables, check_preset as check_study_preset, run_study
+from ..studies.main import PRESETS, apply_overrides, check_preset, record_stage_time, reproduce
+from .common import check_out_folder
 
 
 def cmd_reproduce(args) -> int:
@@ -28,8 +30,15 @@ def cmd_reproduce(args) -> int:
         elif v is not None:
             sets.append(f"{flag}={json.dumps(v) if not isinstance(v, str) else v}")
     p = apply_overrides(p, sets)
+    (check_study_preset if args.preset in STUDY_PRESETS else check_preset)(p)  # every config, before any write
     out = args.out or Path("results") / p.name
+    check_out_folder(out)
     command = " ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]])
+    with folder_lock(out, f"mimicnet reproduce --preset {p.name}"):  # one writer per results folder
+        return _reproduce(args, p, out, command)
+
+
+def _reproduce(args, p, out: Path, command: str) -> int:
     if args.preset in STUDY_PRESETS:
         run_study(p, out, command=command)
         table = tables_markdown(p, build_tables(out, p))

@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core.lock import folder_lock
 from ..data.features import load_features
 from ..data.splits import load_train_data
 from ..distill.student import train_run
-from .common import add_train_flags, train_config_from_args
+from ..models.inference import resolve_device
+from ..train.config import resolve_widths
+from .common import add_train_flags, check_out_folder, train_config_from_args
 
 
 def cmd_train(args) -> int:
     cfg = train_config_from_args(args)
     out = args.out or Path("runs") / "train" / cfg.run_id()
+    check_out_folder(out)
+    resolve_device(cfg.execution.device)  # a device this machine lacks: said before the data are read
+    resolve_widths(cfg)  # constants that do not fit the family or budget: before the run folder is made
     d = cfg.data
     data = load_features(d.path) if str(d.path).endswith(".npz") else load_train_data(d.path, d.max_train)
-    res = train_run(cfg, out, data)
+    with folder_lock(out, "mimicnet train"):  # one writer per run folder
+        res = train_run(cfg, out, data)
     print(json.dumps({k: res[k] for k in ("run_id", "params", "best_epoch", "val_acc", "test_acc")}))
     print(f"run folder: {out}")
     return 0

@@ -8,11 +8,13 @@ sidecar with the same metadata is written next to it for humans and `jq`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -129,17 +131,42 @@ def atomic_write(path, write) -> None:
     _atomic(Path(path), write)
 
 
+@contextlib.contextmanager
+def naming(path):
+    """An OSError raised inside without a file name (a full disk on write(), os.pwrite, fsync) gets `path`
+    as its filename, so the command line can say which file could not be written. A safetensors error
+    that is a full disk or a denied permission becomes that OSError."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+    except SafetensorError as e:  # "I/O error: No space left on device (os error 28)"
+        m = re.search(r"\(os error (\d+)\)|code: (\d+)", str(e))
+        if m:
+            code = int(m.group(1) or m.group(2))
+            raise OSError(code, os.strerror(code), str(path)) from e
+        raise
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            if e.filename == tmp:  # name the file being written, not its temporary name
+                raise OSError(e.errno, e.strerror, str(path)) from e
+            raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_text(path, text: str) -> None:
@@ -161,6 +188,12 @@ def read_json(path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a JSON file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not valid JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 

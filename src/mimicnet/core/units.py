@@ -3,9 +3,14 @@ from __future__ import annotations
 
 from .errors import ConfigError
 
+# No model of this toolkit comes near it (the paper's largest is 31.6M): a larger number is a typo (1e12 for
+# 1e6), and would only fail later, allocating terabytes.
+MAX_BUDGET = 1_000_000_000
+
 
 def parse_budget(s: str | int | float) -> int:
-    """'1M', '3.16M', '100k', '0.1M', '31600000' -> parameters. ConfigError on anything else or <= 0."""
+    """'1M', '3.16M', '100k', '0.1M', '31600000' -> parameters. ConfigError on anything else, <= 0 or above
+    MAX_BUDGET."""
     if isinstance(s, (int, float)) and not isinstance(s, bool):
         b = int(round(s))
     else:
@@ -17,6 +22,8 @@ def parse_budget(s: str | int | float) -> int:
             raise ConfigError(f"budget must look like 1M, 3.16M, 100k or 1000000, got {s!r}") from None
     if b <= 0:
         raise ConfigError(f"budget must be positive, got {s!r}")
+    if b > MAX_BUDGET:
+        raise ConfigError(f"budget must be at most {budget_name(MAX_BUDGET)} parameters, got {s!r}")
     return b
 
 

@@ -84,6 +84,14 @@ def _np_global(name):
     return getattr(ma, name)
 
 
+def _np_numeric(name):
+    try:
+        import numpy._core.numeric as nm  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        import numpy.core.numeric as nm
+    return getattr(nm, name)
+
+
 def _codecs_encode(obj, encoding="utf-8", errors="strict"):
     return codecs.encode(obj, encoding, errors)
 
@@ -96,6 +104,10 @@ _SAFE_GLOBALS = {
     ("numpy.core.multiarray", "scalar"): lambda: _np_global("scalar"),
     ("numpy._core.multiarray", "scalar"): lambda: _np_global("scalar"),
     ("_codecs", "encode"): lambda: _codecs_encode,
+    # pickle protocol 5 (Python >= 3.8 writes it with protocol=-1): an array is its raw buffer, rebuilt by
+    # _frombuffer(buffer, dtype, shape, order), which only reads that buffer
+    ("numpy.core.numeric", "_frombuffer"): lambda: _np_numeric("_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): lambda: _np_numeric("_frombuffer"),
 }
 
 

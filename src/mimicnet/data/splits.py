@@ -6,6 +6,7 @@ parsed and hashed once, not once per trial.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import torch
@@ -33,6 +34,8 @@ class TrainData:
         """The same data with only the first `max_train` training rows (validation and test unchanged)."""
         if max_train is None:
             return self
+        if isinstance(max_train, bool) or not isinstance(max_train, Integral) or max_train < 1:
+            raise DataError(f"max_train must be an integer >= 1 (or none: all images), got {max_train!r}")
         return TrainData(Split(self.train.x[:max_train], self.train.y[:max_train]), self.val, self.test,
                          self.num_classes, self.sha256, self.in_shape, self.source)
 

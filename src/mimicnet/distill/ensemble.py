@@ -146,9 +146,18 @@ def _member_info(run: str | Path) -> dict:
                               "finish it with the same `mimicnet train` command")
     meta = _checkpoint_meta(ckpt)
     results = ckpt.parent / "results.json"
-    run_id = artifacts.read_json(results).get("run_id") if results.exists() else None
+    run_id = _results(results).get("run_id") if results.exists() else None
     return {"path": str(ckpt.resolve()), "sha256": file_sha256(ckpt), "meta": meta,
             "run_id": run_id or ckpt.parent.name}
+
+
+def _results(path: Path) -> dict:
+    """A run's results.json, which must hold an object (a file holding null is a damaged run)."""
+    res = artifacts.read_json(path)
+    if not isinstance(res, dict):
+        raise CheckpointError(f"{path}: not the results of a run (holds {json.dumps(res)[:40]}); delete "
+                              f"{path.parent} and run the command that trained it again")
+    return res
 
 
 def _checkpoint_meta(ckpt: Path) -> dict:
@@ -196,8 +205,11 @@ def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Tr
     out_dir = Path(out_dir)
     infos = _candidates(run_dirs, data, method)
     inputs_hash = _inputs_hash(infos, data.sha256, method, size)
-    finished = _finished_ensemble(out_dir, inputs_hash, log)
+    finished = _finished_ensemble(out_dir, inputs_hash, log, _content_key(
+        [i["sha256"] for i in infos], data.sha256, method, size))
     if finished is not None:
+        if index is not None:  # its row, if a kill came between ensemble.json and the index (kept if there)
+            append_index(index, ensemble_row(finished, out_dir), replace=False)
         return finished
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,11 +224,22 @@ def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Tr
         {k: v.contiguous() for k, v in ens.items()}, tmp, metadata={"inputs_hash": inputs_hash}))
     artifacts.write_json(out_dir / "ensemble.json", result)  # last: its presence means "finished"
     if index is not None:
-        append_index(index, IndexRow(
-            kind=RunKind.ENSEMBLE, family="ensemble", params=result["params"], val_acc=result["val_acc"],
-            test_acc=result["test_acc"], run_id=f"ensemble-{inputs_hash[:10]}", config_hash=inputs_hash[:10],
-            path=str(out_dir), data_sha256=data.sha256, code_version=result["code_version"]))
+        append_index(index, ensemble_row(result, out_dir))
     return result
+
+
+def ensemble_row(result: dict, out_dir) -> IndexRow:
+    """The index row of a built ensemble, from its ensemble.json content."""
+    h = result["inputs_hash"]
+    return IndexRow(kind=RunKind.ENSEMBLE, family="ensemble", params=result["params"], val_acc=result["val_acc"],
+                    test_acc=result["test_acc"], run_id=f"ensemble-{h[:10]}", config_hash=h[:10], path=str(out_dir),
+                    data_sha256=result.get("data_sha256"), code_version=result.get("code_version"))
+
+
+def _content_key(member_shas: list[str], data_sha: str, method: str, size: int) -> str:
+    """The inputs of an ensemble by content alone (checkpoints' sha256, in order; data; method; size): the
+    same ensemble when its results folder has moved and the members' paths with it."""
+    return json.dumps([member_shas, data_sha, method, size])
 
 
 def _candidates(run_dirs: Sequence[str | Path], data: TrainData, method: str) -> list[dict]:
@@ -240,14 +263,24 @@ def _candidates(run_dirs: Sequence[str | Path], data: TrainData, method: str) ->
     return infos
 
 
-def _finished_ensemble(out_dir: Path, inputs_hash: str, log: Callable[[str], None]) -> dict | None:
+def _finished_ensemble(out_dir: Path, inputs_hash: str, log: Callable[[str], None],
+                       content_key: str | None = None) -> dict | None:
     """ensemble.json of an ensemble already built in out_dir from these inputs (None if there is none); an
-    ensemble of other inputs is an error."""
+    ensemble of other inputs is an error. The same checkpoints (by sha256) at other paths (a moved results
+    folder) are the same inputs."""
     done_path = out_dir / "ensemble.json"
     if not done_path.exists():
         return None
     done = artifacts.read_json(done_path)
-    if done.get("inputs_hash") == inputs_hash:
+    if not isinstance(done, dict):
+        raise CheckpointError(f"{done_path}: not an ensemble (holds {json.dumps(done)[:40]}); delete {out_dir} "
+                              "and run the same command again")
+    try:
+        same_content = content_key is not None and content_key == _content_key(
+            [m["sha256"] for m in done["members"]], done["data_sha256"], done["method"], done["size"])
+    except (KeyError, TypeError):
+        same_content = False
+    if done.get("inputs_hash") == inputs_hash or same_content:
         log(f"{out_dir}: ensemble already built from these inputs")
         return done
     raise ConfigError(f"{out_dir}: holds an ensemble of other inputs ({done.get('inputs_hash')}); "
@@ -313,15 +346,32 @@ def load_ensemble(out_dir: str | Path, device="cpu") -> tuple[Ensemble, dict]:
     for m in info["members"]:
         if m["weight"] <= 0:
             continue
-        if not Path(m["path"]).is_file():
+        member = _member_path(out_dir, m["path"])
+        if not member.is_file():
             raise CheckpointError(f"{path}: member {m['path']} is missing")
-        if file_sha256(m["path"]) != m["sha256"]:
-            raise CheckpointError(f"{path}: member {m['path']} changed since the ensemble was built (sha256 differs)")
-        model, meta = model_from_checkpoint(m["path"], device)
+        if file_sha256(member) != m["sha256"]:
+            raise CheckpointError(f"{path}: member {member} changed since the ensemble was built (sha256 differs)")
+        model, meta = model_from_checkpoint(member, device)
         models.append(model.eval())
         weights.append(m["weight"])
         scales.append(meta.get("input_scale", 1.0))
     return Ensemble(models, weights, scales).to(device).eval(), info
+
+
+def _member_path(out_dir: Path, recorded: str) -> Path:
+    """A member checkpoint where ensemble.json recorded it or, when that is gone (the results folder has moved),
+    at the same place relative to a folder above the ensemble's (teachers/t0/best.safetensors beside
+    ensemble/); the caller checks its sha256, so a wrong guess is never used."""
+    p = Path(recorded)
+    if p.is_file():
+        return p
+    parts = p.parts
+    for up in Path(out_dir).resolve().parents[:3]:
+        for k in range(min(len(parts) - 1, 4), 1, -1):
+            cand = up.joinpath(*parts[-k:])
+            if cand.is_file():
+                return cand
+    return p
 
 
 def teacher_info(path: str | Path) -> dict:
@@ -340,7 +390,7 @@ def teacher_info(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a teacher (no ensemble.json and no best.safetensors)")
     meta = _checkpoint_meta(ckpt)
     results = ckpt.parent / "results.json"
-    res = artifacts.read_json(results) if results.exists() else {}
+    res = _results(results) if results.exists() else {}
     return {"kind": "run", "path": str(ckpt.resolve()), "sha256": file_sha256(ckpt),
             "val_acc": res.get("val_acc", meta.get("val_acc")), "test_acc": res.get("test_acc"),
             "num_classes": meta["num_classes"], "params": meta.get("params"), "n_members": 1,

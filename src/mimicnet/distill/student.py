@@ -13,14 +13,14 @@ import torch
 
 from ..core.errors import ConfigError
 from ..data.splits import TrainData, load_train_data
-from ..core.artifacts import read_json
+from ..core.artifacts import CheckpointError, read_json
 from ..models.inference import accuracy, predict_logits, preprocess, resolve_device
 from ..train.config import TrainConfig
 from ..train.loop import fit
 from ..train.losses import make_loss
 from ..train.run import RunInfo, Teacher, index_failed_run
-from .ensemble import load_teacher
-from .transfer import TransferSet
+from .ensemble import load_teacher, teacher_info
+from .transfer import TransferSet, verify
 
 
 def transfer_batches(cfg: TrainConfig, ts, device: torch.device, logit_norm=None) -> Callable[[int], Iterator]:
@@ -71,8 +71,10 @@ class Teachers:
         self._stats: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def transfer_set(self, path, device) -> TransferSet:
+        """The transfer set at `path`, its files checked against the manifest's sha256 before first use."""
         key = (str(Path(path).resolve()), str(device))
         if key not in self._sets:
+            verify(path)
             self._sets[key] = TransferSet(path, device=device)
         return self._sets[key]
 
@@ -113,9 +115,27 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
     ts = teachers.transfer_set(cfg.distill.transfer, device)
     norm = teachers.logit_stats(cfg.distill.transfer, device) if cfg.distill.normalize_logits else None
     batches = transfer_batches(cfg, ts, device, None if norm is None else (norm[0].to(device), norm[1].to(device)))
-    teacher = teachers.teacher(ts.teacher["path"], device, ts.teacher) if ts.teacher.get("path") else None
+    teacher = teachers.teacher(_teacher_path(ts), device, ts.teacher) if ts.teacher.get("path") else None
     return fit(cfg, run_dir, data, batches=batches, loss_fn=make_loss(cfg), teacher=teacher, logit_norm=norm,
                info=info, index=index, log=log, on_epoch=on_epoch)
+
+
+def _teacher_path(ts: TransferSet) -> str:
+    """The transfer set's teacher where its manifest recorded it or, when that is gone (the results folder
+    has moved), at the same place relative to a folder above the set's, if it is the same teacher (sha256)."""
+    recorded = Path(ts.teacher["path"])
+    if recorded.exists():
+        return str(recorded)
+    parts = recorded.parts
+    for up in ts.path.resolve().parents[:3]:
+        for k in range(min(len(parts) - 1, 4), 0, -1):
+            cand = up.joinpath(*parts[-k:])
+            try:
+                if cand.exists() and teacher_info(cand)["sha256"] == ts.teacher.get("sha256"):
+                    return str(cand)
+            except CheckpointError:
+                continue
+    return str(recorded)
 
 
 def teacher_record(cfg: TrainConfig) -> dict | None:

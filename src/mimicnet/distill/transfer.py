@@ -288,9 +288,10 @@ def _finished_manifest(plan: _Plan, log: Callable[[str], None]) -> dict | None:
     if not plan.manifest_path.exists():
         return None
     man = artifacts.read_json(plan.manifest_path)
-    if man.get("identity") == plan.ident:
+    if isinstance(man, dict) and man.get("identity") == plan.ident:
         plan.progress_path.unlink(missing_ok=True)  # left behind by a kill right after the manifest was written
-        log(f"{plan.out}: transfer set already complete")
+        verify(plan.out)  # reused only if every file is the one the manifest describes
+        log(f"{plan.out}: transfer set already complete (files verified)")
         return man
     raise TransferError(f"{plan.out}: holds another transfer set (config, teacher or data differ); "
                         "choose another --out")
@@ -318,8 +319,9 @@ def _make_epochs(plan: _Plan, done: int, seconds: float, progress: bool | None) 
     fds = {k: os.open(plan.out / (f["name"] + ".partial"), os.O_WRONLY | os.O_CREAT, 0o644)
            for k, f in plan.files.items()}
     try:
-        _reset_partials(plan, fds, done)
-        return _Labeller(plan, teacher, fds).run(done, seconds, progress)
+        with artifacts.naming(plan.out / (plan.files[next(iter(plan.files))]["name"] + ".partial")):
+            _reset_partials(plan, fds, done)   # a full disk on pwrite/fsync: named (the images file, the largest)
+            return _Labeller(plan, teacher, fds).run(done, seconds, progress)
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -535,18 +537,39 @@ class TransferSet:
         return imgs, logits, self.train_labels[src]
 
 
+# Sets verified by this process: resolved folder -> (size, mtime_ns, inode) of each file when it was hashed.
+# A process hashes a set once (generate's reuse, then every student that reads it), and again if a file changed.
+_VERIFIED: dict[str, tuple] = {}
+
+
+def _repair(path: Path) -> str:
+    return (f"the set is damaged: delete {path} and run the same command again (`mimicnet reproduce` or "
+            "`mimicnet transfer` regenerates it)")
+
+
 def verify(path) -> dict:
-    """Recompute every file's sha256 and compare with the manifest; returns the manifest, raises on a mismatch."""
+    """Check every file against the manifest -- its size, then its sha256 -- before a set is used; returns the
+    manifest, a TransferError naming the damaged file and how to repair it otherwise."""
     path = Path(path)
     man = _read_manifest(path)
     files = list(man["files"].values())
+    stats = []
     for f in files:
         p = path / f["name"]
         if not p.exists():
-            raise TransferError(f"{p}: missing")
+            raise TransferError(f"{p}: missing; {_repair(path)}")
+        st = p.stat()
+        if st.st_size != f["bytes"]:
+            raise TransferError(f"{p}: {st.st_size} bytes, the manifest says {f['bytes']} (truncated?); {_repair(path)}")
+        stats.append((st.st_size, st.st_mtime_ns, st.st_ino))
+    key = str(path.resolve())
+    if _VERIFIED.get(key) == tuple(stats):
+        return man
     bad = [f["name"] for f, sha in zip(files, _hash_files([path / f["name"] for f in files])) if sha != f["sha256"]]
     if bad:
-        raise TransferError(f"{path}: checksum mismatch in {', '.join(bad)}; the set is damaged, regenerate it")
+        raise TransferError(f"{path / bad[0]}: checksum mismatch in {', '.join(bad)} (sha256 differs from the "
+                            f"manifest); {_repair(path)}")
+    _VERIFIED[key] = tuple(stats)
     return man
 
 

@@ -2,6 +2,8 @@
 logits in large batches, accuracy."""
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ..core.errors import ConfigError
@@ -30,10 +32,26 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return (logits.argmax(1) == y.cpu()).float().mean().item() if len(y) else float("nan")
 
 
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device_name(name) -> str:
+    """A device as configs and --device spell it (DEVICES); ConfigError on anything else. Says nothing about
+    this machine: a config written on a GPU machine stays valid where there is none."""
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", name):
+        raise ConfigError(f"device must be one of {DEVICES}, got {name!r}")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when torch sees one, else cpu; cuda without a CUDA device is an error."""
+    """auto -> cuda when torch sees one, else cpu; a device this machine does not have is an error."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+        raise ConfigError(f"--device {name} asked for, but torch sees no CUDA device")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps asked for, but torch sees no MPS (Apple GPU) device")
     return torch.device(name)

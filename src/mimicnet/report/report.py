@@ -18,7 +18,12 @@ Statistics of a *cell* = (kind, family, budget), over its finished rows (status 
   * top-5: the five trials with the highest VALIDATION accuracy (ties: index order), so the choice never
     looks at the test set; their test accuracy's mean ± sample standard deviation (n-1), min and max.
     Figure 1 plots that mean, with a bar from the lowest to the highest of those five (5th best .. best);
-  * params: the median parameter count (the x of Figure 1: real counts, not nominal budgets).
+  * params: the median parameter count (the x of Figure 1: real counts, not nominal budgets);
+  * seeds: the best-by-validation trial's config trained again with other seeds (reproduce's seeds stage;
+    index rows with repeat_of = that trial): their test accuracy's mean ± sd is the cell's unbiased number
+    (the search's best is the luckiest of its trials). Figure 1 plots it with a bar of ± one sd, and every
+    claim compares seed samples by core.noise's rule (a difference counts beyond twice its standard error).
+    A record without seed runs falls back to the best trial alone and its claims say "no spread".
 Accuracies are fractions in the index and percent everywhere in the report (a value <= 1 is a fraction).
 
 A cell is *cut short* (marker †, explained in a footnote) when fewer trials ran than reproduce.json
@@ -36,11 +41,12 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..core import noise
 from ..core.artifacts import write_text
 from ..core.hardware import hardware
 from ..core.units import budget_name
@@ -99,6 +105,8 @@ class Run:
     epochs: int | None
     max_epochs: int | None
     seconds: float | None
+    trial: int | None = None       # search trials: the trial number
+    repeat_of: int | None = None   # seed reruns: the trial whose config they train again
 
     @property
     def finished(self) -> bool:
@@ -135,7 +143,8 @@ def load_runs(results_dir) -> list[Run]:
                         val=_pct(r.get("val_acc")), test=_pct(r.get("test_acc")),
                         status=(r.get("status") or "").lower(), teacher=r.get("teacher", ""),
                         teacher_test=_pct(r.get("teacher_test_acc")), epochs=_int(r.get("epochs")),
-                        max_epochs=_int(r.get("max_epochs")), seconds=_float(r.get("seconds"))))
+                        max_epochs=_int(r.get("max_epochs")), seconds=_float(r.get("seconds")),
+                        trial=_int(r.get("trial")), repeat_of=_int(r.get("repeat_of"))))
     return runs
 
 
@@ -170,6 +179,7 @@ class Cell:
     teacher: str | None = None                           # students: the teacher these rows mimicked
     other_teacher_runs: int = 0                          # students of this cell that mimicked another teacher
     capped: list[Run] = field(default_factory=list)      # runs stopped by max_epochs, not by their schedule
+    seed_runs: list[Run] = field(default_factory=list)   # seed reruns of a trial's config (any status)
 
     # ---- counts
     @property
@@ -227,6 +237,25 @@ class Cell:
         v = [r.params for r in self.finished if r.params is not None]
         return int(statistics.median(v)) if v else None
 
+    # ---- seeds
+    @property
+    def seeds(self) -> list[Run]:
+        """Finished seed reruns of the current best-by-validation trial (a longer search that found another
+        best leaves the older trial's seed runs out)."""
+        top = self.top
+        best = top[0].trial if top else None
+        return [r for r in self.seed_runs if r.finished and r.test is not None
+                and (best is None or r.repeat_of == best)]
+
+    @property
+    def seed_tests(self) -> list[float]:
+        return [r.test for r in self.seeds]
+
+    @property
+    def samples(self) -> list[float]:
+        """What claims compare: the seed runs' test accuracies, or the best trial's alone without them."""
+        return self.seed_tests or ([self.best_test] if self.best_test is not None else [])
+
     # ---- cut short
     @property
     def cut_reasons(self) -> list[str]:
@@ -251,7 +280,8 @@ class Cell:
                 "params": self.params, "best_test": self.best_test, "best_val": self.best_val,
                 "top_k": len(self.top), "top_test_mean": _mean(tt), "top_test_std": _std(tt),
                 "top_test_min": min(tt) if tt else None, "top_test_max": max(tt) if tt else None,
-                "top_val_mean": _mean(tv), "top_val_std": _std(tv)}
+                "top_val_mean": _mean(tv), "top_val_std": _std(tv), "seed_n": len(self.seed_tests),
+                "seed_test_mean": _mean(self.seed_tests), "seed_test_std": _std(self.seed_tests)}
 
 
 class _Schedules:
@@ -317,6 +347,8 @@ def build_cells(runs: list[Run], kinds: Iterable[str], planned: dict, schedules:
             c.other_teacher_runs = len(rs) - len(c.runs)
         else:
             c.runs = list(rs)
+        c.seed_runs = [r for r in c.runs if r.repeat_of is not None]
+        c.runs = [r for r in c.runs if r.repeat_of is None]
         if schedules is not None:
             c.capped = [r for r in c.runs if r.epochs is not None and r.max_epochs is not None
                         and r.epochs >= r.max_epochs and not schedules.fixed_length(r)]
@@ -389,8 +421,8 @@ def paper_for_student(family, budget) -> dict:
 
 
 T2_COLUMNS = ["kind", "family", "budget", "params", "n", "n_failed", "n_pruned", "planned", "best_test",
-              "best_val", "top_k", "top_test_mean", "top_test_std", "top_test_min", "top_test_max",
-              "top_val_mean", "top_val_std", "teacher", "other_teacher_runs", "paper_budget",
+              "best_val", "seed_n", "seed_test_mean", "seed_test_std", "top_k", "top_test_mean", "top_test_std",
+              "top_test_min", "top_test_max", "top_val_mean", "top_val_std", "teacher", "other_teacher_runs", "paper_budget",
               "paper_test_acc", "paper_exact", "diff_best_vs_paper", "cut_short", "status", "note"]
 
 
@@ -409,8 +441,17 @@ def table2_rows(t: T2) -> list[dict]:
     return rows
 
 
+def _seed_text(c: Cell) -> str:
+    """'seeds 90.84 ± 0.31 (3)': the best config trained again with other seeds."""
+    st = c.seed_tests
+    if not st:
+        return ""
+    sd = _std(st)
+    return f"seeds {_mean(st):.2f}" + (f" ± {sd:.2f}" if sd is not None else "") + f" ({len(st)})"
+
+
 def _cell_summary(c: Cell, single: bool = False) -> tuple[str, str]:
-    """('91.30', 'top-5 90.84 ± 0.31 · n=7, 1 failed') for a cell; the mark † when cut short."""
+    """('91.30', 'seeds 90.84 ± 0.31 (3) · top-5 90.84 ± 0.31 · n=7, 1 failed') for a cell; † when cut short."""
     cut = CUT if c.cut_short else ""
     extra = []
     if c.n_failed:
@@ -423,7 +464,8 @@ def _cell_summary(c: Cell, single: bool = False) -> tuple[str, str]:
         return _f(c.best_test) + cut, ""
     top = c.top_test
     sd = _std(top)
-    parts = [f"top-{len(top)} {_f(_mean(top))}" + (f" ± {sd:.2f}" if sd is not None else "")] if top else []
+    parts = [_seed_text(c)] if c.seed_tests else []
+    parts += [f"top-{len(top)} {_f(_mean(top))}" + (f" ± {sd:.2f}" if sd is not None else "")] if top else []
     parts.append(f"n={c.n}" + (", " + ", ".join(extra) if extra else ""))
     return _f(c.best_test) + cut, " · ".join(parts)
 
@@ -484,7 +526,8 @@ def paper_table2_markdown() -> str:
 
 def table2_latex(t: T2) -> str:
     cols = "l" + "c" * max(len(t.budgets), 1)
-    out = ["% Table 2 (students). Cell: test acc of the best-by-validation trial, mean ± sd of the 5 best-by-validation trials (n trials);",
+    out = ["% Table 2 (students). Cell: test acc of the best-by-validation trial; that config's seed reruns, mean ± sd (n);",
+           "% mean ± sd of the 5 best-by-validation trials (n trials);",
            "% second line: the paper's value at that budget and the difference. Generated by mimicnet report.",
            "\\begin{tabular}{" + cols + "}", "\\hline",
            "family & " + " & ".join(tex(P.budget_label(b)) for b in t.budgets) + " \\\\", "\\hline"]
@@ -504,7 +547,7 @@ def table2_latex(t: T2) -> str:
 # ============================================================================================ Table 1
 
 T1_COLUMNS = ["section", "model", "kind", "family", "budget", "architecture", "params", "n", "n_failed",
-              "n_pruned", "planned", "best_test", "best_val", "top_k", "top_test_mean", "top_test_std",
+              "n_pruned", "planned", "best_test", "best_val", "seed_n", "seed_test_mean", "seed_test_std", "top_k", "top_test_mean", "top_test_std",
               "top_val_mean", "paper_model", "paper_params", "paper_test_acc", "paper_exact",
               "diff_best_vs_paper", "cut_short", "status", "note"]
 
@@ -536,6 +579,7 @@ class T1Row:
     paper_acc: float | None = None
     paper_exact: bool = True
     note: str = ""
+    mimicked: bool = False        # an ensemble row: the teacher the students mimicked
 
     def as_dict(self) -> dict:
         c = self.cell
@@ -600,7 +644,7 @@ def table1(runs, planned, schedules, main_teacher: str | None) -> list[T1Row]:
                           single=True, architecture=_ensemble_arch(r),
                           paper_model=f"ensemble of {P.ENSEMBLE['members']} CNNs", paper_params=P.ENSEMBLE["params"],
                           paper_acc=P.ENSEMBLE["test_acc"],
-                          note="the students' teacher" if mimicked else ""))
+                          note="the students' teacher" if mimicked else "", mimicked=bool(mimicked)))
     if not ens:
         rows.append(T1Row("ensembles", "Ensemble", Cell("ensemble", "ensemble", None), single=True,
                           paper_model=f"ensemble of {P.ENSEMBLE['members']} CNNs", paper_params=P.ENSEMBLE["params"],
@@ -653,107 +697,154 @@ def table1_latex(rows: list[T1Row]) -> str:
 
 # ============================================================================================ headline checks
 
-def _best_by_family(t: T2) -> dict[str, dict[int, float]]:
-    out = defaultdict(dict)
-    for (_, f, b), c in t.cells.items():
-        if c.best_test is not None and b is not None:
-            out[f][b] = c.best_test
-    return out
-
-
 def _conv_depth(f: str) -> int | None:
     return int(f[4:]) if f.startswith("conv") and f[4:].isdigit() else None
 
 
-def _ordered_budgets(table: dict[str, dict[int, float]]) -> tuple[int, int]:
-    """(budgets where accuracy rises strictly with depth, budgets with >= 2 families)."""
-    budgets = sorted({b for v in table.values() for b in v})
-    ok = tot = 0
-    for b in budgets:
-        seq = [table[f][b] for f in sorted(table, key=lambda f: _conv_depth(f) or 0)
-               if _conv_depth(f) is not None and b in table[f]]
-        if len(seq) >= 2:
-            tot += 1
-            ok += all(x < y for x, y in zip(seq, seq[1:]))
-    return ok, tot
-
-
-def _monotone_families(table) -> tuple[int, int]:
-    ok = tot = 0
-    for f, v in table.items():
-        if len(v) >= 2:
-            seq = [v[b] for b in sorted(v)]
-            tot += 1
-            ok += all(x <= y + 1e-9 for x, y in zip(seq, seq[1:]))
-    return ok, tot
-
-
-def gaps(t: T2, teacher_acc: float | None) -> dict:
-    """Compression gap (teacher minus best student) and convolutional gap (best conv student minus the
-    0-conv student at the largest budget both were measured at), on best trials like the paper's tables."""
-    bf = _best_by_family(t)
-    out: dict[str, Any] = {"compression": None, "convolutional": None, "conv_budget": None}
-    students = [(acc, f, b) for f, v in bf.items() for b, acc in v.items()]
-    if students and teacher_acc is not None:
-        acc, f, b = max(students)
-        out.update(compression=teacher_acc - acc, compression_at=(f, b))
-    common = sorted(b for b in bf.get("conv0", {}) if any(b in bf[f] for f in bf if f != "conv0"))
-    if common:
-        b = common[-1]
-        acc, f = max((bf[f][b], f) for f in bf if f != "conv0" and b in bf[f])
-        out.update(convolutional=acc - bf["conv0"][b], conv_budget=b, conv_family=f)
+def _measured(t: T2) -> dict[str, dict[int, Cell]]:
+    """family -> budget -> student cell, for cells with a number."""
+    out: dict[str, dict[int, Cell]] = defaultdict(dict)
+    for (_, f, b), c in t.cells.items():
+        if c.samples and b is not None:
+            out[f][b] = c
     return out
 
 
-def headline(t: T2, t1: list[T1Row], teacher_ref: tuple[str, float | None]) -> list[dict]:
-    """The paper's claims, each with what this run measured and a verdict (agrees / differs / not measured)."""
-    mine, paper = _best_by_family(t), P.STUDENTS
+def _pairs(claim_pairs) -> tuple[list[str], list[str]]:
+    """(verdicts, texts) of [(label, a cell/sample, b cell/sample)], each 'a beats b'."""
+    verdicts, texts = [], []
+    for label, a, b in claim_pairs:
+        d = noise.difference(a, b)
+        if d is None:
+            continue
+        verdicts.append(d.verdict(+1))
+        texts.append(f"{label} {d.diff:+.2f}" + ("" if d.se is None else f" (2 SE {2 * d.se:.2f})"))
+    return verdicts, texts
+
+
+def _paper_pairs(table: dict[str, dict[int, float]], by: str) -> tuple[int, int]:
+    """(pairs where the paper's Table 2 rises, pairs): deeper at each budget (by='depth'), or larger within a
+    family (by='budget'). The paper gives one number per cell (its best trial), no spread."""
+    up = tot = 0
+    if by == "depth":
+        for b in sorted({b for v in table.values() for b in v}):
+            seq = [table[f][b] for f in sorted(table, key=lambda f: _conv_depth(f) or 0) if b in table[f]]
+            up += sum(y > x for x, y in zip(seq, seq[1:]))
+            tot += max(len(seq) - 1, 0)
+    else:
+        for v in table.values():
+            seq = [v[b] for b in sorted(v)]
+            up += sum(y > x for x, y in zip(seq, seq[1:]))
+            tot += max(len(seq) - 1, 0)
+    return up, tot
+
+
+def depth_pairs(t: T2) -> list[tuple[str, list[float], list[float]]]:
+    """Each added conv layer at a fixed budget: (label, deeper's samples, shallower's samples)."""
+    m = _measured(t)
     out = []
+    for b in sorted({b for v in m.values() for b in v}):
+        fams = sorted((f for f in m if b in m[f] and _conv_depth(f) is not None), key=_conv_depth)
+        out += [(f"{lo}→{hi}@{P.budget_label(b)}", m[hi][b].samples, m[lo][b].samples)
+                for lo, hi in zip(fams, fams[1:])]
+    return out
 
-    def add(claim, paper_txt, ours_txt, verdict):
-        out.append({"claim": claim, "paper": paper_txt, "ours": ours_txt, "verdict": verdict})
 
-    ok, tot = _ordered_budgets(mine)
-    pok, ptot = _ordered_budgets(paper)
-    add("Deeper students are better (accuracy rises with conv layers at a fixed budget)",
-        f"at {pok} of {ptot} budgets", f"at {ok} of {tot} budgets" if tot else "not measured",
-        "not measured" if not tot else "agrees" if ok == tot else "differs")
-    ok, tot = _monotone_families(mine)
-    pok, ptot = _monotone_families(paper)
-    add("More parameters help within a family", f"{pok} of {ptot} families never drop",
-        f"{ok} of {tot} families never drop" if tot else "not measured",
-        "not measured" if not tot else "agrees" if ok == tot else "differs")
-    # distillation beats hard targets, same family and budget
-    base = {(r.cell.family, r.cell.budget): r.cell.best_test for r in t1
-            if r.section == "hard targets" and r.cell is not None and r.cell.best_test is not None}
-    diffs = []
-    for (f, b), acc in sorted(base.items(), key=lambda kv: _family_key(kv[0][0])):
-        c = t.cell(f, b)
-        if c is not None and c.best_test is not None:
-            diffs.append((f, b, c.best_test - acc))
-    ptxt = ", ".join(f"{f} {P.STUDENTS[f][P.BASELINE_BUDGET] - v:+.2f}" for f, v in P.BASELINES.items())
-    add("Mimic students beat the same architecture trained on hard labels (student − hard target)",
-        ptxt + " (10M)", ", ".join(f"{f}@{P.budget_label(b)} {d:+.2f}" for f, b, d in diffs) or "not measured",
-        "not measured" if not diffs else "agrees" if all(d > 0 for _, _, d in diffs) else "differs")
+def budget_pairs(t: T2) -> list[tuple[str, list[float], list[float]]]:
+    m = _measured(t)
+    out = []
+    for f, v in m.items():
+        bs = sorted(v)
+        out += [(f"{f} {P.budget_label(lo)}→{P.budget_label(hi)}", v[hi].samples, v[lo].samples)
+                for lo, hi in zip(bs, bs[1:])]
+    return out
+
+
+def compression_gaps(t: T2, baselines: dict[tuple[str, int | None], Cell]) -> list[dict]:
+    """Urban et al. §3 / Figure 1's "compression gaps": a mimic student minus the same family trained on the
+    hard targets at the same budget, per family."""
+    out = []
+    for f, v in sorted(_measured(t).items(), key=lambda kv: _family_key(kv[0])):
+        for b, c in sorted(v.items()):
+            base = baselines.get((f, b))
+            if base is not None and base.samples:
+                d = noise.difference(c.samples, base.samples)
+                out.append({"family": f, "budget": b, "diff": d, "student": c, "baseline": base})
+    return out
+
+
+def convolutional_gaps(t: T2) -> list[dict]:
+    """Figure 1's "convolutional gap": the 1-conv student minus the 0-conv student (an MLP) at the same budget,
+    the step from no convolution to one."""
+    m = _measured(t)
+    out = []
+    for b in sorted(set(m.get("conv0", {})) & set(m.get("conv1", {}))):
+        out.append({"budget": b, "diff": noise.difference(m["conv1"][b].samples, m["conv0"][b].samples),
+                    "conv0": m["conv0"][b], "conv1": m["conv1"][b]})
+    return out
+
+
+def best_student(t: T2) -> Cell | None:
+    """The student cell a user would ship: the one whose best trial has the highest VALIDATION accuracy."""
+    cells = [c for v in _measured(t).values() for c in v.values() if c.best_val is not None]
+    return max(cells, key=lambda c: c.best_val) if cells else None
+
+
+def _claim_from(pairs, paper_txt: str, claim: str) -> dict:
+    verdicts, texts = _pairs(pairs)
+    ours = (f"{noise.tally(verdicts)} of {len(verdicts)}: " + ", ".join(texts)) if verdicts else "not measured"
+    return {"claim": claim, "paper": paper_txt, "ours": ours,
+            "verdict": noise.combine(verdicts) if verdicts else noise.NOT_MEASURED}
+
+
+def headline(t: T2, t1: list[T1Row], teacher_ref: tuple[str, float | None]) -> list[dict]:
+    """The paper's claims on this run's seed samples, each with a verdict by core.noise's rule (holds / differs /
+    within noise / no spread / not measured)."""
+    out = []
+    up, tot = _paper_pairs(P.STUDENTS, "depth")
+    out.append(_claim_from(depth_pairs(t), f"rises at {up} of {tot} steps (Table 2)",
+                           "Deeper students are better: each added conv layer, at a fixed budget"))
+    up, tot = _paper_pairs(P.STUDENTS, "budget")
+    out.append(_claim_from(budget_pairs(t), f"rises at {up} of {tot} steps (Table 2)",
+                           "More parameters help within a family"))
+    baselines = {(r.cell.family, r.cell.budget): r.cell for r in t1 if r.section == "hard targets" and r.cell}
+    comp = compression_gaps(t, baselines)
+    ptxt = ", ".join(f"{f} {g:+.1f}" + (" (§3)" if f in P.COMPRESSION_GAPS_STATED else " (from Tables 1–2)")
+                     for f, g in P.compression_gaps().items()) + " at 10M"
+    out.append(_claim_from([(f"{g['family']}@{P.budget_label(g['budget'])}", g["student"].samples,
+                             g["baseline"].samples) for g in comp], ptxt,
+                           "Compression gap: mimic student − the same family on hard targets, same budget"))
+    conv = convolutional_gaps(t)
+    out.append(_claim_from([(f"@{P.budget_label(g['budget'])}", g["conv1"].samples, g["conv0"].samples)
+                            for g in conv],
+                           ", ".join(f"{g:+.1f} at {P.budget_label(b)}" for b, g in P.convolutional_gaps().items())
+                           + " (from Table 2)",
+                           "Convolutional gap: 1-conv student − 0-conv student (MLP), same budget"))
     name, tacc = teacher_ref
-    g = gaps(t, tacc)
-    pb, pg = P.paper_convolutional_gap()
-    add("Convolutional gap: best conv student − 0-conv student, largest common budget",
-        f"{pg:.1f} pts at {P.budget_label(pb)}",
-        f"{g['convolutional']:.2f} pts at {P.budget_label(g['conv_budget'])} ({g['conv_family']})"
-        if g["convolutional"] is not None else "not measured",
-        "not measured" if g["convolutional"] is None else "agrees" if g["convolutional"] > 5 else "differs")
-    add(f"Compression gap: teacher ({name}) − best student", f"{P.paper_compression_gap():.1f} pts "
-        f"(ensemble {P.ENSEMBLE['test_acc']:g} − {P.ENSEMBLE['test_acc'] - P.paper_compression_gap():g})",
-        f"{g['compression']:.2f} pts" if g["compression"] is not None else "not measured",
-        "not measured" if g["compression"] is None else "agrees" if g["compression"] > 0 else "differs")
-    tb = [r.cell.best_test for r in t1 if r.section == "teachers" and r.single and r.cell and r.cell.best_test]
-    eb = [r.cell.best_test for r in t1 if r.section == "ensembles" and r.cell and r.cell.best_test is not None]
+    best = best_student(t)
+    pb = P.teacher_student_gap()
+    claim = f"Teacher − student gap: the teacher ({name}) beats the best student (chosen on validation)"
+    if best is not None and tacc is not None:
+        d = noise.difference([tacc], best.samples)
+        out.append({"claim": claim, "paper": f"{pb:+.1f} (from Tables 1–2: {P.ENSEMBLE['test_acc']:g} − "
+                    f"{P.ENSEMBLE['test_acc'] - pb:g})",
+                    "ours": f"{d.diff:+.2f} vs {best.family}@{P.budget_label(best.budget)} ({d.text()})",
+                    "verdict": d.verdict(+1)})
+    else:
+        out.append({"claim": claim, "paper": f"{pb:+.1f} (from Tables 1–2)", "ours": "not measured",
+                    "verdict": noise.NOT_MEASURED})
+    teachers = [r.cell for r in t1 if r.section == "teachers" and not r.single and r.cell is not None]
+    singles = [x.test for c in teachers for x in c.finished if x.test is not None]
+    ens = [r.cell.best_test for r in t1 if r.mimicked and r.cell and r.cell.best_test is not None]
     pd_ = P.ENSEMBLE["test_acc"] - P.TEACHERS[0]["test_acc"]
-    add("The ensemble beats the best single teacher", f"{pd_:+.2f} pts ({P.ENSEMBLE['test_acc']:g} vs "
-        f"{P.TEACHERS[0]['test_acc']:g})", f"{max(eb) - max(tb):+.2f} pts ({max(eb):.2f} vs {max(tb):.2f})"
-        if tb and eb else "not measured",
-        "not measured" if not (tb and eb) else "agrees" if max(eb) > max(tb) else "differs")
+    claim = "The ensemble beats a single teacher"
+    ptxt = f"{pd_:+.2f} ({P.ENSEMBLE['test_acc']:g} vs the best of 129, {P.TEACHERS[0]['test_acc']:g})"
+    if singles and ens:
+        d = noise.difference(ens[:1], singles)
+        out.append({"claim": claim, "paper": ptxt, "ours": f"{d.text()} (the students' ensemble vs its "
+                    f"{len(singles)} teacher runs)", "verdict": d.verdict(+1)})
+    else:
+        out.append({"claim": claim, "paper": ptxt, "ours": "not measured", "verdict": noise.NOT_MEASURED})
     return out
 
 
@@ -782,14 +873,32 @@ def _gap_arrow(ax, x, y_lo, y_hi, text, color="k", side="right", above=False):
                     fontsize=7, color=color, style="italic")
 
 
+def _cell_point(c: Cell) -> tuple[float, float, float, str] | None:
+    """(y, y_low, y_high, what) of a cell in Figure 1: its seed mean ± sd, or without seed runs the mean of the
+    top-5 trials by validation with a bar from the 5th best to the best (the paper's own drawing)."""
+    if c.seed_tests:
+        m, sd = _mean(c.seed_tests), _std(c.seed_tests) or 0.0
+        return m, m - sd, m + sd, "seeds"
+    if c.top_test:
+        return _mean(c.top_test), min(c.top_test), max(c.top_test), "top-5"
+    return None
+
+
 def _figure1_this_run(ax, t: T2, baselines: list[Cell], teacher_ref: tuple[str, float | None],
                       extra: dict) -> list[float]:
-    """Figure 1's left panel: a curve per family (top-5 mean, bar 5th best .. best), the hard-target marks, the
-    teacher's line and the two gaps. Returns every y drawn, for the axis limits."""
+    """Figure 1's left panel: a curve per family (seed mean ± sd), the hard-target marks, the teacher's line,
+    and the gaps as the paper draws them (compression: student over its hard-target mark; convolutional:
+    1-conv over 0-conv). Returns every y drawn, for the axis limits."""
     ys: list[float] = []
+    kinds = set()
     for f in t.families:
-        pts = [(c.params, _mean(c.top_test), min(c.top_test), max(c.top_test), c.cut_short)
-               for b in t.budgets if (c := t.cell(f, b)) is not None and c.top_test and c.params]
+        pts = []
+        for b in t.budgets:
+            c = t.cell(f, b)
+            pt = _cell_point(c) if c is not None and c.params else None
+            if pt is not None:
+                pts.append((c.params, *pt[:3], c.cut_short))
+                kinds.add(pt[3])
         if not pts:
             continue
         pts.sort()
@@ -801,41 +910,43 @@ def _figure1_this_run(ax, t: T2, baselines: list[Cell], teacher_ref: tuple[str, 
             if ci:
                 ax.annotate(CUT, (xi, mi), xytext=(3, 3), textcoords="offset points", fontsize=8, color=col)
         ys += list(lo) + list(hi)
-    marked = False
+    marks = {}
     for c in baselines:
-        if c.top_test and c.params:
-            y = _mean(c.top_test)
-            ax.hlines(y, c.params / 1.25, c.params * 1.25, color=_family_color(c.family, extra), lw=3)
-            marked = True
-            ys.append(y)
-    if marked:  # one neutral legend entry: the mark's colour is its family's
+        pt = _cell_point(c) if c.params else None
+        if pt is not None:
+            ax.hlines(pt[0], c.params / 1.25, c.params * 1.25, color=_family_color(c.family, extra), lw=3)
+            marks[(c.family, c.budget)] = pt[0]
+            ys.append(pt[0])
+    if marks:  # one neutral legend entry: the mark's colour is its family's
         ax.plot([], [], color="0.35", lw=3, label="hard targets (family colour)")
     tname, tacc = teacher_ref
     if tacc is not None:
         ax.axhline(tacc, color="k", ls="--", lw=1, label=f"{tname} {tacc:.2f}")
         ys.append(tacc)
-    g = gaps(t, tacc)
-    span = (max(ys) - min(ys)) if ys else 1.0
-    if g["compression"] is not None:
-        # drawn a little right of the best student, so it never sits on the convolutional gap's arrow
-        f, b = g["compression_at"]
-        c = t.cell(f, b)
-        _gap_arrow(ax, c.params * 1.12, c.best_test, tacc, f"compression gap\n{g['compression']:.1f} pts",
-                   side="left", above=abs(g["compression"]) < 0.12 * span)
-    if g["convolutional"] is not None:
-        b = g["conv_budget"]
-        c0, cb = t.cell("conv0", b), t.cell(g["conv_family"], b)
-        _gap_arrow(ax, c0.params / 1.4, c0.best_test, cb.best_test,  # left of the hard-target marks
-                   f"convolutional\ngap {g['convolutional']:.1f} pts", side="left")
+    comp = [g for g in compression_gaps(t, {(c.family, c.budget): c for c in baselines})
+            if (g["family"], g["budget"]) in marks]
+    for g in (comp[:1] + comp[-1:]) if len(comp) > 1 else comp:  # the shallowest and deepest, as the paper
+        c = g["student"]
+        y0, y1 = marks[(g["family"], g["budget"])], _cell_point(c)[0]
+        _gap_arrow(ax, c.params * 1.12, y0, y1, f"compression gap\n{g['family']} {y1 - y0:+.1f}", side="left")
+    conv = [g for g in convolutional_gaps(t) if g["conv0"].params and g["conv1"].params]
+    if conv:
+        g = conv[-1]  # at the largest budget both were measured at
+        y0, y1 = _cell_point(g["conv0"])[0], _cell_point(g["conv1"])[0]
+        _gap_arrow(ax, g["conv0"].params / 1.4, y0, y1, f"convolutional\ngap {y1 - y0:+.1f}", side="left")
     if not t.families:
         ax.text(0.5, 0.5, "no student runs yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
-    ax.set_title("This run: mean of top-5 (by val); bars 5th best … best", fontsize=9)
+    what = "seed mean ± sd of each cell's best config" if kinds == {"seeds"} else \
+        "mean of top-5 (by val); bars 5th best … best" if kinds == {"top-5"} else \
+        "seed mean ± sd (cells with seed runs), else top-5 mean"
+    ax.set_title(f"This run: {what}", fontsize=9)
     return ys
 
 
 def _figure1_paper(axp, extra: dict) -> None:
     """Figure 1's right panel: the paper's Table 2 drawn like the left one, with its baselines, ensemble, Ba &
-    Caruana's SNN-MIMIC and its two gaps."""
+    Caruana's SNN-MIMIC and its gaps (compression: conv1 and conv4 at 10M, stated in §3; convolutional:
+    computed from Table 2)."""
     for f, row in P.STUDENTS.items():
         bs = sorted(row)
         axp.plot(bs, [row[b] for b in bs], marker="o", ms=4, lw=1.4, color=_family_color(f, extra),
@@ -847,11 +958,12 @@ def _figure1_paper(axp, extra: dict) -> None:
     s = P.BA_SNN_MIMIC
     axp.plot([s["params"]], [s["test_acc"]], marker="*", ms=9, color=_family_color("conv1", extra), ls="none",
              label=f"Ba & Caruana SNN-MIMIC {s['test_acc']:g}")
-    best_b = max(P.PAPER_BUDGETS, key=lambda b: (P.STUDENTS["conv4"][b], -b))
-    _gap_arrow(axp, best_b * 1.12, P.STUDENTS["conv4"][best_b], P.ENSEMBLE["test_acc"],
-               f"compression gap\n{P.paper_compression_gap():.1f} pts", side="left", above=True)
-    pb, pg = P.paper_convolutional_gap()
-    _gap_arrow(axp, pb * 1.12, P.STUDENTS["conv0"][pb], P.STUDENTS["conv4"][pb], f"convolutional\ngap {pg:.1f} pts")
+    for f, g in P.COMPRESSION_GAPS_STATED.items():
+        _gap_arrow(axp, P.BASELINE_BUDGET * 1.12, P.BASELINES[f], P.STUDENTS[f][P.BASELINE_BUDGET],
+                   f"compression gap\n{f} {g:+.1f}", side="left")
+    pb = max(P.PAPER_BUDGETS)
+    _gap_arrow(axp, pb * 1.12, P.STUDENTS["conv0"][pb], P.STUDENTS["conv1"][pb],
+               f"convolutional\ngap {P.convolutional_gaps()[pb]:+.1f}")
     axp.set_title("Paper (Urban et al. Table 2: best trial per cell)", fontsize=9)
 
 
@@ -1074,7 +1186,7 @@ def render_html(*, results_dir: Path, runs: list[Run], repro: dict, t2: T2, t1: 
     """report.html from templates/main.html.j2: the numbers and strings are made here, the markup there."""
     kinds = Counter(r.kind for r in runs)
     status = Counter(r.status or "complete" for r in runs)
-    verdict_cls = {"agrees": "v-agrees", "differs": "v-differs"}
+    verdict_cls = {noise.HOLDS: "v-agrees", noise.DIFFERS: "v-differs"}
     return render(
         "main.html.j2", results_dir=results_dir, built=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         n_runs=len(runs), kinds=", ".join(f"{n} {k}" for k, n in sorted(kinds.items())),
@@ -1168,17 +1280,21 @@ def build_report(results_dir, teacher: str | None = None, out_dir=None) -> Path:
 
 def results_table(results_dir: Path) -> str:
     """Per cell (kind, family, budget) of the run index: trials, the best-by-validation trial's val and test
-    accuracy, and mean ± sd of the test accuracy of the five best by validation (report.Cell's numbers)."""
+    accuracy, mean ± sd of the test accuracy of the five best by validation, and of the best config's seed
+    reruns (report.Cell's numbers)."""
     cells = build_cells(load_runs(results_dir), ("teacher", "ensemble", "baseline", "student"), planned={})
     order = {"teacher": 0, "ensemble": 1, "baseline": 2, "student": 3}
     lines = [f"{'kind':9s} {'family':9s} {'budget':>8s} {'params':>9s} {'n':>3s} {'best val':>9s} {'test@best':>9s} "
-             f"{'top5 test':>15s}"]
+             f"{'top5 test':>15s} {'seeds test':>17s}"]
     for (kind, fam, budget), c in sorted(cells.items(), key=lambda kv: (order[kv[0][0]], kv[0][2] or 0, kv[0][1])):
         top, tt = c.top, c.top_test
         if not top or top[0].test is None:
             continue
         spread = f"{statistics.fmean(tt):.1f} ± {statistics.stdev(tt):.1f}" if len(tt) > 1 else f"{tt[0]:.1f}"
         b = budget_name(budget) if budget else "-"
+        st = c.seed_tests
+        seeds = "-" if not st else f"{statistics.fmean(st):.1f}" + (
+            f" ± {statistics.stdev(st):.1f}" if len(st) > 1 else "") + f" ({len(st)})"
         lines.append(f"{kind:9s} {fam:9s} {b:>8s} {top[0].params or 0:>9,d} {c.n:>3d} "
-                     f"{top[0].val:>9.1f} {top[0].test:>9.1f} {spread:>15s}")
+                     f"{top[0].val:>9.1f} {top[0].test:>9.1f} {spread:>15s} {seeds:>17s}")
     return "\n".join(lines)

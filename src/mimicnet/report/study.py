@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 
-from ..core import artifacts
+from ..core import artifacts, noise
 from ..studies.catalog import preset_from_record
 from ..studies.fixed import Row, StudyPreset, build_tables, study_claims
 from .common import _save_figure, _write_csv, load_reproduce, render, tex
@@ -77,8 +77,7 @@ def study_figure(p: StudyPreset, rows: list[Row]):
 
 def _verdict_class(v: str) -> str:
     """Green for a claim that holds (within seed noise too), red for one that does not, grey otherwise."""
-    return ("v-agrees" if v in ("holds", "holds (within seed noise)") else
-            "v-differs" if v.startswith("does not hold") else "v-not")
+    return "v-agrees" if v == noise.HOLDS else "v-differs" if v == noise.DIFFERS else "v-not"
 
 
 def _row_view(r: Row) -> dict:

@@ -67,8 +67,20 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
             time.sleep(0.5 * (attempt + 1))
         except sqlalchemy.exc.ArgumentError as e:
             raise SearchError(f"storage {_safe_url(url)}: not a database URL ({e})") from None
+        except sqlalchemy.exc.DatabaseError as e:  # e.g. sqlite's "file is not a database": not worth retrying
+            raise SearchError(_damaged_db(url, e)) from None
     msg = str(last).strip().splitlines()[0] if last else "unknown error"
     raise SearchError(f"cannot open storage {_safe_url(url)}: {msg}")
+
+
+def _damaged_db(url: str, e: Exception) -> str:
+    """One line for a study database that cannot be read: the file (or URL), why, and what to do."""
+    why = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:120]
+    if url.startswith("sqlite:///"):
+        db = url[len("sqlite:///"):]
+        return (f"{db}: not a readable study database ({why}); it is damaged: restore it from a copy, or "
+                f"delete {Path(db).parent} and run the same command again (its trials start over)")
+    return f"storage {_safe_url(url)}: cannot be read ({why})"
 
 
 def load_study(storage: str, study_name: str | None = None, sampler=None, **storage_kw):

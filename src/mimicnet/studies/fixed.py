@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..core import artifacts
+from ..core import artifacts, noise
 from ..core.errors import ConfigError, Diverged
 from ..core.index import RunKind, pct, read_index
+from ..core.lock import folder_lock
 from ..data.cifar import default_cache_dir, download_cifar
 from ..data.features import load_features
 from ..data.splits import load_train_data
@@ -232,6 +233,11 @@ def is_features(p: StudyPreset) -> bool:
 
 
 def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
+    with folder_lock(out, f"mimicnet reproduce --preset {p.name}"):  # one writer per results folder
+        return _run_study(p, out, command)
+
+
+def _run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
     check_preset(p)
     out.mkdir(parents=True, exist_ok=True)
     if p.inputs == "features" and not is_features(p):
@@ -245,6 +251,7 @@ def run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
         data = load_features(p.data)
     else:
         data = load_train_data(p.data, p.max_train)
+    st.check_data(data)
     st.record["data"] = {"path": p.data, "sha256": data.sha256, "n_train": len(data.train.y),
                          "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
     st.record["study"] = "fixed"
@@ -404,17 +411,12 @@ def study_claims(p: StudyPreset, rows: list[Row]) -> list[dict]:
     return fn(p, rows) if fn is not None else []
 
 
-def compare(rows: list[Row], claim: str, a: str, b: str, paper: str, margin: float = 0.0) -> dict:
-    """Claim "row a beats row b", checked on the seeds' means; a difference no larger than the larger of
-    the two seed sds is said to be within seed noise."""
+def compare(rows: list[Row], claim: str, a: str, b: str, paper: str) -> dict:
+    """Claim "row a beats row b", on the seeds' test accuracies, by core.noise's rule (holds / differs / within
+    noise / no spread)."""
     by = {r.name: r for r in rows}
     ra, rb = by.get(a), by.get(b)
-    if not ra or not rb or ra.mean is None or rb.mean is None:
-        return {"claim": claim, "paper": paper, "ours": "not measured", "verdict": "not measured"}
-    d = ra.mean - rb.mean
-    noise = max(ra.sd or 0.0, rb.sd or 0.0)
-    verdict = "holds" if d > margin else "does not hold"
-    if abs(d) <= noise:
-        verdict += " (within seed noise)"
-    return {"claim": claim, "paper": paper, "verdict": verdict,
-            "ours": f"{ra.mean:.1f} vs {rb.mean:.1f} (Δ {d:+.1f}; seed sd ≤ {noise:.1f})"}
+    d = noise.difference(ra.tests, rb.tests) if ra and rb else None
+    if d is None:
+        return {"claim": claim, "paper": paper, "ours": "not measured", "verdict": noise.NOT_MEASURED}
+    return {"claim": claim, "paper": paper, "verdict": d.verdict(+1), "ours": d.text()}

@@ -26,6 +26,7 @@ from ..core import artifacts
 from ..core.errors import ConfigError, Diverged
 from ..core.index import RunKind
 from ..core.hardware import hardware
+from ..core.lock import folder_lock
 from ..core.units import budget_name
 from ..data.cifar import default_cache_dir, download_cifar
 from ..data.splits import TrainData, load_train_data
@@ -39,6 +40,7 @@ from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
 from ..train.run import RunInfo
+from .overrides import override
 
 STUDENT_FAMILIES = ("conv0", "conv1", "conv2", "conv3", "conv4")
 BASELINE_FAMILIES = ("conv1", "conv2", "conv3", "conv4")
@@ -128,7 +130,8 @@ PRESETS: dict[str, Preset] = {
 
 
 def apply_overrides(preset, sets: list[str]):
-    """`field=value` strings; values are JSON (numbers, lists, objects) or else plain strings."""
+    """`field=value` strings; values are JSON (numbers, lists, objects) or else plain strings, each checked
+    against its field's type (studies.overrides)."""
     names = {f.name for f in dataclasses.fields(preset)}
     changes = {}
     for s in sets:
@@ -137,13 +140,7 @@ def apply_overrides(preset, sets: list[str]):
         k, v = s.split("=", 1)
         if k not in names:
             raise ConfigError(f"--set {k}: no such preset field (fields: {', '.join(sorted(names))})")
-        try:
-            val = json.loads(v)
-        except json.JSONDecodeError:
-            val = v
-        if isinstance(getattr(preset, k), tuple) and isinstance(val, list):
-            val = tuple(val)
-        changes[k] = val
+        changes[k] = override(preset, k, v)
     return dataclasses.replace(preset, **changes)
 
 
@@ -159,15 +156,27 @@ class Study:
         self.p, self.out, self.index = preset, out, out / "index.csv"
         self.record_path = out / "reproduce.json"
         old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
-        key = artifacts.config_hash(preset if identity is None else identity, exclude=not_identity)
-        if old and old.get("config_hash") != key:
+        ident = preset if identity is None else identity
+        # the data's path is not identity (its sha256 is: check_data), so a relative and an absolute path to
+        # one archive, or a moved results folder, continue the same study
+        key = artifacts.config_hash(ident, exclude=(*not_identity, "data"))
+        if old and old.get("config_hash") != key and not _legacy_key(old, ident, not_identity):
             raise ConfigError(f"{out}: holds a reproduce run of another config (preset {old.get('preset')}); "
                               "choose another --out")
+        self.data_sha256 = (old.get("data") or {}).get("sha256")
         self.record = {"preset": preset.name, "command": command, "config": artifacts.to_jsonable(preset),
                        "config_hash": key,
                        "code_version": artifacts.code_version(), "hardware": hardware(),
-                       "stages": old.get("stages", {}), "planned_trials": {}}
+                       "stages": old.get("stages", {}), "planned_trials": {},
+                       **({"data": old["data"]} if old.get("data") else {})}
         self.save()
+
+    def check_data(self, data: TrainData) -> None:
+        """The data is the data this folder's runs were made from, by content (sha256), wherever it lies."""
+        if self.data_sha256 and self.data_sha256 != data.sha256:
+            raise ConfigError(f"{self.out}: the data changed: {self.p.data} has sha256 {data.sha256[:12]}…, this "
+                              f"results folder was made from {self.data_sha256[:12]}…; give the archive it was "
+                              "made from, or choose another --out")
 
     def save(self):
         artifacts.write_json(self.record_path, self.record)
@@ -179,6 +188,14 @@ class Study:
         self.record["stages"][name] = round(self.record["stages"].get(name, 0) + time.perf_counter() - t0, 1)
         self.save()
         return out
+
+
+def _legacy_key(old: dict, ident, not_identity: tuple) -> bool:
+    """A reproduce.json written when the data's path was part of the key: the same study if its key is this
+    preset's with the path it recorded."""
+    path = (old.get("config") or {}).get("data") if isinstance(old.get("config"), dict) else None
+    return path is not None and old.get("config_hash") == artifacts.config_hash(
+        dataclasses.replace(ident, data=path), exclude=not_identity)
 
 
 def train_cfg(p, base: dict, **kw) -> TrainConfig:
@@ -272,6 +289,11 @@ def run_seeds(st: Study, space, base: TrainConfig, study, teachers: Teachers | N
 
 
 def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
+    with folder_lock(out, f"mimicnet reproduce --preset {preset.name}"):  # one writer per results folder
+        return _reproduce(preset, out, command)
+
+
+def _reproduce(preset: Preset, out: Path, command: str = "") -> dict:
     check_preset(preset)
     out.mkdir(parents=True, exist_ok=True)
     if not preset.data:
@@ -280,6 +302,7 @@ def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
     st = Study(preset, out, command)
     resolve_device(preset.device)
     data = load_train_data(preset.data, preset.max_train)  # once: every stage and trial below shares it
+    st.check_data(data)
     st.record["data"] = {"path": preset.data, "sha256": data.sha256, "n_train": len(data.train.y),
                          "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
     st.save()

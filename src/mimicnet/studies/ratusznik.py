@@ -3,6 +3,7 @@ net, each trained on the labels and distilled (softmax-MSE). The preset (CPU sca
 claims, checked on its table."""
 from __future__ import annotations
 
+from ..core import noise
 from . import published as P
 from .fixed import Arm, ModelSpec, Row, StudyPreset, compare, register_claims
 
@@ -60,14 +61,13 @@ RATUSZNIK = StudyPreset(
 def _each(rows: list[Row], claim: str, pairs, paper: str) -> dict:
     """One claim over the five students: for how many of them row a beats row b."""
     by = {r.name: r for r in rows}
-    ds = [(s, by[a].mean - by[b].mean) for s, a, b in pairs
-          if a in by and b in by and by[a].mean is not None and by[b].mean is not None]
+    ds = [(s, noise.difference(by[a].tests, by[b].tests)) for s, a, b in pairs if a in by and b in by]
+    ds = [(s, d) for s, d in ds if d is not None]
     if not ds:
-        return {"claim": claim, "paper": paper, "ours": "not measured", "verdict": "not measured"}
-    k = sum(d > 0 for _, d in ds)
-    verdict = "holds" if k == len(ds) else "does not hold" if k == 0 else f"holds for {k} of {len(ds)}"
-    return {"claim": claim, "paper": paper, "verdict": verdict,
-            "ours": f"{k} of {len(ds)}: " + ", ".join(f"{n} {d:+.1f}" for n, d in ds)}
+        return {"claim": claim, "paper": paper, "ours": "not measured", "verdict": noise.NOT_MEASURED}
+    verdicts = [d.verdict(+1) for _, d in ds]
+    return {"claim": claim, "paper": paper, "verdict": noise.combine(verdicts),
+            "ours": f"{noise.tally(verdicts)} of {len(ds)}: " + ", ".join(f"{n} {d.diff:+.1f}" for n, d in ds)}
 
 
 @register_claims("ratusznik")
@@ -84,9 +84,9 @@ def claims(p: StudyPreset, rows: list[Row]) -> list[dict]:
     arms = [r for r in rows if r.section == "arm" and r.mean is not None]
     if teachers and arms:
         weakest, best = min(teachers, key=lambda r: r.mean), max(arms, key=lambda r: r.mean)
+        d = noise.difference(weakest.tests, best.tests)
         out.append({"claim": "both deep teachers beat every student", "paper": "90.49 and 91.54 vs 89.87",
-                    "ours": f"{weakest.name} {weakest.mean:.1f} vs {best.name} {best.mean:.1f}",
-                    "verdict": "holds" if weakest.mean > best.mean else "does not hold"})
+                    "ours": f"{weakest.name} vs {best.name}: {d.text()}", "verdict": d.verdict(+1)})
     out += [compare(rows, "the shallow ResNet beats the 2-conv student (no distillation)",
                     arm_name("Shallow-ResNet"), arm_name("4-layer-2-CONV"), "88.72 vs 79.04"),
             compare(rows, "a 1-conv student beats the fully connected ones (no distillation)",

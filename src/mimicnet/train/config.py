@@ -11,15 +11,22 @@ identity of every run is the hash of the same flat dict it always was.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, Callable
 
 from ..core import artifacts
 from ..core.errors import ConfigError
 from ..core.index import RunKind
+from ..core.units import MAX_BUDGET, budget_name, parse_budget
 from ..data.augment import AugmentConfig
-from ..models.families import solve_budget, teacher_widths
-from .losses import get_loss
+from ..models.families import FAMILIES, solve_budget, teacher_widths
+from ..models.inference import check_device_name
+from .losses import LOSSES, get_loss
+from .optim import OPTIMIZERS
+from .schedules import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -132,15 +139,22 @@ class TrainConfig:
         return cls().replace(**artifacts.tuples_from_lists(d))
 
     def replace(self, **flat) -> "TrainConfig":
-        """A copy with flat fields changed; also takes the AugmentConfig names (dh, ..., av) one by one."""
+        """A copy with flat fields changed; also takes the AugmentConfig names (dh, ..., av) one by one.
+        Every value is checked (type and range, `check_field`): every way into a config (flags, a JSON
+        --config, preset fields, search trials, a run's config.json) meets the same rules, before anything
+        is written."""
         unknown = sorted(set(flat) - set(FLAT_FIELDS) - set(HSV_FIELDS))
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        if isinstance(flat.get("budget"), str) or (isinstance(flat.get("budget"), float) and flat["budget"].is_integer()):
+            flat["budget"] = parse_budget(flat["budget"])  # "1M" or 1e6 in a JSON config, as --budget 1M
+        for name, v in flat.items():
+            check_field(name, v)
         sections: dict[str, dict[str, Any]] = {}
         aug: dict[str, Any] = {}
         for name, v in flat.items():
             if name == "hsv":
-                if v is None or len(v) != len(HSV_FIELDS):
+                if not isinstance(v, (tuple, list)) or len(v) != len(HSV_FIELDS):
                     raise ConfigError(f"hsv takes {len(HSV_FIELDS)} numbers (Dh,Ds,Dv,As,Av), got {v!r}")
                 aug.update(zip(HSV_FIELDS, v))
             elif name in HSV_FIELDS or name in _AUG_FIELDS:
@@ -151,8 +165,8 @@ class TrainConfig:
         if aug:
             try:
                 augmentation = dataclasses.replace(self.data.augmentation, **aug)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
+            except ValueError as e:  # AugmentConfig checks its own fields (scale_min in 1..32, ...)
+                raise ConfigError(str(e).replace("AugmentConfig.", "")) from None
             sections.setdefault("data", {})["augmentation"] = augmentation
         new = {s: dataclasses.replace(getattr(self, s), **changes) for s, changes in sections.items()}
         if "seed" in flat:
@@ -190,6 +204,92 @@ class TrainConfig:
         if self.mimics:
             return RunKind.STUDENT
         return RunKind.TEACHER if self.model.family == "teacher" else RunKind.BASELINE
+
+
+# ---- the rules of each flat field (the AugmentConfig ones: AugmentConfig itself). A rule is (test, what the
+# value must be); JSON lists arrive as tuples (from_dict) or lists (code), both are taken.
+PREPROCESS = ("standardize", "gcn-zca")
+
+
+def _int(v) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _seq(v, item: Callable[[Any], bool]) -> bool:
+    return isinstance(v, (tuple, list)) and all(item(x) for x in v)
+
+
+def _choice(options: Callable[[], Any]) -> tuple[Callable[[Any], bool], Callable[[], str]]:
+    return (lambda v: isinstance(v, str) and v in options()), lambda: "one of " + ", ".join(options())
+
+
+def _rule(test: Callable[[Any], bool], what: str) -> tuple[Callable[[Any], bool], Callable[[], str]]:
+    return test, lambda: what
+
+
+_RULES: dict[str, tuple[Callable[[Any], bool], Callable[[], str]]] = {
+    "family": _choice(lambda: sorted(FAMILIES)),
+    "widths": _rule(lambda v: v is None or _seq(v, lambda w: _int(w) and w >= 1), "a list of integers >= 1, or null"),
+    "constants": _rule(lambda v: v is None or _seq(v, lambda c: _num(c) and 0 <= c <= 1),
+                       "a list of numbers in [0, 1], or null"),
+    "budget": _rule(lambda v: v is None or (_int(v) and 1 <= v <= MAX_BUDGET),
+                    f"an integer from 1 to {MAX_BUDGET:,} ({budget_name(MAX_BUDGET)}) parameters, or null"),
+    "bounds": _rule(lambda v: v is None or _seq(v, lambda b: _seq(b, _num) and len(b) == 2 and b[0] <= b[1]),
+                    "a list of [lo, hi] width pairs with lo <= hi, or null"),
+    "dropout": _rule(lambda v: _seq(v, lambda r: _num(r) and 0 <= r < 1), "a list of rates in [0, 1)"),
+    "batchnorm": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "data": _rule(lambda v: isinstance(v, str), "a path (a string)"),
+    "max_train": _rule(lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1, or null (all images)"),
+    "augment": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "loss": _choice(lambda: list(LOSSES)),
+    "label_smoothing": _rule(lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "transfer": _rule(lambda v: isinstance(v, str), "a path (a string)"),
+    "temperature": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
+    "hard_weight": _rule(lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "normalize_logits": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "preprocess": _choice(lambda: PREPROCESS),
+    "lr": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
+    "optimizer": _choice(lambda: list(OPTIMIZERS)),
+    "momentum": _rule(lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": _rule(lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "batch_size": _rule(lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "init_scale": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
+    "input_scale": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
+    "schedule": _choice(lambda: list(SCHEDULES)),
+    "max_epochs": _rule(lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "patience": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "cooldown": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "stop_patience": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "max_decay": _rule(lambda v: _num(v) and v >= 1, "a number >= 1"),
+    "seed": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "amp": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "channels_last": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "compile": _rule(lambda v: isinstance(v, bool), "true or false"),
+}
+assert set(_RULES) == set(FLAT_FIELDS) - {"hsv", "scale_min", "mirror", "device"}, "every flat field has a rule"
+
+
+def check_field(name: str, v: Any) -> None:
+    """ConfigError naming the flat field and what its value must be, unless `v` is a valid value of it.
+    `device` is checked for its spelling only: whether this machine has it is resolve_device's question."""
+    if name == "device":
+        check_device_name(v)
+        return
+    rule = _RULES.get(name)
+    if rule is not None and not rule[0](v):
+        raise ConfigError(f"{name} must be {rule[1]()}, got {_show(v)}")
+
+
+def _show(v: Any) -> str:
+    """A value as the user wrote it: JSON for JSON values (null, true, "2", [1, 2]), repr otherwise."""
+    try:
+        return json.dumps(artifacts.to_jsonable(v))
+    except (TypeError, ValueError):
+        return repr(v)
 
 
 def resolve_widths(cfg: TrainConfig) -> tuple[int, ...]:

@@ -68,11 +68,14 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
     meta = {**info.meta(), **(teacher.meta if teacher is not None else {})}
     run = RunFolder(cfg, run_dir, meta)
     if (done := run.finished()) is not None:
+        if data is not None:
+            check_data(run, done.get("data_sha256"), data.sha256)
+        if index is not None:  # its row, if a kill came between results.json and the index (kept if there)
+            append_index(index, index_row(cfg, done, info, run.path), replace=False)
         return done
-    run.claim()
     device = resolve_device(cfg.execution.device)
     data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train)
-    s = setup(cfg, data, run, device)
+    s = setup(cfg, data, run, device)  # everything a config can be refused for is checked before its first write
     if teacher is not None and teacher.record is not None:
         s.meta["teacher"] = teacher.record
     batches = batches or hard_label_batches(cfg, data.train, device)
@@ -139,7 +142,8 @@ def train_epoch(cfg: TrainConfig, s: Setup, batches, loss_fn, epoch: int, device
 
 
 def setup(cfg: TrainConfig, data: TrainData, run: RunFolder, device) -> Setup:
-    """Model (Glorot init seeded by the run's seed), preprocessing, optimizer and schedule of a fresh run."""
+    """Model (Glorot init seeded by the run's seed), preprocessing, optimizer and schedule of a fresh run. The
+    run folder is claimed (config.json) only once all of it could be built, before the preprocessing's files."""
     widths = resolve_widths(cfg)
     images = tuple(data.in_shape) == (3, 32, 32)
     if not images and cfg.data.augment:
@@ -156,10 +160,11 @@ def setup(cfg: TrainConfig, data: TrainData, run: RunFolder, device) -> Setup:
     meta = {**model_meta(cfg, widths, data.num_classes, n_params), **run.meta, "data_sha256": data.sha256}
     if not images:  # only then, so image checkpoints keep exactly their old meta
         meta["in_shape"] = list(data.in_shape)
+    opt, sched = make_optimizer(model.parameters(), cfg), make_schedule(cfg)
+    run.claim()  # the first write: config.json (a config refused above leaves no folder that refuses its fix)
     net = with_preprocess(cfg, model, data, run.path, meta, device)  # `model` itself, unless gcn-zca
     compiled = torch.compile(net) if cfg.execution.compile else net
-    return Setup(model, net, compiled, make_optimizer(model.parameters(), cfg),
-                 make_schedule(cfg), widths, n_params, meta,
+    return Setup(model, net, compiled, opt, sched, widths, n_params, meta,
                  lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and cfg.execution.amp))
 
 
@@ -171,10 +176,24 @@ def resume(run: RunFolder, s: Setup, device, log) -> tuple[int, float, int, floa
             f"-> {run.path}")
         return 0, -1.0, -1, 0.0
     tensors, m = last
+    check_data(run, m.get("data_sha256"), s.meta.get("data_sha256"))
+    old_t, new_t = (m.get("teacher") or {}).get("sha256"), (s.meta.get("teacher") or {}).get("sha256")
+    if old_t and new_t and old_t != new_t:
+        raise ConfigError(f"{run.path}: the teacher changed since this run began (sha256 {old_t[:12]}… in "
+                          f"{run.last.name}, {new_t[:12]}… now); delete {run.path} to train it anew on this teacher")
     restore(s.model, s.opt, {k: v.to(device) for k, v in tensors.items()})
     s.sched = type(s.sched)(**m["schedule"])
     log(f"resuming {run.path} at epoch {m['epoch'] + 1} (best val {m['best_val_acc']:.4f} at epoch {m['best_epoch']})")
     return m["epoch"] + 1, m["best_val_acc"], m["best_epoch"], m["seconds"]
+
+
+def check_data(run: RunFolder, old: str | None, new: str | None) -> None:
+    """A run continues (or is reused) only on the data it was trained on, by content: the same archive at
+    another path is the same data; another archive at the same path is not."""
+    if old and new and old != new:
+        raise ConfigError(f"{run.path}: the data changed since this run began: {run.cfg.data.path or 'the data'} "
+                          f"has sha256 {new[:12]}…, the run was trained on {old[:12]}…; give the archive it was "
+                          f"made from, or delete {run.path} to train it anew")
 
 
 def finish(cfg: TrainConfig, run: RunFolder, data: TrainData, s: Setup, best_epoch: int, epochs: int,
@@ -186,12 +205,12 @@ def finish(cfg: TrainConfig, run: RunFolder, data: TrainData, s: Setup, best_epo
     if teacher is not None and test_logits is not None:
         mimic = {**mimic_metrics(test_logits, teacher.test_logits(data.test.x, device)), "teacher": teacher.path,
                  "teacher_val_acc": teacher.val_acc, "teacher_test_acc": teacher.test_acc}
-    results = {"run_id": cfg.run_id(), "family": cfg.model.family, "widths": list(s.widths), "params": s.n_params,
+    results = {"run_id": run.run_id, "family": cfg.model.family, "widths": list(s.widths), "params": s.n_params,
                "budget": cfg.model.budget, "best_epoch": best_epoch, "epochs": epochs, "seconds": round(elapsed, 2),
                "val_acc": accuracy(predict_logits(model, data.val.x, cfg.data.input_scale, device), data.val.y),
                "test_acc": accuracy(test_logits, data.test.y) if test_logits is not None else None,
                "loss": cfg.optim.loss, **mimic, "data_sha256": data.sha256, "code_version": artifacts.code_version(),
-               **run.meta}
+               **run.meta, "best_sha256": artifacts.file_sha256(run.best)}
     artifacts.write_json(run.results_path, results)
     return results
 

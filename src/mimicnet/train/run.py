@@ -57,6 +57,30 @@ class Teacher:
         return self._test_logits
 
 
+# What a resume point's metadata must hold (a best checkpoint copied over last.safetensors does not).
+RESUME_KEYS = ("epoch", "best_val_acc", "best_epoch", "seconds", "schedule")
+# results.json keys a finished run always has (a file holding null, or another JSON, is not a result).
+RESULT_KEYS = ("run_id", "val_acc", "params", "widths", "best_epoch", "epochs")
+
+
+def path_free_hash(cfg: TrainConfig) -> str:
+    """The identity of a run without the paths in its config (the archive, the transfer set): the same run
+    whether the data is given as a relative or absolute path, or the results folder has moved. What those
+    paths hold is checked by content instead (the data's sha256, the teacher's, on resume)."""
+    return cfg.replace(data="", transfer="").config_hash()
+
+
+def same_run(old: dict, cfg: TrainConfig) -> bool:
+    """Is `old` (a config.json's content) the config of `cfg`'s run: the same run id, or the same config
+    but for its paths?"""
+    if old.get("run_id") == cfg.run_id():
+        return True
+    try:
+        return path_free_hash(TrainConfig.from_dict(old["config"])) == path_free_hash(cfg)
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return False
+
+
 class RunFolder:
     def __init__(self, cfg: TrainConfig, path, meta: dict):
         self.cfg, self.path, self.meta = cfg, Path(path), meta
@@ -64,9 +88,42 @@ class RunFolder:
         self.last = self.path / "last.safetensors"
         self.best = self.path / "best.safetensors"
         self.metrics = self.path / "metrics.jsonl"
+        self.run_id = cfg.run_id()   # config.json's, once claimed (paths spelled otherwise: the same run)
 
     def finished(self) -> dict | None:
-        return artifacts.read_json(self.results_path) if self.results_path.exists() else None
+        """results.json of a finished run, checked: a dict of results, and a best checkpoint that is the one
+        the run wrote (its sha256, or for older runs: it loads). None while the run is not finished."""
+        if not self.results_path.exists():
+            return None
+        redo = f"delete {self.path} and run the same command again (it trains the run anew)"
+        try:
+            res = artifacts.read_json(self.results_path)
+        except artifacts.CheckpointError as e:
+            raise artifacts.CheckpointError(f"{e}; {redo}") from None
+        if not isinstance(res, dict) or any(k not in res for k in RESULT_KEYS):
+            what = f"holds {json.dumps(res)[:40]}" if not isinstance(res, dict) else \
+                f"no {', '.join(k for k in RESULT_KEYS if k not in res)}"
+            raise artifacts.CheckpointError(f"{self.results_path}: not the results of a run ({what}); {redo}")
+        self.verify_best(res, redo)
+        return res
+
+    def verify_best(self, res: dict, redo: str) -> None:
+        """The best checkpoint of a finished run is there and intact (never report a result whose weights
+        are gone or damaged)."""
+        if not self.best.is_file():
+            raise artifacts.CheckpointError(f"{self.best}: missing, though {self.results_path.name} says the run "
+                                            f"finished; {redo}")
+        want = res.get("best_sha256")
+        if want is not None:
+            got = artifacts.file_sha256(self.best)
+            if got != want:
+                raise artifacts.CheckpointError(f"{self.best}: damaged (sha256 {got[:12]}…, results.json records "
+                                                f"{want[:12]}…); {redo}")
+            return
+        try:
+            artifacts.load_checkpoint(self.best)   # a run from before best_sha256: every tensor must load
+        except artifacts.CheckpointError as e:
+            raise artifacts.CheckpointError(f"{e}; {redo}") from None
 
     def claim(self) -> None:
         """Write config.json, or check that the one there is this config's (same identity)."""
@@ -74,9 +131,13 @@ class RunFolder:
         cfg_path = self.path / "config.json"
         if cfg_path.exists():
             old = artifacts.read_json(cfg_path)
-            if old.get("run_id") != self.cfg.run_id():
+            if not isinstance(old, dict):
+                raise artifacts.CheckpointError(f"{cfg_path}: not a run's config (holds {json.dumps(old)[:40]}); "
+                                                f"delete {self.path} and run the same command again")
+            if not same_run(old, self.cfg):
                 raise ConfigError(f"{self.path}: holds a run of another config ({old.get('run_id')}); "
                                   "choose another --out")
+            self.run_id = old.get("run_id") or self.run_id
         else:
             artifacts.write_json(cfg_path, {"config": self.cfg.to_dict(), "run_id": self.cfg.run_id(),
                                             **self.meta, "code_version": artifacts.code_version()})
@@ -86,13 +147,21 @@ class RunFolder:
         if not self.last.exists():
             self.metrics.unlink(missing_ok=True)
             return None
-        tensors, last = artifacts.load_checkpoint(self.last)
+        restart = f"delete it to train the run from the start, or delete {self.path}"
+        try:
+            tensors, last = artifacts.load_checkpoint(self.last)
+        except artifacts.CheckpointError as e:
+            raise artifacts.CheckpointError(f"{e}; {restart}") from None
+        missing = [k for k in RESUME_KEYS if k not in last]
+        if missing:
+            raise artifacts.CheckpointError(f"{self.last}: not a resume point (no {', '.join(missing)} in its "
+                                            f"metadata: a best checkpoint copied over it?); {restart}")
         rows = read_metrics(self.metrics, last["epoch"])
         artifacts.write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
         return tensors, last
 
     def end_epoch(self, row: dict, tensors: dict, meta: dict) -> None:
-        with open(self.metrics, "a") as f:
+        with artifacts.naming(self.metrics), open(self.metrics, "a") as f:
             f.write(json.dumps(row) + "\n")
         artifacts.save_checkpoint(self.last, tensors, meta)
 
@@ -132,8 +201,9 @@ def index_row(cfg: TrainConfig, results: dict, info: RunInfo, path) -> IndexRow:
         teacher_test_acc=results.get("teacher_test_acc"), loss=cfg.optim.loss, mimic_mse=results.get("mimic_mse"),
         mimic_agreement=results.get("mimic_agreement"), study=info.study, trial=info.trial,
         epochs=results["epochs"], best_epoch=results["best_epoch"], max_epochs=cfg.optim.max_epochs,
-        seconds=results["seconds"], run_id=cfg.run_id(), config_hash=cfg.config_hash(), path=str(path),
-        data_sha256=results["data_sha256"], code_version=results["code_version"], repeat_of=info.repeat_of)
+        seconds=results["seconds"], run_id=results.get("run_id") or cfg.run_id(),
+        config_hash=cfg.config_hash(), path=str(path), data_sha256=results.get("data_sha256"),
+        code_version=results.get("code_version"), repeat_of=info.repeat_of)
 
 
 def index_failed_run(index, cfg: TrainConfig, run_dir: Path, info: RunInfo = RunInfo(),
@@ -143,12 +213,18 @@ def index_failed_run(index, cfg: TrainConfig, run_dir: Path, info: RunInfo = Run
     early (status=pruned, with the epochs it ran and its last validation accuracy) -- with what it was: its
     widths when they can be solved, and for a student the teacher it mimicked; reports count it in its cell
     without averaging it."""
+    append_index(index, failed_row(cfg, run_dir, info, teacher, status, epochs, val_acc))
+
+
+def failed_row(cfg: TrainConfig, run_dir: Path, info: RunInfo = RunInfo(), teacher: dict | None = None,
+               status: str = "failed", epochs: int | None = None, val_acc: float | None = None) -> IndexRow:
+    """The index row of a run that did not finish (see index_failed_run)."""
     try:
         widths = resolve_widths(cfg)
     except (ConfigError, ModelError):
         widths = None
     t = teacher or {}
-    append_index(index, IndexRow(
+    return (IndexRow(
         kind=str(info.kind or cfg.kind()), family=cfg.model.family, budget=cfg.model.budget, widths=widths,
         seed=cfg.seed,
         loss=cfg.optim.loss, study=info.study, trial=info.trial, status=status, epochs=epochs, val_acc=val_acc,

@@ -31,6 +31,7 @@ from mimicnet import search
 from mimicnet.cli import main as cli_main
 from mimicnet.cli import search as cli_search
 from mimicnet.distill.student import train_run
+from mimicnet.studies.estimate import searched_epochs
 from mimicnet.train.loop import fit as train_fit
 from mimicnet.core.errors import Diverged  # noqa: E402
 from mimicnet.train.config import TrainConfig, resolve_widths  # noqa: E402
@@ -616,3 +617,10 @@ def test_killed_worker_leaves_a_usable_postgres_study(pg_url, tmp_path):
     st = pg_study(pg_url, name)
     assert len(st.get_trials(states=(TrialState.COMPLETE,))) == n + 1
     assert search.summary(st)["n_lost"] == 1
+
+
+def test_estimate_counts_the_epochs_a_pruned_search_spends():
+    assert searched_epochs(8, 20) == 160                       # no pruner: every trial to the end
+    # sha, rungs 2, 6, 18: 8 trials x 2 epochs, 8/3 x 4 more, 1 x 12 more, 1 x the last 2 (hand-counted)
+    assert searched_epochs(8, 20, "sha", 2, 3) == pytest.approx(16 + 8 / 3 * 4 + 12 + 2)
+    assert searched_epochs(8, 20, "median", 2, 3) == 160       # not modelled: counted as no pruning

@@ -16,10 +16,13 @@ def cmd_estimate(args) -> int:
         raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
     a = Assumptions(**{k: v for k, v in vars(args).items() if k in Assumptions.__dataclass_fields__ and v is not None})
     res = estimate(PRESETS[args.preset], resolve_device(args.device or "auto"), a, steps=args.steps)
-    print(f"\n{'stage':12s} {'hours':>10s}")
+    wp = res["with_pruner"]
+    head = f"with pruner {wp['pruner']}"
+    print(f"\n{'stage':12s} {'hours (pruner ' + res['pruner'] + ')':>22s} {head:>22s}")
     for k, v in res["stages_seconds"].items():
-        print(f"{k:12s} {v / 3600:10.2f}")
-    print(f"{'total':12s} {res['total_seconds'] / 3600:10.2f}   on {res['device_name']}")
+        print(f"{k:12s} {v / 3600:22.2f} {wp['stages_seconds'][k] / 3600:22.2f}")
+    print(f"{'total':12s} {res['total_seconds'] / 3600:22.2f} {wp['total_seconds'] / 3600:22.2f}   on "
+          f"{res['device_name']}")
     print("assumed epochs: " + ", ".join(f"{k}={v}" for k, v in res["assumptions"].items()))
     if args.json:
         write_json(args.json, res)

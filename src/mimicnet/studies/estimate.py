@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models.families import build_model, get_family, solve_budget, teacher_widths
+from ..search.pruners import rungs
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, to express achieved rates as a
 # fraction of the device's peak. Unknown devices (and CPUs) report no fraction.
@@ -106,6 +107,20 @@ class Assumptions:
     student_epochs: int = 160           # one pass over a 160-epoch transfer set, at most
 
 
+def searched_epochs(trials: int, epochs: int, pruner: str = "none", min_epochs: int = 1, eta: int = 3) -> float:
+    """Epochs a search of `trials` runs of `epochs` spends: all of them without a pruner; with successive
+    halving (sha, and hyperband's first bracket, an upper bound for it) every trial reaches the first rung and
+    1/eta of those alive at each rung go on (at least one), the survivors to the end. median: not modelled
+    (it depends on the curves), counted as no pruning."""
+    if pruner not in ("sha", "hyperband"):
+        return float(trials * epochs)
+    total, prev, alive = 0.0, 0, float(trials)
+    for rung in rungs(pruner, min_epochs, epochs, eta):
+        total += alive * (rung - prev)
+        prev, alive = rung, max(1.0, alive / eta)
+    return total + alive * (epochs - prev)
+
+
 def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch: int = 128, steps: int = 5,
              log=print) -> dict:
     """Seconds per stage of `preset` on `device` (see module docstring)."""
@@ -130,6 +145,12 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
     measured = {"teacher": {"widths": tw, "train_ips": t_ips, "inference_ips": t_inf, "tflops": tflops,
                             "peak_fraction": (tflops / peak) if peak else None}}
 
+    # the projection with a pruner: the preset's own, or else successive halving with its first rung at 1/27
+    # of a run (three rungs of eta=3 before the end)
+    pruner = preset.pruner if preset.pruner in ("sha", "hyperband") else "sha"
+    seeds = getattr(preset, "seeds", 0)
+    pruned: dict[str, float] = {}
+
     def cells(kind, families, budgets, trials, epochs, base):
         total = 0.0
         for b in budgets:
@@ -138,15 +159,25 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
                 w = solve_budget(fam, b, (0.5,) * n_c)
                 ips = time_train_step(build_model(fam, w), batch, device, steps)
                 e = epochs if base.get("schedule", "plateau") == "plateau" else base.get("max_epochs", epochs)
-                secs = trials * e * (a.n_train / ips + a.n_val / (3 * ips))
+                per_epoch = a.n_train / ips + a.n_val / (3 * ips)
+                spent = searched_epochs(trials, e, preset.pruner, preset.pruner_min_epochs, preset.pruner_eta)
+                first = preset.pruner_min_epochs if preset.pruner == pruner else max(1, e // 27)
+                eta = preset.pruner_eta if preset.pruner == pruner else 3
+                secs = (spent + seeds * e) * per_epoch
+                pruned[kind] = pruned.get(kind, 0.0) + (searched_epochs(trials, e, pruner, first, eta)
+                                                        + seeds * e) * per_epoch
                 measured[f"{kind}/{fam}/{b}"] = {"widths": w, "train_ips": ips}
-                log(f"{kind} {fam} {b:,}: {ips:,.0f} img/s -> {trials} trials x {e} epochs = {secs / 3600:.2f} h")
+                log(f"{kind} {fam} {b:,}: {ips:,.0f} img/s -> {trials} trials ({spent:.0f} epochs"
+                    f"{', pruned' if preset.pruner != 'none' else ''}) + {seeds} seeds x {e} epochs = {secs / 3600:.2f} h")
                 total += secs
         return total
     stages["baselines"] = cells("baseline", preset.baseline_families, preset.baseline_budgets,
                                 preset.baseline_trials, a.baseline_epochs, preset.baseline_base)
     stages["students"] = cells("student", preset.student_families, preset.student_budgets, preset.student_trials,
                                a.student_epochs, preset.student_base)
+    with_pruner = {**stages, "baselines": pruned["baseline"], "students": pruned["student"]} if pruned else stages
     return {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
             else "cpu", "assumptions": dataclasses.asdict(a), "stages_seconds": stages,
-            "total_seconds": sum(stages.values()), "measured": measured}
+            "total_seconds": sum(stages.values()), "pruner": preset.pruner,
+            "with_pruner": {"pruner": pruner, "stages_seconds": with_pruner,
+                            "total_seconds": sum(with_pruner.values())}, "measured": measured}

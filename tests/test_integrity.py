@@ -10,15 +10,18 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy.exc
 import torch
 from safetensors import SafetensorError
 
 from mimicnet import cli
+from mimicnet.cli import search as search_run
 from mimicnet.core import artifacts
 from mimicnet.core.errors import ConfigError
 from mimicnet.core.index import IndexFileError, IndexRow, append_index, read_index
@@ -307,6 +310,25 @@ def test_out_of_memory_is_one_line_with_the_size(archive, tmp_path, monkeypatch,
     assert cli.main([*TRAIN, "--data", str(archive), "--out", str(tmp_path / "r")]) == 2
     line = one_line(capsys.readouterr().err)
     assert "out of" in line and ("2.00 GiB" in line or "3.00 GiB" in line)
+
+
+def test_a_full_study_database_is_one_line(tmp_path, monkeypatch, capsys):
+    """A SQLite study that cannot grow ("database or disk is full") is the machine's trouble: one line, exit 2;
+    any other OperationalError stays a traceback (a bug to report)."""
+    def full(*a, **k):
+        raise sqlalchemy.exc.OperationalError("INSERT INTO trials ...", {}, sqlite3.OperationalError(
+            "database or disk is full"))
+    monkeypatch.setattr(search_run, "run_search", full)
+    argv = ["search", "run", "baseline-conv2-300k", "--trials", "1", "--out", str(tmp_path / "s")]
+    assert cli.main(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "the study database: database or disk is full; free some space" in line
+
+    def bug(*a, **k):
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("no such column: x"))
+    monkeypatch.setattr(search_run, "run_search", bug)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        cli.main(argv)
 
 
 def test_atomic_writes_name_the_file_they_could_not_write(tmp_path):

@@ -11,6 +11,7 @@ import errno
 import os
 import sys
 
+import sqlalchemy.exc
 import torch
 
 from .. import __version__
@@ -24,6 +25,10 @@ RESOURCE_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some spa
                    errno.EROFS: "choose a writable --out", errno.ENOMEM: "free some memory"}
 # torch >= 2.5 names it torch.OutOfMemoryError; torch.cuda.OutOfMemoryError is the same class (older: the only one)
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+# OperationalErrors of a study database that are the machine's, not a bug: one line each
+DATABASE_TROUBLE = ("disk is full", "disk i/o error", "readonly database", "read-only", "no space left",
+                    "could not connect", "connection refused", "server closed the connection")
 
 COMMANDS = (train, evaluate, model, data, ensemble, transfer, search, reproduce, report, estimate, features)
 
@@ -67,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mimicnet: error: out of {where} memory{f' ({asked})' if asked else ''}; use a smaller "
               "--batch-size or model, or free memory, then run the same command again (finished work is kept)",
               file=sys.stderr)
+        return 2
+    except sqlalchemy.exc.OperationalError as e:
+        # a study database that cannot be written: full disk, read-only file, lost server
+        why = str(e.orig if e.orig is not None else e).strip().splitlines()[0][:200]
+        if not any(k in why.lower() for k in DATABASE_TROUBLE):
+            raise
+        print(f"mimicnet: error: the study database: {why}; free some space or fix the database, then run the "
+              "same command again (finished work is kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mimicnet: interrupted; run the same command again to continue", file=sys.stderr)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 RULE = ("a difference counts only when it exceeds twice its standard error over seeds, "
         "SE = sqrt(sd_a²/n_a + sd_b²/n_b) (a side with one run borrows the other side's sd)")
@@ -81,6 +81,18 @@ def combine(verdicts: Sequence[str]) -> str:
     if all(x == NO_SPREAD for x in v):
         return NO_SPREAD
     return NOISE
+
+
+def judge_pairs(pairs: Iterable[tuple[str, Sequence[float], Sequence[float]]],
+                describe: Callable[[str, Difference], str]) -> tuple[str, str]:
+    """A claim made of comparisons "a beats b", one per (label, a, b): (its verdict by `combine`, 'k hold, ...
+    of n: ' + each comparison as `describe(label, difference)`). Pairs with an empty side are left out;
+    with none left the claim is not measured."""
+    ds = [(label, d) for label, a, b in pairs if (d := difference(a, b)) is not None]
+    if not ds:
+        return NOT_MEASURED, "not measured"
+    verdicts = [d.verdict(+1) for _, d in ds]
+    return combine(verdicts), f"{tally(verdicts)} of {len(ds)}: " + ", ".join(describe(n, d) for n, d in ds)
 
 
 def tally(verdicts: Sequence[str]) -> str:

@@ -710,18 +710,6 @@ def _measured(t: T2) -> dict[str, dict[int, Cell]]:
     return out
 
 
-def _pairs(claim_pairs) -> tuple[list[str], list[str]]:
-    """(verdicts, texts) of [(label, a cell/sample, b cell/sample)], each 'a beats b'."""
-    verdicts, texts = [], []
-    for label, a, b in claim_pairs:
-        d = noise.difference(a, b)
-        if d is None:
-            continue
-        verdicts.append(d.verdict(+1))
-        texts.append(f"{label} {d.diff:+.2f}" + ("" if d.se is None else f" (2 SE {2 * d.se:.2f})"))
-    return verdicts, texts
-
-
 def _paper_pairs(table: dict[str, dict[int, float]], by: str) -> tuple[int, int]:
     """(pairs where the paper's Table 2 rises, pairs): deeper at each budget (by='depth'), or larger within a
     family (by='budget'). The paper gives one number per cell (its best trial), no spread."""
@@ -790,11 +778,14 @@ def best_student(t: T2) -> Cell | None:
     return max(cells, key=lambda c: c.best_val) if cells else None
 
 
+def _describe(label: str, d: noise.Difference) -> str:
+    return f"{label} {d.diff:+.2f}" + ("" if d.se is None else f" (2 SE {2 * d.se:.2f})")
+
+
 def _claim_from(pairs, paper_txt: str, claim: str) -> dict:
-    verdicts, texts = _pairs(pairs)
-    ours = (f"{noise.tally(verdicts)} of {len(verdicts)}: " + ", ".join(texts)) if verdicts else "not measured"
-    return {"claim": claim, "paper": paper_txt, "ours": ours,
-            "verdict": noise.combine(verdicts) if verdicts else noise.NOT_MEASURED}
+    """A claim over [(label, a's samples, b's samples)], each 'a beats b', by core.noise's rule."""
+    verdict, ours = noise.judge_pairs(pairs, _describe)
+    return {"claim": claim, "paper": paper_txt, "ours": ours, "verdict": verdict}
 
 
 def headline(t: T2, t1: list[T1Row], teacher_ref: tuple[str, float | None]) -> list[dict]:

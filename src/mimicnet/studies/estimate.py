@@ -148,6 +148,7 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
     # the projection with a pruner: the preset's own, or else successive halving with its first rung at 1/27
     # of a run (three rungs of eta=3 before the end)
     pruner = preset.pruner if preset.pruner in ("sha", "hyperband") else "sha"
+    own = preset.pruner == pruner     # the preset's own rungs; else the first at 1/27 of a run, eta 3
     seeds = getattr(preset, "seeds", 0)
     pruned: dict[str, float] = {}
 
@@ -161,8 +162,7 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
                 e = epochs if base.get("schedule", "plateau") == "plateau" else base.get("max_epochs", epochs)
                 per_epoch = a.n_train / ips + a.n_val / (3 * ips)
                 spent = searched_epochs(trials, e, preset.pruner, preset.pruner_min_epochs, preset.pruner_eta)
-                first = preset.pruner_min_epochs if preset.pruner == pruner else max(1, e // 27)
-                eta = preset.pruner_eta if preset.pruner == pruner else 3
+                first, eta = (preset.pruner_min_epochs, preset.pruner_eta) if own else (max(1, e // 27), 3)
                 secs = (spent + seeds * e) * per_epoch
                 pruned[kind] = pruned.get(kind, 0.0) + (searched_epochs(trials, e, pruner, first, eta)
                                                         + seeds * e) * per_epoch

@@ -61,13 +61,9 @@ RATUSZNIK = StudyPreset(
 def _each(rows: list[Row], claim: str, pairs, paper: str) -> dict:
     """One claim over the five students: for how many of them row a beats row b."""
     by = {r.name: r for r in rows}
-    ds = [(s, noise.difference(by[a].tests, by[b].tests)) for s, a, b in pairs if a in by and b in by]
-    ds = [(s, d) for s, d in ds if d is not None]
-    if not ds:
-        return {"claim": claim, "paper": paper, "ours": "not measured", "verdict": noise.NOT_MEASURED}
-    verdicts = [d.verdict(+1) for _, d in ds]
-    return {"claim": claim, "paper": paper, "verdict": noise.combine(verdicts),
-            "ours": f"{noise.tally(verdicts)} of {len(ds)}: " + ", ".join(f"{n} {d.diff:+.1f}" for n, d in ds)}
+    verdict, ours = noise.judge_pairs(((s, by[a].tests, by[b].tests) for s, a, b in pairs if a in by and b in by),
+                                      lambda n, d: f"{n} {d.diff:+.1f}")
+    return {"claim": claim, "paper": paper, "verdict": verdict, "ours": ours}
 
 
 @register_claims("ratusznik")

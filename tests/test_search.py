@@ -624,3 +624,21 @@ def test_estimate_counts_the_epochs_a_pruned_search_spends():
     # sha, rungs 2, 6, 18: 8 trials x 2 epochs, 8/3 x 4 more, 1 x 12 more, 1 x the last 2 (hand-counted)
     assert searched_epochs(8, 20, "sha", 2, 3) == pytest.approx(16 + 8 / 3 * 4 + 12 + 2)
     assert searched_epochs(8, 20, "median", 2, 3) == 160       # not modelled: counted as no pruning
+
+
+@pytest.mark.parametrize("sampler,third", [("tpe", "tpe"), ("gp", "qmc")])
+def test_pruned_trials_end_the_startup_phase_only_for_a_model_that_learns_from_them(sampler, third):
+    # TPE ranks PRUNED trials, GPSampler fits COMPLETE ones only: two pruned trials end a 2-trial start-up
+    # for TPE (else a pruned study would stay on Sobol points for good) but not for GP
+    from mimicnet.search.samplers import make_sampler
+    space = search.make_space("student", "conv1", 100_000)
+    sampler_obj = make_sampler(space, sampler, n_startup=2, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler_obj)
+
+    def objective(trial):
+        for p in space.params:
+            trial.suggest_float(p.name, p.low, p.high, log=p.log)
+        trial.report(0.1 * trial.number, 1)
+        raise optuna.TrialPruned()
+    study.optimize(objective, n_trials=3)
+    assert [sampler_obj.phase[n] for n in range(3)] == ["qmc", "qmc", third]

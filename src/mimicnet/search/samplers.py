@@ -58,6 +58,10 @@ class QMCStartupSampler(BaseSampler):
                                                    warn_independent_sampling=False)
         self._fallback = TrialSeededRandomSampler(seed)
         self.name = "gp" if isinstance(model, optuna.samplers.GPSampler) else "tpe"
+        # the trials the model learns from end the start-up phase: GPSampler fits COMPLETE trials only, TPE
+        # also ranks PRUNED ones (by the step they reached). Counting only COMPLETE ones under a pruner that
+        # stops most trials would keep a TPE study on Sobol points for good.
+        self._learns_from = (TrialState.COMPLETE,) if self.name == "gp" else (TrialState.COMPLETE, TrialState.PRUNED)
         self.phase: dict[int, str] = {}  # trial number -> qmc | gp | tpe | retry (the trial's user attr)
 
     def reseed_rng(self) -> None:
@@ -70,8 +74,7 @@ class QMCStartupSampler(BaseSampler):
         if "fixed_params" in trial.system_attrs or trial.params:
             self.phase[trial.number] = "retry"
             return {}  # a queued retry: its parameters are given, spend no QMC point or GP fit on it
-        n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if n_complete < self._n_startup:
+        if len(study.get_trials(deepcopy=False, states=self._learns_from)) < self._n_startup:
             self.phase[trial.number] = "qmc"
             return self._qmc.sample_relative(study, trial, search_space)
         self.phase[trial.number] = self.name

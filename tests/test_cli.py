@@ -88,3 +88,14 @@ def test_train_config_file_and_flag_override(trained, tmp_path):
     assert main(["train", "--config", str(cfg), "--lr", "0.01", "--device", "cpu", "--out", str(out)]) == 0
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["lr"] == 0.01 and saved["batch_size"] == 50 and saved["widths"] == [4, 4, 8]
+
+
+def test_train_names_one_default_folder_however_the_data_path_is_spelled(tmp_path, monkeypatch):
+    from mimicnet.cli.train import default_run_name
+    from mimicnet.train.config import TrainConfig
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    names = {default_run_name(TrainConfig.of(data=d, max_epochs=2))
+             for d in ("a.tar.gz", "./a.tar.gz", str(tmp_path / "a.tar.gz"), "sub/../a.tar.gz")}
+    assert len(names) == 1
+    assert default_run_name(TrainConfig.of(data="b.tar.gz", max_epochs=2)) not in names

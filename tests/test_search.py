@@ -220,7 +220,8 @@ def test_infeasible_constants_are_told_to_the_sampler_not_crashed(tmp_path):
         assert "run_dir" not in t.user_attrs and "budget" in t.user_attrs["infeasible"]
     assert len(calls) == len(feasible)
     for t in feasible:
-        assert Path(t.user_attrs["run_dir"]) == (tmp_path / "trials" / str(t.number)).resolve()
+        assert t.user_attrs["run_dir"] == f"trials/{t.number}"  # relative: a moved search folder finds it
+        assert search.trial_run_dir(t, tmp_path) == (tmp_path / "trials" / str(t.number)).resolve()
     assert st.best_trial.constraints["budget"] <= 0  # never an infeasible trial as the best
     # an infeasible trial's value stays inside the feasible values seen (does not stretch the GP)
     lo = min(t.value for t in feasible)
@@ -298,6 +299,38 @@ def test_rerun_runs_nothing_more_extends_and_refuses_another_base(tmp_path):
                           train_fn=fit, log=silent)
 
 
+def test_a_moved_search_folder_resumes_its_interrupted_trial_in_the_new_place(tmp_path):
+    def interrupted(cfg, run_dir, index=None, info=None):
+        (Path(run_dir) / "partial").parent.mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "partial").write_text("epoch 3")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "a", 1, sampler="random",
+                          train_fn=interrupted, log=silent)
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    calls = []
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "b", 1, sampler="random",
+                           train_fn=quadratic_fit(calls), log=silent)
+    assert len(calls) == 1 and calls[0][1] == (tmp_path / "b" / "trials" / "0").resolve()
+    assert (calls[0][1] / "partial").read_text() == "epoch 3"   # the retry continues the moved folder's work
+    assert not (tmp_path / "a").exists()
+    assert search.trial_run_dir(search.best_trial(st), tmp_path / "b") == calls[0][1]
+
+
+def test_a_damaged_transfer_set_stops_a_search_before_any_trial(tmp_path):
+    # the set is checked against its manifest before the study is created: no failed trial left behind
+    from mimicnet.distill.transfer import TransferError
+    tset = tmp_path / "t"
+    tset.mkdir()
+    (tset / "manifest.json").write_text("{}")
+    base = TrainConfig.of(data=str(write_archive(tmp_path / "a.tar.gz", n_train=120, n_test=20)), loss="l2-logits",
+                          transfer=str(tset), device="cpu")
+    with pytest.raises(TransferError):
+        search.run_search("student-conv1-20k", base, tmp_path / "s", 1, sampler="random", log=silent)
+    assert not (tmp_path / "s" / "study.db").exists()
+
+
 def test_ctrl_c_queues_the_trial_again_and_the_rerun_resumes_its_folder(tmp_path):
     def interrupted(cfg, run_dir, index=None, info=None):
         raise KeyboardInterrupt
@@ -310,7 +343,8 @@ def test_ctrl_c_queues_the_trial_again_and_the_rerun_resumes_its_folder(tmp_path
                            train_fn=quadratic_fit(calls), log=silent)
     t0, t1, t2 = sorted(st.trials, key=lambda t: t.number)
     assert t0.state == TrialState.FAIL and "fail_reason" not in t0.user_attrs  # lost, not a result
-    assert t1.params == t0.params and t1.user_attrs["run_dir"] == t0.user_attrs["run_dir"] == str(calls[0][1])
+    assert t1.params == t0.params and t1.user_attrs["run_dir"] == t0.user_attrs["run_dir"]
+    assert search.trial_run_dir(t1, tmp_path) == calls[0][1]
     assert t1.state == t2.state == TrialState.COMPLETE and search.progress(st)["finished"] == 2
 
 
@@ -324,7 +358,7 @@ def test_a_retry_whose_folder_holds_another_config_starts_afresh(tmp_path):
     st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 2, sampler="random",
                            train_fn=quadratic_fit(), log=silent)
     assert st.trials[1].state == TrialState.COMPLETE
-    assert st.trials[1].user_attrs["run_dir"] == str((tmp_path / "trials" / "1").resolve())
+    assert st.trials[1].user_attrs["run_dir"] == "trials/1"
 
 
 def curve_fit(max_epochs=9, calls=None):
@@ -379,7 +413,7 @@ def test_a_pruned_trial_keeps_a_resumable_run_folder(tmp_path):
                            index=tmp_path / "s" / "index.csv")
     t = st.trials[1]
     assert t.state == TrialState.PRUNED and t.user_attrs["pruned_at_epoch"] == 1
-    run_dir = Path(t.user_attrs["run_dir"])
+    run_dir = search.trial_run_dir(t, tmp_path / "s")
     assert (run_dir / "last.safetensors").exists() and not (run_dir / "results.json").exists()
     cfg = TrainConfig.from_dict(artifacts.read_json(run_dir / "config.json")["config"])
     log = []
@@ -409,7 +443,7 @@ def test_tiny_real_search_end_to_end_with_report(tmp_path, capsys):
     done = [t for t in st.trials if t.state == TrialState.COMPLETE and t.constraints["budget"] <= 0]
     assert done
     for t in done:
-        run = Path(t.user_attrs["run_dir"])
+        run = search.trial_run_dir(t, tmp_path / "s")
         res = json.loads((run / "results.json").read_text())
         assert res["val_acc"] == t.value and res["study"] == "student-conv2-20k" and res["trial"] == t.number
         assert (run / "best.safetensors").exists() and t.user_attrs["test_acc"] == res["test_acc"]

@@ -14,9 +14,17 @@ from ..train.config import resolve_widths
 from .common import add_train_flags, check_out_folder, train_config_from_args
 
 
+def default_run_name(cfg) -> str:
+    """FAMILY-CONFIGHASH of the config with its paths resolved: `--data a.tar.gz`, `--data ./a.tar.gz` and
+    `--data /abs/a.tar.gz` name one run folder (the run in it accepts any spelling: train.run.same_run)."""
+    def canon(p: str) -> str:
+        return str(Path(p).resolve()) if p else p
+    return cfg.replace(data=canon(cfg.data.path), transfer=canon(cfg.distill.transfer)).run_id()
+
+
 def cmd_train(args) -> int:
     cfg = train_config_from_args(args)
-    out = args.out or Path("runs") / "train" / cfg.run_id()
+    out = args.out or Path("runs") / "train" / default_run_name(cfg)
     check_out_folder(out)
     resolve_device(cfg.execution.device)  # a device this machine lacks: said before the data are read
     resolve_widths(cfg)  # constants that do not fit the family or budget: before the run folder is made

@@ -68,6 +68,7 @@ from ..core.errors import Diverged
 from ..data.splits import TrainData, load_train_data
 from ..distill.student import Teachers, index_failed, train_run
 from ..models.families import BudgetError
+from ..models.inference import resolve_device
 from ..train.config import EXECUTION_FIELDS, TrainConfig
 from ..train.run import RunInfo
 from .pruners import make_pruner
@@ -202,6 +203,10 @@ def _default_train_fn(base_cfg: TrainConfig, data: TrainData | None, teachers: T
     """``distill.student.train_run`` on data read once (when not given) and teachers loaded once, for all trials."""
     data = data if data is not None else load_train_data(base_cfg.data.path, base_cfg.data.max_train)
     teachers = teachers or Teachers()
+    if base_cfg.mimics and base_cfg.distill.transfer:
+        # checked (every file against its manifest) before the study exists: a damaged or missing set is one
+        # line, not a failed trial left in the study by every attempt
+        teachers.transfer_set(base_cfg.distill.transfer, resolve_device(base_cfg.execution.device))
 
     def train_fn(cfg, run_dir, index, info, on_epoch=None):
         return train_run(cfg, run_dir, data, info=info, index=index, teachers=teachers, log=log, on_epoch=on_epoch)
@@ -264,6 +269,20 @@ def _fail_dead_local_trials(study) -> None:
             callback(study, storage.get_trial(t._trial_id))
 
 
+def trial_run_dir(trial, out_dir) -> Path | None:
+    """A trial's run folder. Stored relative to the search's folder (trials/N), so a search folder that was
+    moved or copied finds its runs; an older study's absolute path is taken while it exists, else the
+    trial's own folder under out_dir when that exists (the same search, moved)."""
+    v = trial.user_attrs.get("run_dir")
+    if not v:
+        return None
+    p = Path(v)
+    if not p.is_absolute():
+        return Path(out_dir).resolve() / p
+    moved = Path(out_dir).resolve() / "trials" / str(trial.number)
+    return moved if not p.exists() and moved.exists() else p
+
+
 def best_trial(study):
     """The study's best trial by validation accuracy among those that trained (complete, feasible), or None."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -296,7 +315,7 @@ class _Objective:
         if self.constrained and "budget" not in trial.constraints:
             trial.set_constraint("budget", min(budget_violation(self.space, params), 0.0))
         run_dir = self.run_dir(trial, cfg)
-        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("run_dir", self.stored(run_dir))
         self.log(f"trial {trial.number}: {_fmt_params(params)} -> {run_dir}")
         res = self.train(trial, cfg, params, run_dir)
         return self.record(trial, res, run_dir)
@@ -315,7 +334,7 @@ class _Objective:
     def run_dir(self, trial, cfg: TrainConfig) -> Path:
         """The trial's run folder: OUT/trials/<number>, or the one a retried trial already ran in."""
         # a retry (after a lost worker or Ctrl-C) inherits run_dir and resumes that run's checkpoint
-        run_dir = Path(trial.user_attrs.get("run_dir") or self.own_dir(trial))
+        run_dir = trial_run_dir(trial, self.out_dir) or self.own_dir(trial)
         if _other_run(run_dir, cfg):
             # e.g. the code's config gained a field since the lost trial began: its checkpoint cannot be
             # resumed as this config, so the retry starts over in its own folder
@@ -325,6 +344,13 @@ class _Objective:
 
     def own_dir(self, trial) -> Path:
         return (self.out_dir / "trials" / str(trial.number)).resolve()
+
+    def stored(self, run_dir: Path) -> str:
+        """run_dir as the trial keeps it: relative to the search's folder when inside it (trial_run_dir)."""
+        try:
+            return str(run_dir.resolve().relative_to(self.out_dir.resolve()))
+        except ValueError:
+            return str(run_dir)
 
     def train(self, trial, cfg: TrainConfig, params: dict, run_dir: Path) -> dict:
         """train_fn's results; a divergence is recorded as the trial's fail_reason, a pruned trial as its index

@@ -35,7 +35,7 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..distill.transfer import TransferConfig, generate
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
-from ..search.run import best_trial, run_search
+from ..search.run import best_trial, run_search, trial_run_dir
 from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
@@ -240,7 +240,7 @@ def run_teachers(st: Study, data: TrainData) -> list[Path]:
         study = run_search(space, train_cfg(p, p.teacher_base), st.out / "studies" / "teacher", p.teacher_trials,
                            sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index, data=data,
                            **_pruning(p))
-        return [Path(t.user_attrs["run_dir"]) for t in study.trials
+        return [trial_run_dir(t, st.out / "studies" / "teacher") for t in study.trials
                 if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs]
     raise ConfigError(f"teacher_mode must be 'fixed' or 'search', not {p.teacher_mode!r}")
 

@@ -21,6 +21,7 @@ from ..core.index import IndexRow, RunKind, write_index
 from ..distill.ensemble import ensemble_row
 from ..distill.student import teacher_record
 from ..search.storage import default_storage, load_study
+from ..search.run import trial_run_dir
 from ..train.config import TrainConfig
 from ..train.run import RunInfo, failed_row, index_row
 
@@ -95,9 +96,8 @@ def _search_rows(root: Path, skipped: list[str]) -> list[tuple[float, IndexRow]]
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED)):
             if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs:
                 continue  # a lost trial (killed worker): its retry is the run
-            run_dir = Path(t.user_attrs.get("run_dir", ""))
-            if not t.user_attrs.get("run_dir") or (run_dir / "results.json").exists() \
-                    or not (run_dir / "config.json").exists():
+            run_dir = trial_run_dir(t, db.parent)
+            if run_dir is None or (run_dir / "results.json").exists() or not (run_dir / "config.json").exists():
                 continue
             try:
                 cfg, d = _config(run_dir)

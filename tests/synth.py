@@ -53,3 +53,23 @@ def write_archive(path: Path, n_train: int = 200, n_test: int = 100, n_batches: 
     xt, yt = synth_images(n_test, seed + 1)
     members["test_batch"] = {b"data": xt, b"labels": yt, b"batch_label": b"test"}
     return write_cifar_archive(path, members)
+
+
+def write_cifar100_archive(path: Path, n_train: int = 300, n_test: int = 60, seed: int = 0, train: bool = True,
+                           test: bool = True, meta: bool = True, folder: str = "cifar-100-python") -> Path:
+    """A learnable CIFAR-100 archive in the official format: `train` and `test` (b'data', b'fine_labels' 0..99,
+    b'coarse_labels' 0..19, b'filenames', b'batch_label') and `meta` (100 b'fine_label_names' fine0..fine99,
+    20 b'coarse_label_names' coarse0..coarse19). The superclass of fine class f is f // 5 here."""
+    def batch(n, s, name):
+        x, fine = synth_images(n, s, num_classes=100)
+        return {b"data": x, b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine],
+                b"filenames": [f"img_{i}.png".encode() for i in range(n)], b"batch_label": name.encode()}
+    members = {}
+    if train:
+        members["train"] = batch(n_train, seed, "training batch 1 of 1")
+    if test:
+        members["test"] = batch(n_test, seed + 1, "testing batch 1 of 1")
+    if meta:
+        members["meta"] = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+                           b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}
+    return write_cifar_archive(path, members, folder)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..core.artifacts import read_json
 from ..core.errors import ConfigError, UserError
 from ..core.units import parse_budget
+from ..data.cifar import LABELS
 from ..train.config import FLAT_FIELDS, TrainConfig
 
 
@@ -41,6 +42,13 @@ def _device_arg(p):
     p.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
 
 
+def labels_arg(p) -> None:
+    """--labels for a command that reads data but takes no training flags (data info, evaluate, transfer, ...)."""
+    p.add_argument("--labels", choices=LABELS, default="fine",
+                   help="label set: fine (default: CIFAR-10's 10 classes, CIFAR-100's 100) or coarse (CIFAR-100's "
+                   "20 superclasses)")
+
+
 # flag -> TrainConfig field, for flags that map one to one
 _TRAIN_FLAGS = {
     "family": (str, "model family (see `mimicnet model list`)"),
@@ -48,8 +56,10 @@ _TRAIN_FLAGS = {
     "constants": (_floats, "width constants in [0,1] (teacher: C1,C2,C3,H1; students: C1[,C2] with --budget)"),
     "budget": (_budget, "parameter budget (1M, 3.16M, ...): the dependent width is solved to meet it"),
     "dropout": (_floats, "dropout rates in layer order (teacher: doc1,doc2,doc3,dof1,dof2)"),
-    "data": (str, "CIFAR archive (.tar.gz) or extracted folder"),
+    "data": (str, "CIFAR-10 or CIFAR-100 archive (.tar.gz) or extracted folder"),
     "max_train": (int, "use only the first N training images"),
+    "labels": (str, "label set: fine (default: CIFAR-10's 10 classes, CIFAR-100's 100) or coarse (CIFAR-100's 20 "
+                    "superclasses)"),
     "hsv": (_floats, "HSV jitter Dh,Ds,Dv,As,Av (default 0.06,0.26,0.20,0.21,0.13)"),
     "scale_min": (int, "scale jitter: crop size S ~ U{scale_min..32}; 32 disables it"),
     "label_smoothing": (float, "label smoothing for cross-entropy"),

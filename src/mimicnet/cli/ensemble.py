@@ -6,6 +6,7 @@ from pathlib import Path
 from ..data.splits import load_train_data
 from ..distill.ensemble import METHODS, build_ensemble
 from ..models.inference import resolve_device
+from .common import labels_arg
 
 
 def _fmt(v) -> str:
@@ -14,7 +15,7 @@ def _fmt(v) -> str:
 
 def cmd_ensemble(args) -> int:
     device = resolve_device(args.device or "auto")
-    data = load_train_data(args.data)
+    data = load_train_data(args.data, labels=args.labels)
     res = build_ensemble(args.runs, args.out, data, args.method, args.size, device, index=args.index)
     print(f"{'member':40s} {'weight':>6s} {'val %':>7s} {'test %':>7s}")
     for m in sorted(res["members"], key=lambda m: -m["val_acc"]):
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
                               "command again reuses the finished folder.")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="training run folders (with best.safetensors)")
     p.add_argument("--data", required=True, help="CIFAR archive the runs were trained on (its validation split selects)")
+    labels_arg(p)
     p.add_argument("--out", required=True, type=Path, help="ensemble folder")
     p.add_argument("--method", choices=METHODS, default="greedy")
     p.add_argument("--size", type=int, default=16, help="greedy: selection steps; topk: members (default 16, as S2)")

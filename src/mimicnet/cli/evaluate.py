@@ -14,7 +14,15 @@ from ..models.checkpoint import model_from_checkpoint
 from ..models.inference import accuracy, predict_logits, resolve_device
 from ..report.evaluate import (EvaluateError, check_output_file, evaluate_results, is_results_dir, results_table,
                                write_output_json)
-from .common import _device_arg
+from .common import _device_arg, labels_arg
+
+
+def _check_classes(checkpoint, meta: dict, data, args) -> None:
+    """A model scored on data of another number of classes gives a number, but a meaningless one: refuse it."""
+    n = meta.get("num_classes")
+    if n is not None and n != len(data.classes):
+        raise EvaluateError(f"{checkpoint}: the model has {n} outputs, {args.data} ({data.name}, {data.labels} "
+                            f"labels) has {len(data.classes)} classes; give the data (and --labels) it was trained on")
 
 
 def cmd_evaluate(args) -> int:
@@ -27,7 +35,8 @@ def cmd_evaluate(args) -> int:
                             "(no best.safetensors)")
     device = resolve_device(args.device or "auto")
     model, meta = model_from_checkpoint(args.checkpoint, device)
-    archive = load_test_source(args.data)
+    archive = load_test_source(args.data, args.labels)
+    _check_classes(args.checkpoint, meta, archive, args)
     x, y = select_split(archive, args.split)
     logits = predict_logits(model, x, meta.get("input_scale", 1.0), device)
     acc = accuracy(logits, y)
@@ -47,7 +56,7 @@ def cmd_evaluate(args) -> int:
 def _evaluate_results_dir(args) -> int:
     """Every finished run (and ensemble) of a results folder beside the test accuracy its index reports."""
     device = resolve_device(args.device or "auto")
-    data = load_test_source(args.data)
+    data = load_test_source(args.data, args.labels)
     x, y = select_split(data, args.split)
     result = evaluate_results(args.checkpoint, x, y, device, log=lambda s: print(s, file=sys.stderr))
     label = "new" if args.split == "test" else f"new {args.split}"
@@ -73,9 +82,10 @@ def register(sub) -> None:
                        "NAME_labels.npy (either file, or their folder): a test set only.")
     e.add_argument("checkpoint", type=Path, metavar="CKPT_OR_RESULTS_DIR",
                    help="best.safetensors, its run folder, or a results folder (holding index.csv)")
-    e.add_argument("--data", required=True, help="CIFAR archive (.tar.gz) or folder, or a CIFAR-10.1 .npy pair "
-                   "(NAME_data.npy, NAME_labels.npy or their folder)")
+    e.add_argument("--data", required=True, help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder, or a "
+                   "CIFAR-10.1 .npy pair (NAME_data.npy, NAME_labels.npy or their folder)")
     e.add_argument("--split", choices=("test", "val", "train"), default="test")
+    labels_arg(e)
     e.add_argument("--json", type=Path, help="also write the result as JSON here")
     _device_arg(e)
     e.set_defaults(func=cmd_evaluate)

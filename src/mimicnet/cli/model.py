@@ -19,20 +19,21 @@ def cmd_model_describe(args) -> int:
     if args.widths is not None:
         widths = args.widths
     elif args.budget is not None:
-        widths = tuple(solve_budget(args.family, args.budget, args.constants or (0.5,) * fam.n_constants))
+        widths = tuple(solve_budget(args.family, args.budget, args.constants or (0.5,) * fam.n_constants,
+                                    num_classes=args.num_classes))
     elif args.constants is not None and args.family == "teacher":
         widths = teacher_widths(*args.constants)
     else:
         raise ModelError(f"{args.family}: give --widths, or --budget (and --constants)")
     if not fam.variable_widths and len(widths) != len(fam.width_names):
         raise ModelError(f"{args.family} takes {len(fam.width_names)} widths ({','.join(fam.width_names)}), got {len(widths)}")
-    rows = describe(args.family, widths, batchnorm=args.batchnorm)
+    rows = describe(args.family, widths, batchnorm=args.batchnorm, num_classes=args.num_classes)
     print(f"{fam.name}: {fam.description}   widths " + ", ".join(f"{n}={w}" for n, w in zip(fam.width_names, widths)))
     print(f"{'layer':28s} {'output':>16s} {'params':>12s}")
     for r in rows:
         shape = "x".join(str(s) for s in r["shape"])
         print(f"{r['name'] + ' ' + r['type']:28s} {shape:>16s} {r['params']:>12,}")
-    n = count_params(args.family, widths, batchnorm=args.batchnorm)
+    n = count_params(args.family, widths, batchnorm=args.batchnorm, num_classes=args.num_classes)
     print(f"{'total':28s} {'':>16s} {n:>12,}")
     if args.budget is not None:
         print(f"budget {args.budget:,}: {n - args.budget:+,} ({100 * (n - args.budget) / args.budget:+.3f}%)")
@@ -59,6 +60,8 @@ def register(sub) -> None:
     md.add_argument("--budget", type=_budget)
     md.add_argument("--constants", type=_floats)
     md.add_argument("--batchnorm", action="store_true")
+    md.add_argument("--num-classes", dest="num_classes", type=int, default=10,
+                    help="outputs of the last layer: 10 (CIFAR-10, default), 100 (CIFAR-100), 20 (--labels coarse)")
     md.set_defaults(func=cmd_model_describe)
     mf = m.add_parser("fold", help="multiply a trained net's linear bottleneck into the next layer (S5)",
                       description="Ba & Caruana's linear bottleneck adds no representational power: W = W_H W_L. "

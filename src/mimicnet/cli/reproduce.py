@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
+
 from ..core.artifacts import write_text
 from ..core.lock import folder_lock
 from ..core.errors import ConfigError
@@ -39,6 +41,7 @@ def cmd_reproduce(args) -> int:
 
 
 def _reproduce(args, p, out: Path, command: str) -> int:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search prints its own one line per trial
     if args.preset in STUDY_PRESETS:
         run_study(p, out, command=command)
         table = tables_markdown(p, build_tables(out, p))

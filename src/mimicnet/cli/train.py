@@ -27,9 +27,10 @@ def cmd_train(args) -> int:
     out = args.out or Path("runs") / "train" / default_run_name(cfg)
     check_out_folder(out)
     resolve_device(cfg.execution.device)  # a device this machine lacks: said before the data are read
-    resolve_widths(cfg)  # constants that do not fit the family or budget: before the run folder is made
     d = cfg.data
-    data = load_features(d.path) if str(d.path).endswith(".npz") else load_train_data(d.path, d.max_train)
+    data = load_features(d.path) if str(d.path).endswith(".npz") else load_train_data(d.path, d.max_train, d.labels)
+    data = data.with_labels(d.labels)  # coarse labels on CIFAR-10 (or a feature file): said before any folder
+    resolve_widths(cfg, data.num_classes)  # constants that do not fit the family or budget: before the folder
     with folder_lock(out, "mimicnet train"):  # one writer per run folder
         res = train_run(cfg, out, data)
     print(json.dumps({k: res[k] for k in ("run_id", "params", "best_epoch", "val_acc", "test_acc")}))

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from ..distill.transfer import _LOGITS, TransferConfig, TransferError, _human, generate, verify
+from .common import labels_arg
 
 
 def cmd_transfer(args) -> int:
@@ -18,8 +19,8 @@ def cmd_transfer(args) -> int:
                                     ("--out", args.out)) if v is None]
     if missing:
         raise TransferError(f"mimicnet transfer: {', '.join(missing)} required (or --verify DIR)")
-    cfg = TransferConfig(data=args.data, max_train=args.max_train, epochs=args.epochs, seed=args.seed,
-                         logits_dtype=args.logits_dtype, mode=args.mode, chunk=args.chunk,
+    cfg = TransferConfig(data=args.data, max_train=args.max_train, labels=args.labels, epochs=args.epochs,
+                         seed=args.seed, logits_dtype=args.logits_dtype, mode=args.mode, chunk=args.chunk,
                          batch_size=args.batch_size, device=args.device or "auto")
     finished_before = (Path(args.out) / "manifest.json").exists()
     man = generate(cfg, args.teacher, args.out)
@@ -45,7 +46,8 @@ def register(subparsers) -> None:
                               "with the teacher's logits and stored in order. Running the same command again "
                               "continues an interrupted set; --verify DIR rechecks a finished set's checksums.")
     p.add_argument("--teacher", type=Path, help="ensemble folder (mimicnet ensemble) or a training run folder")
-    p.add_argument("--data", help="CIFAR archive (.tar.gz) or folder")
+    p.add_argument("--data", help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder")
+    labels_arg(p)
     p.add_argument("--epochs", type=int, help="passes over the training images (S1: 160)")
     p.add_argument("--out", type=Path, help="transfer set folder")
     p.add_argument("--max-train", dest="max_train", type=int, default=None, help="use only the first N training images")

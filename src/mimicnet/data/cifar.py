@@ -1,9 +1,13 @@
-"""CIFAR-10 in the official python format: download, verify, load, split.
+"""CIFAR-10 and CIFAR-100 in the official python format: download, verify, load, split.
 
 We read the official pickled batches straight out of the .tar.gz (no extraction), so the file that was
 md5-checked is the file that is trained on, and the same code reads the full archive, the small real
 subset used on CPU, or an already-extracted folder. Every problem with the input becomes one
 `DataError` line naming the file (and member) and what is wrong, never a traceback from inside tarfile.
+
+Which dataset a source holds is told by its contents, not its name: CIFAR-10 is ``data_batch_1..5``,
+``test_batch`` and ``batches.meta`` (10 classes); CIFAR-100 is ``train``, ``test`` and ``meta``, each image
+with a fine label (100 classes, the default) and a coarse one (its superclass, 20; ``labels="coarse"``).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +35,40 @@ from ..core.errors import UserError
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+# the names of the official `meta` (used when a source has none, as CLASSES for CIFAR-10)
+FINE_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish",
+    "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
+    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
+    "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm")
+COARSE_CLASSES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables", "household_electrical_devices",
+    "household_furniture", "insects", "large_carnivores", "large_man-made_outdoor_things",
+    "large_natural_outdoor_scenes", "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates",
+    "people", "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2")
+assert len(FINE_CLASSES) == 100 and len(COARSE_CLASSES) == 20
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 META = "batches.meta"
 WANTED = (*TRAIN_BATCHES, TEST_BATCH, META)
+CIFAR100_FOLDER = "cifar-100-python"
+C100_TRAIN, C100_TEST, C100_META = "train", "test", "meta"
+C100_WANTED = (C100_TRAIN, C100_TEST, C100_META)
+ALL_WANTED = (*WANTED, *C100_WANTED)  # the order a folder's files are hashed in
+# the label sets a source can be read with: CIFAR-10 has only "fine" (its 10 classes), CIFAR-100 both
+LABELS = ("fine", "coarse")
+# `mimicnet data download --dataset NAME`: (url, md5) of each official archive
+DATASETS = {"cifar10": (CIFAR10_URL, CIFAR10_MD5), "cifar100": (CIFAR100_URL, CIFAR100_MD5)}
 N_VAL_FULL = 10_000  # the paper's (and everyone's) validation set: the last 10k of the 50k training images
 
 
@@ -51,13 +83,38 @@ def _error(source, problem, member=None) -> DataError:
 
 @dataclass(frozen=True)
 class Cifar:
-    x_train: torch.Tensor | None  # uint8 N×3×32×32; None when the source has no data_batch_*
-    y_train: torch.Tensor | None  # int64 (N,)
+    x_train: torch.Tensor | None  # uint8 N×3×32×32; None when the source has no data_batch_* (train)
+    y_train: torch.Tensor | None  # int64 (N,), of the label set `labels`
     x_test: torch.Tensor | None
     y_test: torch.Tensor | None
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]      # names of the classes of `labels`
     source: str  # resolved path it was read from
-    sha256: str  # of the archive file, or of the batch files concatenated in WANTED order for a folder
+    sha256: str  # of the archive file, or of the batch files concatenated in ALL_WANTED order for a folder
+    dataset: str = "cifar10"      # what the contents are: "cifar10" | "cifar100"
+    labels: str = "fine"          # the label set y_train / y_test hold (CIFAR-10's one set is "fine")
+    # every label set the source has: {name: (y_train, y_test, classes)} (CIFAR-100: fine and coarse)
+    label_sets: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return DATASET_NAMES.get(self.dataset, self.dataset)
+
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def check_labels(labels) -> str:
+    """`labels` if it names a label set (LABELS), else one DataError line."""
+    if labels not in LABELS:
+        raise DataError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    return labels
+
+
+def no_labels_error(source, dataset: str, labels: str, have=("fine",)) -> DataError:
+    """The one line for a label set the data does not have (coarse labels of CIFAR-10, of a feature file)."""
+    what = DATASET_NAMES.get(dataset, dataset)
+    why = " (the 20 superclasses are CIFAR-100's)" if labels == "coarse" else ""
+    return _error(source, f"{what} has no {labels} labels{why}, only {', '.join(have) or 'none'}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -126,14 +183,19 @@ def _unpickle(raw: bytes, source, member):
         raise _error(source, f"not a readable pickle ({type(e).__name__}: {e})", member) from None
 
 
-def _parse_batch(obj, source, member) -> tuple[np.ndarray, np.ndarray]:
-    """Validate one batch dict and return (uint8 N×3×32×32, int64 N)."""
+# label keys of a batch: {label set: (key, number of classes)}
+C10_LABEL_KEYS = {"fine": (b"labels", 10)}
+C100_LABEL_KEYS = {"fine": (b"fine_labels", 100), "coarse": (b"coarse_labels", 20)}
+
+
+def _parse_batch(obj, source, member, label_keys=C10_LABEL_KEYS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Validate one batch dict and return (uint8 N×3×32×32, {label set: int64 N}) for each set of `label_keys`."""
     if not isinstance(obj, dict):
         raise _error(source, f"not a CIFAR batch (pickle holds {type(obj).__name__}, expected dict)", member)
-    for key in (b"data", b"labels"):
+    for key in (b"data", *(k for k, _ in label_keys.values())):
         if key not in obj:
             raise _error(source, f"not a CIFAR batch (no {key!r} key)", member)
-    data, labels = obj[b"data"], obj[b"labels"]
+    data = obj[b"data"]
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", type(data).__name__)
         raise _error(source, f"data has shape {shape}, expected (N, 3072)", member)
@@ -143,27 +205,48 @@ def _parse_batch(obj, source, member) -> tuple[np.ndarray, np.ndarray]:
             raise _error(source, f"data has dtype {data.dtype} or values outside 0..255, expected uint8",
                          member)
         data = data.astype(np.uint8)
-    try:
-        labels = np.asarray(labels)
-    except Exception:
-        labels = np.asarray([None])  # fall through to the dtype error below
-    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
-        raise _error(source, f"labels must be a list of ints (got {labels.dtype}, shape {labels.shape})",
-                     member)
-    if len(labels) != len(data):
-        raise _error(source, f"{len(labels)} labels for {len(data)} images", member)
-    bad = labels[(labels < 0) | (labels > 9)]
-    if bad.size:
-        raise _error(source, f"labels outside 0..9 (found {bad[0]})", member)
+    ys = {}
+    for name, (key, n_classes) in label_keys.items():
+        what = key.decode()  # "labels", "fine_labels", "coarse_labels"
+        try:
+            labels = np.asarray(obj[key])
+        except Exception:
+            labels = np.asarray([None])  # fall through to the dtype error below
+        if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+            raise _error(source, f"{what} must be a list of ints (got {labels.dtype}, shape {labels.shape})",
+                         member)
+        if len(labels) != len(data):
+            raise _error(source, f"{len(labels)} {what} for {len(data)} images", member)
+        bad = labels[(labels < 0) | (labels >= n_classes)]
+        if bad.size:
+            raise _error(source, f"{what} outside 0..{n_classes - 1} (found {bad[0]})", member)
+        ys[name] = labels.astype(np.int64)
     # Rows are R plane (1024), G plane, B plane, each row-major 32×32: a plain reshape gives NCHW.
-    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+    return data.reshape(-1, 3, 32, 32), ys
+
+
+def _names(names) -> tuple[str, ...]:
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 def _parse_meta(obj, source, member) -> tuple[str, ...]:
     names = obj.get(b"label_names") if isinstance(obj, dict) else None
     if not isinstance(names, list) or len(names) != 10:
         raise _error(source, "not a CIFAR-10 batches.meta (expected 10 b'label_names')", member)
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    return _names(names)
+
+
+def _parse_meta100(obj, source, member) -> dict[str, tuple[str, ...]]:
+    """{label set: class names} of a CIFAR-100 meta."""
+    found = {}
+    for name, key, n in (("fine", b"fine_label_names", 100), ("coarse", b"coarse_label_names", 20)):
+        names = obj.get(key) if isinstance(obj, dict) else None
+        if not isinstance(names, list) or len(names) != n:
+            raise _error(source, "not a CIFAR-100 meta (expected 100 b'fine_label_names' and 20 "
+                         f"b'coarse_label_names'; {key!r} is "
+                         f"{f'{len(names)} names' if isinstance(names, list) else 'missing'})", member)
+        found[name] = _names(names)
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -189,7 +272,7 @@ def _read_tar(path: Path) -> dict[str, tuple[Path, str | None, bytes]]:
             try:
                 for m in tf:
                     base = m.name.rstrip("/").rsplit("/", 1)[-1]
-                    if not m.isfile() or base not in WANTED:
+                    if not m.isfile() or base not in ALL_WANTED:
                         continue
                     if base in found:
                         raise _error(path, f"two members named {base} ({found[base][1]}, {m.name})")
@@ -208,7 +291,7 @@ def _read_tar(path: Path) -> dict[str, tuple[Path, str | None, bytes]]:
 
 def _read_folder(folder: Path) -> dict[str, tuple[Path, str | None, bytes]]:
     found = {}
-    for base in WANTED:
+    for base in ALL_WANTED:
         p = folder / base
         if p.is_file():
             try:
@@ -218,46 +301,75 @@ def _read_folder(folder: Path) -> dict[str, tuple[Path, str | None, bytes]]:
     return found
 
 
-def load_cifar(path) -> Cifar:
-    """Load CIFAR-10 from a .tar.gz/.tgz/.tar archive or an extracted folder (see module docstring).
+def load_cifar(path, labels: str = "fine") -> Cifar:
+    """Load CIFAR-10 or CIFAR-100 (told by the contents) from a .tar.gz/.tgz/.tar archive or an extracted folder
+    (see module docstring); y_train / y_test are the labels of the set `labels` ("fine": CIFAR-10's classes or
+    CIFAR-100's 100, "coarse": CIFAR-100's 20 superclasses), every set is in `label_sets`.
 
-    A folder may be cifar-10-batches-py/ itself or its parent. Training batches are concatenated in
-    order data_batch_1..5 (whichever are present); a test-only source gives x_train = None.
+    A folder may be cifar-10-batches-py/ (cifar-100-python/) itself or its parent. CIFAR-10's training
+    batches are concatenated in order data_batch_1..5 (whichever are present); a test-only source gives
+    x_train = None.
     """
+    check_labels(labels)
     path = Path(path).expanduser()
     if not path.exists():
         raise _error(path, "no such file or directory")
     path = path.resolve()
     if path.is_dir():
+        if (path / FOLDER).is_dir() and (path / CIFAR100_FOLDER).is_dir():
+            raise _error(path, f"holds both {FOLDER} and {CIFAR100_FOLDER}: give the one to read")
         if (path / FOLDER).is_dir():
             path = path / FOLDER
+        elif (path / CIFAR100_FOLDER).is_dir():
+            path = path / CIFAR100_FOLDER
         found = _read_folder(path)
         h = hashlib.sha256()
-        for base in WANTED:  # fixed order, so the hash names the content, not the listing order
+        for base in ALL_WANTED:  # fixed order, so the hash names the content, not the listing order
             if base in found:
                 h.update(found[base][2])
         sha = h.hexdigest()
     else:
         found = _read_tar(path)
         sha = file_sha256(path)
-    if not any(b in found for b in (*TRAIN_BATCHES, TEST_BATCH)):
-        raise _error(path, f"no CIFAR-10 batches found (expected {FOLDER}/data_batch_1..5 and/or test_batch)")
+    c10 = [b for b in (*TRAIN_BATCHES, TEST_BATCH) if b in found]
+    c100 = [b for b in (C100_TRAIN, C100_TEST) if b in found]
+    if c10 and c100:
+        raise _error(path, f"holds both CIFAR-10 batches ({', '.join(c10)}) and CIFAR-100 files ({', '.join(c100)}): "
+                     "give one dataset")
+    if not c10 and not c100:
+        raise _error(path, f"no CIFAR-10 batches found (expected {FOLDER}/data_batch_1..5 and/or test_batch), nor "
+                     f"CIFAR-100 files ({CIFAR100_FOLDER}/train and/or test)")
+    dataset = "cifar100" if c100 else "cifar10"
+    keys = C100_LABEL_KEYS if c100 else C10_LABEL_KEYS
+    if labels not in keys:
+        raise no_labels_error(path, dataset, labels, tuple(keys))
+    train_members = (C100_TRAIN,) if c100 else TRAIN_BATCHES
+    test_member = C100_TEST if c100 else TEST_BATCH
 
     def load(base, parse):
         source, member, raw = found[base]
         return parse(_unpickle(raw, source, member), source, member)
 
+    def parse(obj, source, member):
+        return _parse_batch(obj, source, member, keys)
+
     def to_torch(parts):
         if not parts:
-            return None, None
+            return None, {name: None for name in keys}
         x = np.concatenate([x for x, _ in parts])
-        y = np.concatenate([y for _, y in parts])
-        return torch.from_numpy(x), torch.from_numpy(y)
+        return torch.from_numpy(x), {name: torch.from_numpy(np.concatenate([ys[name] for _, ys in parts]))
+                                     for name in keys}
 
-    x_train, y_train = to_torch([load(b, _parse_batch) for b in TRAIN_BATCHES if b in found])
-    x_test, y_test = to_torch([load(TEST_BATCH, _parse_batch)] if TEST_BATCH in found else [])
-    classes = load(META, _parse_meta) if META in found else CLASSES
-    return Cifar(x_train, y_train, x_test, y_test, classes, str(path), sha)
+    x_train, y_trains = to_torch([load(b, parse) for b in train_members if b in found])
+    x_test, y_tests = to_torch([load(test_member, parse)] if test_member in found else [])
+    if c100:
+        names = load(C100_META, _parse_meta100) if C100_META in found else {"fine": FINE_CLASSES,
+                                                                            "coarse": COARSE_CLASSES}
+    else:
+        names = {"fine": load(META, _parse_meta) if META in found else CLASSES}
+    sets = {name: (y_trains[name], y_tests[name], names[name]) for name in keys}
+    return Cifar(x_train, y_trains[labels], x_test, y_tests[labels], names[labels], str(path), sha, dataset, labels,
+                 sets)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -277,11 +389,11 @@ def split_train_val(x, y):
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
-def load_split(path, split: str):
+def load_split(path, split: str, labels: str = "fine"):
     """(x uint8 N×3×32×32, y int64) for split in {'train', 'val', 'test'}; 'train' excludes val."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
-    return select_split(load_cifar(path), split)
+    return select_split(load_cifar(path, labels), split)
 
 
 def select_split(d: Cifar, split: str):
@@ -290,10 +402,12 @@ def select_split(d: Cifar, split: str):
         raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
     if split == "test":
         if d.x_test is None:
-            raise _error(d.source, f"no {TEST_BATCH}: split 'test' is not available")
+            raise _error(d.source, f"no {C100_TEST if d.dataset == 'cifar100' else TEST_BATCH}: split 'test' is "
+                         "not available")
         return d.x_test, d.y_test
     if d.x_train is None:
-        raise _error(d.source, f"no data_batch_*: split {split!r} is not available")
+        what = C100_TRAIN if d.dataset == "cifar100" else "data_batch_*"
+        raise _error(d.source, f"no {what}: split {split!r} is not available")
     x_tr, y_tr, x_val, y_val = split_train_val(d.x_train, d.y_train)
     return (x_tr, y_tr) if split == "train" else (x_val, y_val)
 
@@ -349,3 +463,16 @@ def download_cifar(dest_dir, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, pro
         raise _error(final, f"md5 mismatch after download from {url}: expected {md5}, got {actual}")
     os.replace(part, final)
     return final
+
+
+def download_cifar100(dest_dir, url: str = CIFAR100_URL, md5: str = CIFAR100_MD5, progress: bool = True) -> Path:
+    """The official CIFAR-100 archive, downloaded into dest_dir and md5-checked like CIFAR-10's (download_cifar)."""
+    return download_cifar(dest_dir, url=url, md5=md5, progress=progress)
+
+
+def download_dataset(dest_dir, dataset: str = "cifar10", progress: bool = True) -> Path:
+    """The official archive of `dataset` (a DATASETS name: cifar10, cifar100), md5-checked, in dest_dir."""
+    if dataset not in DATASETS:
+        raise DataError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    url, md5 = DATASETS[dataset]
+    return download_cifar(dest_dir, url=url, md5=md5, progress=progress)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cifar import CLASSES, FOLDER, TEST_BATCH, TRAIN_BATCHES, Cifar, _error, load_cifar
+from .cifar import (C100_TEST, C100_TRAIN, CIFAR100_FOLDER, CLASSES, FOLDER, TEST_BATCH, TRAIN_BATCHES, Cifar, _error,
+                    check_labels, load_cifar, no_labels_error)
 
 DATA_SUFFIX = "_data.npy"
 LABELS_SUFFIX = "_labels.npy"
@@ -29,7 +30,8 @@ def is_npy_source(path) -> bool:
         return True
     if not path.is_dir():
         return False
-    if (path / FOLDER).is_dir() or any((path / b).is_file() for b in (*TRAIN_BATCHES, TEST_BATCH)):
+    if (path / FOLDER).is_dir() or (path / CIFAR100_FOLDER).is_dir() or \
+            any((path / b).is_file() for b in (*TRAIN_BATCHES, TEST_BATCH, C100_TRAIN, C100_TEST)):
         return False
     return any(path.glob("*" + DATA_SUFFIX)) or any(path.glob("*" + LABELS_SUFFIX))
 
@@ -109,9 +111,15 @@ def load_npy_pair(path) -> Cifar:
     return Cifar(None, None, images, torch.from_numpy(y.astype(np.int64)), CLASSES, str(data_path), sha.hexdigest())
 
 
-def load_test_source(path) -> Cifar:
-    """Any data `mimicnet evaluate` takes: a CIFAR-format archive or folder (`load_cifar`) or a .npy pair."""
+def load_test_source(path, labels: str = "fine") -> Cifar:
+    """Any data `mimicnet evaluate` takes: a CIFAR-10 or CIFAR-100 archive or folder (`load_cifar`, with the
+    labels of set `labels`) or a .npy pair (CIFAR-10's classes: fine labels only)."""
+    check_labels(labels)
     path = Path(path).expanduser()
     if not path.exists() and path.suffix.lower() != ".npy":
         raise _error(path, "no such file or directory")
-    return load_npy_pair(path) if is_npy_source(path) else load_cifar(path)
+    if is_npy_source(path):
+        if labels != "fine":
+            raise no_labels_error(path, "a CIFAR-10.1 .npy pair", labels)
+        return load_npy_pair(path)
+    return load_cifar(path, labels)

@@ -259,7 +259,8 @@ def _candidates(run_dirs: Sequence[str | Path], data: TrainData, method: str) ->
             raise ConfigError(f"{info['path']}: trained on other data (sha256 {info['meta']['data_sha256'][:12]}…) "
                               f"than the ensemble's (sha256 {data.sha256[:12]}…); its validation split may differ")
         if info["meta"].get("num_classes", data.num_classes) != data.num_classes:
-            raise ConfigError(f"{info['path']}: has {info['meta']['num_classes']} classes, the data {data.num_classes}")
+            raise ConfigError(f"{info['path']}: has {info['meta']['num_classes']} classes, the data {data.num_classes} "
+                              f"({data.labels} labels); give the data (and --labels) it was trained on")
     return infos
 
 

@@ -105,7 +105,8 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
               teachers: Teachers | None = None, log=print, on_epoch=None) -> dict:
     """Train one run of any kind (see the module docstring); returns its results.json content.
     `on_epoch`: see train.loop.fit (a search's pruner)."""
-    data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train)
+    data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train, cfg.data.labels)
+    data = data.with_labels(cfg.data.labels)  # the caller's data may hold another label set (CIFAR-100)
     if not cfg.mimics:
         return fit(cfg, run_dir, data, info=info, index=index, log=log, on_epoch=on_epoch)
     if not cfg.distill.transfer:
@@ -113,6 +114,11 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
     teachers = teachers or Teachers()  # none shared: this call opens its own
     device = resolve_device(cfg.execution.device)
     ts = teachers.transfer_set(cfg.distill.transfer, device)
+    if ts.num_classes != data.num_classes:
+        labelled = ts.manifest.get("config", {}).get("labels", "fine")
+        raise ConfigError(f"{cfg.distill.transfer}: its teacher has {ts.num_classes} outputs ({labelled} labels), "
+                          f"the data {data.num_classes} classes ({cfg.data.labels} labels); give the --labels the "
+                          "transfer set was made with")
     norm = teachers.logit_stats(cfg.distill.transfer, device) if cfg.distill.normalize_logits else None
     batches = transfer_batches(cfg, ts, device, None if norm is None else (norm[0].to(device), norm[1].to(device)))
     teacher = teachers.teacher(_teacher_path(ts), device, ts.teacher) if ts.teacher.get("path") else None

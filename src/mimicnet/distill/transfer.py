@@ -44,6 +44,7 @@ from tqdm import tqdm
 from ..core import artifacts
 from ..core.errors import UserError
 from ..data.augment import IMAGE_SIZE, PARAM_KEYS, AugmentConfig, apply_params, sample_params, to_uint8
+from ..data.cifar import LABELS
 from ..data.splits import TrainData, load_train_data
 from ..models.inference import predict_logits, resolve_device
 from ..train.batches import epoch_generator
@@ -69,6 +70,7 @@ class TransferError(UserError, ValueError):
 class TransferConfig:
     data: str = ""                                 # CIFAR archive (.tar.gz) or folder
     max_train: int | None = None                   # use only the first N training images (after the val split)
+    labels: str = "fine"                           # label set of the true labels stored (CIFAR-100: or "coarse")
     epochs: int = 160                              # S1: 160 epochs of the 40k training images
     seed: int = 0
     hsv: tuple[float, float, float, float, float] = (0.06, 0.26, 0.20, 0.21, 0.13)  # S1's fixed setting
@@ -95,7 +97,10 @@ class TransferConfig:
         if self.max_train is not None:
             positive_int("max_train")
         if not self.data:
-            raise TransferError("transfer config: no data; pass --data ARCHIVE (a CIFAR-10 .tar.gz or folder)")
+            raise TransferError("transfer config: no data; pass --data ARCHIVE (a CIFAR-10 or CIFAR-100 .tar.gz or "
+                                "folder)")
+        if self.labels not in LABELS:
+            raise TransferError(f"transfer config: labels must be one of {', '.join(LABELS)}, not {self.labels!r}")
         if self.logits_dtype not in _LOGITS:
             raise TransferError(f"transfer config: logits_dtype must be float16 or float32, not {self.logits_dtype!r}")
         if self.mode not in ("images", "replay"):
@@ -159,16 +164,20 @@ def _fsync_dir(path: Path) -> None:
 def _identity(cfg: TransferConfig, teacher_sha: str, data_sha: str) -> str:
     """What makes two sets the same set: the config, the teacher and the data, by content (so neither the
     device nor the spelling of the data's path matter; chunk and batch_size do: they set the teacher's batches)."""
-    d = {"config": {k: v for k, v in artifacts.to_jsonable(cfg).items() if k not in ("device", "data")},
+    # (labels at its default, "fine", is left out: the sets made before it existed keep their identity)
+    d = {"config": {k: v for k, v in artifacts.to_jsonable(cfg).items()
+                    if k not in ("device", "data") and not (k == "labels" and v == "fine")},
          "teacher_sha256": teacher_sha, "data_sha256": data_sha}
     if cfg.mode == "replay":  # (image sets store their images: their identity stays what it was)
         d["resize"] = REPLAY_RESIZE
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _train_split(data: str, max_train: int | None, loaded: TrainData | None = None):
-    """The training split the set is made from: `loaded` (the caller's data, already read) or the archive."""
-    d = loaded.limited(max_train) if loaded is not None else load_train_data(data, max_train)
+def _train_split(data: str, max_train: int | None, loaded: TrainData | None = None, labels: str = "fine"):
+    """The training split the set is made from (with the labels of set `labels`): `loaded` (the caller's data,
+    already read) or the archive."""
+    d = loaded.with_labels(labels).limited(max_train) if loaded is not None else \
+        load_train_data(data, max_train, labels)
     return d.train.x, d.train.y, d.sha256, d.num_classes
 
 
@@ -274,10 +283,11 @@ def _plan(cfg: TransferConfig, teacher_dir, out_dir, data: TrainData | None) -> 
     cfg.validate()
     out = Path(out_dir)
     device = resolve_device(cfg.device)
-    x, y, data_sha, data_classes = _train_split(cfg.data, cfg.max_train, data)
+    x, y, data_sha, data_classes = _train_split(cfg.data, cfg.max_train, data, cfg.labels)
     tinfo = teacher_info(teacher_dir)  # its weights are loaded only when there is work to do
     if tinfo["num_classes"] != data_classes:
-        raise TransferError(f"{teacher_dir}: teacher has {tinfo['num_classes']} outputs, {cfg.data} {data_classes} classes")
+        raise TransferError(f"{teacher_dir}: teacher has {tinfo['num_classes']} outputs, {cfg.data} {data_classes} "
+                            f"classes ({cfg.labels} labels)")
     ident = _identity(cfg, tinfo["sha256"], data_sha)
     files = _layout(cfg.mode, cfg.logits_dtype, cfg.epochs * len(x), len(x), tinfo["num_classes"])
     return _Plan(cfg, teacher_dir, out, device, x, y, data_sha, tinfo, ident, files)

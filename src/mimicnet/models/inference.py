@@ -25,7 +25,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, input_scale: float, 
     for i in range(0, len(x), batch_size):
         out.append(model(preprocess(x[i:i + batch_size].to(device), input_scale)).float().cpu())
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 10)
+    return torch.cat(out) if out else torch.empty(0, getattr(model, "num_classes", 10))
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:

@@ -22,6 +22,7 @@ from ..core.errors import ConfigError
 from ..core.index import RunKind
 from ..core.units import MAX_BUDGET, budget_name, parse_budget
 from ..data.augment import AugmentConfig
+from ..data.cifar import LABELS
 from ..models.families import FAMILIES, solve_budget, teacher_widths
 from ..models.inference import check_device_name
 from .losses import LOSSES, get_loss
@@ -46,6 +47,8 @@ class ModelConfig:
 class DataConfig:
     path: str = ""                                # CIFAR archive (.tar.gz) or extracted folder (flat name: data)
     max_train: int | None = None                  # use only the first N training images (after the val split)
+    labels: str = "fine"                          # label set: "fine" (CIFAR-10's 10, CIFAR-100's 100 classes) |
+                                                  # "coarse" (CIFAR-100's 20 superclasses)
     augment: bool = True                          # augment the training images with `augmentation` (S1)
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     preprocess: str = "standardize"               # "standardize" (per image) | "gcn-zca" (+ ZCA fitted on train; S5)
@@ -108,12 +111,16 @@ FLAT = _flat_table()
 # Every name of the on-disk format, in the order config.json and checkpoint metadata have always had (the
 # bytes of a checkpoint, and so the sha256 an ensemble identifies its members by, do not change).
 FLAT_FIELDS = ("family", "widths", "constants", "budget", "bounds", "dropout", "batchnorm", "data", "max_train",
-               "augment", "hsv", "scale_min", "mirror", "loss", "label_smoothing", "transfer", "temperature",
+               "labels", "augment", "hsv", "scale_min", "mirror", "loss", "label_smoothing", "transfer", "temperature",
                "hard_weight", "normalize_logits", "preprocess", "lr", "optimizer", "momentum", "weight_decay",
                "batch_size", "init_scale", "input_scale", "schedule", "max_epochs", "patience", "cooldown",
                "stop_patience", "max_decay", "seed", "device", "amp", "channels_last", "compile")
 assert sorted(FLAT_FIELDS) == sorted(("seed", *FLAT, "hsv", *_AUG_FIELDS)), "FLAT_FIELDS must list every field"
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionConfig))
+# Fields added after the flat format was fixed, with their defaults: written (config.json, checkpoint metadata)
+# only when set otherwise, so the files of every run that does not use them keep their exact bytes. (The
+# config hash leaves out every field at its default anyway: run ids do not change either way.)
+LATE_DEFAULTS = {"labels": "fine"}
 
 
 @dataclass(frozen=True)
@@ -180,7 +187,7 @@ class TrainConfig:
                              "mirror": a.mirror, "seed": self.seed}
         for name, (section, fname) in FLAT.items():
             d[name] = artifacts.to_jsonable(getattr(getattr(self, section), fname))
-        return {name: d[name] for name in FLAT_FIELDS}
+        return {name: d[name] for name in FLAT_FIELDS if name not in LATE_DEFAULTS or d[name] != LATE_DEFAULTS[name]}
 
     def augment_config(self) -> AugmentConfig | None:
         return self.data.augmentation if self.data.augment else None
@@ -244,6 +251,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], Callable[[], str]]] = {
     "batchnorm": _rule(lambda v: isinstance(v, bool), "true or false"),
     "data": _rule(lambda v: isinstance(v, str), "a path (a string)"),
     "max_train": _rule(lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1, or null (all images)"),
+    "labels": _choice(lambda: LABELS),
     "augment": _rule(lambda v: isinstance(v, bool), "true or false"),
     "loss": _choice(lambda: list(LOSSES)),
     "label_smoothing": _rule(lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -292,7 +300,9 @@ def _show(v: Any) -> str:
         return repr(v)
 
 
-def resolve_widths(cfg: TrainConfig) -> tuple[int, ...]:
+def resolve_widths(cfg: TrainConfig, num_classes: int = 10) -> tuple[int, ...]:
+    """The layer widths of `cfg`'s model: given, or solved from its constants (and budget). A budget counts
+    the output layer, so it is solved for the data's `num_classes` (a fit passes its data's)."""
     m = cfg.model
     if m.widths is not None:
         if m.budget is not None or m.constants is not None:
@@ -301,7 +311,8 @@ def resolve_widths(cfg: TrainConfig) -> tuple[int, ...]:
     if m.constants is None:
         raise ConfigError(f"family {m.family}: give widths, or width constants (and a budget for students)")
     if m.budget is not None:
-        return tuple(solve_budget(m.family, m.budget, m.constants, bounds=m.bounds))
+        opts = {} if num_classes == 10 else {"num_classes": num_classes}  # 10: the builders' default, as always
+        return tuple(solve_budget(m.family, m.budget, m.constants, bounds=m.bounds, **opts))
     if m.family == "teacher":
         return teacher_widths(*m.constants)
     raise ConfigError(f"family {m.family}: width constants need a --budget to solve the dependent width")

@@ -74,7 +74,8 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
             append_index(index, index_row(cfg, done, info, run.path), replace=False)
         return done
     device = resolve_device(cfg.execution.device)
-    data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train)
+    data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train, cfg.data.labels)
+    data = data.with_labels(cfg.data.labels)  # the caller's data may hold another label set (CIFAR-100)
     s = setup(cfg, data, run, device)  # everything a config can be refused for is checked before its first write
     if teacher is not None and teacher.record is not None:
         s.meta["teacher"] = teacher.record
@@ -144,7 +145,7 @@ def train_epoch(cfg: TrainConfig, s: Setup, batches, loss_fn, epoch: int, device
 def setup(cfg: TrainConfig, data: TrainData, run: RunFolder, device) -> Setup:
     """Model (Glorot init seeded by the run's seed), preprocessing, optimizer and schedule of a fresh run. The
     run folder is claimed (config.json) only once all of it could be built, before the preprocessing's files."""
-    widths = resolve_widths(cfg)
+    widths = resolve_widths(cfg, data.num_classes)
     images = tuple(data.in_shape) == (3, 32, 32)
     if not images and cfg.data.augment:
         raise ConfigError(f"data of shape {tuple(data.in_shape)} are not images: image augmentation does not "

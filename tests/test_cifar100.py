@@ -332,3 +332,18 @@ def test_data_download_dataset_flag(server, tmp_path, monkeypatch, capsys):
     assert main(["data", "download", str(tmp_path / "d"), "--dataset", "cifar100"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "d" / "cifar-100-python.tar.gz")
     assert len(requests) == 1
+
+
+def test_a_search_on_cifar100_solves_its_budgets_for_100_outputs(c100, tmp_path):
+    # the output layer counts in the budget: the same constants overshoot more with 100 classes, and a
+    # search on CIFAR-100 data sizes every trial for 100 outputs (not 10)
+    from mimicnet import search
+    space = search.make_space("student", "conv1", 20_000)
+    params = {p.name: (p.low + p.high) / 2 for p in space.params}
+    assert search.budget_violation(space, params, 100) > search.budget_violation(space, params, 10)
+    base = TrainConfig.of(data=str(c100), max_epochs=1, batch_size=32, schedule="onecycle", device="cpu")
+    st = search.run_search(space, base, tmp_path / "s", 1, sampler="random", log=lambda s: None)
+    t = search.best_trial(st)
+    assert t is not None and abs(t.user_attrs["params"] - 20_000) <= 0.05 * 20_000
+    cfg = search.apply(space, t.params, base, 100)
+    assert solve_budget("conv1", 20_000, cfg.model.constants, num_classes=100) == tuple(t.user_attrs["widths"])

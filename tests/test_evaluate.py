@@ -261,3 +261,14 @@ def test_a_damaged_checkpoint_is_listed_as_skipped_not_fatal(results, tmp_path):
     reasons = {s["path"]: s["reason"] for s in r["skipped"]}
     assert "not a readable safetensors checkpoint" in reasons["students/conv2-s1"]
     assert "changed since the ensemble was built" in reasons["ensembles/e2"]
+
+
+def test_runs_with_another_number_of_outputs_are_skipped_not_scored(results):
+    # a CIFAR-10 results folder scored against 100-class data: every row is skipped with the reason
+    archive, res, _ = results
+    data = load_cifar(archive)
+    r = evaluate_results(res, data.x_test, data.y_test)
+    assert r["rows"]
+    r100 = evaluate_results(res, data.x_test, data.y_test, num_classes=100)
+    assert not r100["rows"]
+    assert sum("10 outputs, the data 100 classes" in s["reason"] for s in r100["skipped"]) == len(r["rows"])

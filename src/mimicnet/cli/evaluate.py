@@ -58,7 +58,8 @@ def _evaluate_results_dir(args) -> int:
     device = resolve_device(args.device or "auto")
     data = load_test_source(args.data, args.labels)
     x, y = select_split(data, args.split)
-    result = evaluate_results(args.checkpoint, x, y, device, log=lambda s: print(s, file=sys.stderr))
+    result = evaluate_results(args.checkpoint, x, y, device, log=lambda s: print(s, file=sys.stderr),
+                              num_classes=len(data.classes))
     label = "new" if args.split == "test" else f"new {args.split}"
     print(f"{len(result['rows'])} run(s) of {args.checkpoint} on the {args.split} split of {args.data} "
           f"({len(y)} images); accuracy in %, diff = new - reported")

@@ -31,6 +31,7 @@ from ..core.index import IndexRow, RunKind, append_index
 from ..data.splits import TrainData
 from ..models.checkpoint import model_from_checkpoint
 from ..models.inference import accuracy, predict_logits
+from . import external
 
 __all__ = ["Ensemble", "combine", "select", "build_ensemble", "load_ensemble", "load_teacher", "teacher_info",
            "checkpoint_path"]
@@ -376,9 +377,12 @@ def _member_path(out_dir: Path, recorded: str) -> Path:
 
 
 def teacher_info(path: str | Path) -> dict:
-    """Identity of a teacher without loading its weights: kind (ensemble | run), resolved path, sha256 (of
-    ensemble.json, which pins every member's sha256, or of the checkpoint), val/test accuracy, classes, params."""
+    """Identity of a teacher without loading its weights: kind (ensemble | run | external), resolved path, sha256
+    (of ensemble.json, which pins every member's sha256, or of the checkpoint; an external teacher folder's
+    identity, distill.external), val/test accuracy, classes, params."""
     path = Path(path)
+    if (path / external.TEACHER_JSON).is_file():
+        return external.external_info(path)
     if (path / "ensemble.json").exists():
         info = artifacts.read_json(path / "ensemble.json")
         if info.get("format") != FORMAT:
@@ -400,8 +404,11 @@ def teacher_info(path: str | Path) -> dict:
 
 def load_teacher(path: str | Path, device="cpu") -> tuple[Ensemble, dict]:
     """A teacher from an ensemble folder, a run folder or a checkpoint file, always as an Ensemble (a single
-    run is an ensemble of one), plus its teacher_info."""
+    run is an ensemble of one), or from an external teacher folder (distill.external: the model with its own
+    normalisation), plus its teacher_info."""
     info = teacher_info(path)
+    if info["kind"] == "external":
+        return external.load_teacher_folder(path, device), info
     if info["kind"] == "ensemble":
         return load_ensemble(path, device)[0], info
     model, meta = model_from_checkpoint(info["path"], device)

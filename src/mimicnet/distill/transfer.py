@@ -218,7 +218,8 @@ def generate(cfg: TransferConfig, teacher_dir, out_dir, log: Callable[[str], Non
              progress: bool | None = None, data: TrainData | None = None) -> dict:
     """Generate (or finish, or return the finished) transfer set in `out_dir`; returns manifest.json's content.
 
-    `teacher_dir`: an ensemble folder (ensemble.json) or a training run folder / checkpoint (a single teacher).
+    `teacher_dir`: an ensemble folder (ensemble.json) or a training run folder / checkpoint (a single teacher),
+    or an external teacher folder (teacher.json: a TorchScript or torch.export model, distill.external).
     Only the training split is used (validation removed, capped by max_train)."""
     plan = _plan(cfg, teacher_dir, out_dir, data)
     finished = _finished_manifest(plan, log)

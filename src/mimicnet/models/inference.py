@@ -15,6 +15,15 @@ def preprocess(x: torch.Tensor, input_scale: float) -> torch.Tensor:
     return standardize(x) * input_scale
 
 
+def model_inputs(model: torch.nn.Module, x: torch.Tensor, input_scale: float) -> torch.Tensor:
+    """What `model` is fed for uint8 (or [0,1] float) images: preprocess(x, input_scale), or, for a model that
+    does its own preprocessing (`takes_images = True`: an external teacher, a standalone export), the images
+    as float in [0, 1]."""
+    if getattr(model, "takes_images", False):
+        return x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+    return preprocess(x, input_scale)
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, input_scale: float, device: torch.device,
                    batch_size: int = 1000) -> torch.Tensor:
@@ -23,7 +32,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, input_scale: float, 
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
-        out.append(model(preprocess(x[i:i + batch_size].to(device), input_scale)).float().cpu())
+        out.append(model(model_inputs(model, x[i:i + batch_size].to(device), input_scale)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, getattr(model, "num_classes", 10))
 

@@ -154,12 +154,13 @@ def _int(s) -> int | None:
 
 
 def evaluate_results(results_dir, x: torch.Tensor, y: torch.Tensor, device="cpu",
-                     log: Callable[[str], None] = lambda s: None) -> dict:
+                     log: Callable[[str], None] = lambda s: None, num_classes: int | None = None) -> dict:
     """Score every finished run and ensemble of RESULTS_DIR on images x (uint8 N×3×32×32), labels y (see the
     module docstring). Returns {"rows": [...], "skipped": [...]}: one row per scored run, in index order
     (a run listed twice is scored once), with its reported and new test accuracy (fractions) and their
-    difference; one skipped entry (path, reason) per row not scored, a damaged checkpoint
-    included. EvaluateError when the index is damaged or lists nothing that can be scored."""
+    difference; one skipped entry (path, reason) per row not scored, a damaged checkpoint or one with
+    another number of outputs than `num_classes` (when given) included. EvaluateError when the index is
+    damaged or lists nothing that can be scored."""
     results_dir = Path(results_dir)
     entries = read_run_index(results_dir)
     index = results_dir / "index.csv"
@@ -202,6 +203,10 @@ def evaluate_results(results_dir, x: torch.Tensor, y: torch.Tensor, device="cpu"
                 params, widths, n_members = meta.get("params"), meta.get("widths"), None
         except (_NotScorable, CheckpointError) as e:  # one bad run is reported, it does not hide the rest
             skipped.append({"path": rel, "reason": str(e)})
+            continue
+        if num_classes is not None and z.shape[1] != num_classes:  # a number, but a meaningless one
+            skipped.append({"path": rel, "reason": f"the model has {z.shape[1]} outputs, the data {num_classes} "
+                                                   "classes"})
             continue
         acc = accuracy(z, y)
         reported = num(r.get("test_acc"))  # the index stores fractions; a value > 1 was written in percent

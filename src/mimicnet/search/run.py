@@ -76,7 +76,8 @@ from .samplers import _quiet, make_sampler
 from .spaces import SearchError, Space, apply, budget_violation, get_space
 from .storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, _safe_url, default_storage, open_storage
 
-CHANCE = 0.1                 # value of an infeasible trial before any feasible one (chance on 10 classes)
+CHANCE = 0.1                 # value of an infeasible trial before any feasible one: chance on 10 classes
+                             # (a search that knows its data uses 1/num_classes)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -107,9 +108,9 @@ def _is_feasible(t) -> bool:
     return all(v <= 0 for v in t.constraints.values())
 
 
-def _worst_feasible(study) -> float:
+def _worst_feasible(study, chance: float = CHANCE) -> float:
     vals = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _is_feasible(t)]
-    return min(vals) if vals else CHANCE
+    return min(vals) if vals else chance
 
 
 def _fmt_params(params: dict) -> str:
@@ -184,7 +185,10 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
         raise SearchError(f"--trials must be >= 1, got {trials}")
     pruner_obj = make_pruner(pruner, pruner_min_epochs, base_cfg.optim.max_epochs, pruner_eta, n_startup)
     if train_fn is None:
+        d = base_cfg.data
+        data = data if data is not None else load_train_data(d.path, d.max_train, d.labels)
         train_fn = _default_train_fn(base_cfg, data, teachers, log)
+    num_classes = data.with_labels(base_cfg.data.labels).num_classes if data is not None else 10
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out_dir)
@@ -193,7 +197,7 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                            make_sampler(space, sampler, n_startup, seed),
                            {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}, pruner_obj)
     objective = _Objective(space, base_cfg, study, study_name, out_dir, sampler, train_fn, index, log,
-                           pruning=pruner != "none")
+                           pruning=pruner != "none", num_classes=num_classes)
     _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log)
     return study
 
@@ -295,9 +299,10 @@ class _Objective:
     validation accuracy. See the module docstring for the outcomes."""
 
     def __init__(self, space: Space, base_cfg: TrainConfig, study, study_name: str, out_dir: Path, sampler: str,
-                 train_fn: Callable[..., dict], index, log: Callable[[str], None], pruning: bool = False):
+                 train_fn: Callable[..., dict], index, log: Callable[[str], None], pruning: bool = False,
+                 num_classes: int = 10):
         self.space, self.base_cfg, self.study, self.study_name = space, base_cfg, study, study_name
-        self.pruning = pruning
+        self.pruning, self.num_classes = pruning, num_classes
         self.out_dir, self.sampler, self.train_fn, self.index, self.log = out_dir, sampler, train_fn, index, log
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.constrained = space.budget is not None
@@ -309,11 +314,11 @@ class _Objective:
         if "sampled_by" not in trial.user_attrs:  # a retry keeps the original's
             trial.set_user_attr("sampled_by", self.phases.get(trial.number, self.sampler))
         try:
-            cfg = apply(self.space, params, self.base_cfg)
+            cfg = apply(self.space, params, self.base_cfg, self.num_classes)
         except BudgetError as e:
             return self.infeasible(trial, params, e)
         if self.constrained and "budget" not in trial.constraints:
-            trial.set_constraint("budget", min(budget_violation(self.space, params), 0.0))
+            trial.set_constraint("budget", min(budget_violation(self.space, params, self.num_classes), 0.0))
         run_dir = self.run_dir(trial, cfg)
         trial.set_user_attr("run_dir", self.stored(run_dir))
         self.log(f"trial {trial.number}: {_fmt_params(params)} -> {run_dir}")
@@ -322,11 +327,11 @@ class _Objective:
 
     def infeasible(self, trial, params: dict, e: BudgetError) -> float:
         """Tell the sampler by how much the point overshoots the budget; the value is the worst feasible one."""
-        v = max(budget_violation(self.space, params), 1e-6)
+        v = max(budget_violation(self.space, params, self.num_classes), 1e-6)
         if "budget" not in trial.constraints:
             trial.set_constraint("budget", v)
         trial.set_user_attr("infeasible", str(e))
-        value = _worst_feasible(self.study)
+        value = _worst_feasible(self.study, 1.0 / self.num_classes)
         self.log(f"trial {trial.number}: infeasible ({_fmt_params(params)}): the fixed layers alone overshoot the "
                  f"budget by {100 * v:.1f}%; told the sampler, value {value:.4f}")
         return value

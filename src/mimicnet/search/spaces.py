@@ -204,10 +204,10 @@ def get_space(name: str | Space) -> Space:
 # ---------------------------------------------------------------------------------------------------
 # One sampled point -> TrainConfig
 # ---------------------------------------------------------------------------------------------------
-def apply(space: Space, params: dict, base: TrainConfig) -> TrainConfig:
+def apply(space: Space, params: dict, base: TrainConfig, num_classes: int = 10) -> TrainConfig:
     """The config of one trial: ``base`` (data, epochs, schedule, batch size, loss, transfer set, ...) with
     the space's fixed fields and the sampled ``params`` put in. Raises ``models.BudgetError`` when the width
-    constants cannot meet the budget (the trial is infeasible)."""
+    constants cannot meet the budget (the trial is infeasible) with the data's ``num_classes`` outputs."""
     space = get_space(space)
     names = {p.name for p in space.params}
     if set(params) != names:
@@ -232,11 +232,11 @@ def apply(space: Space, params: dict, base: TrainConfig) -> TrainConfig:
         # Baselines have their own bounds (S4), carried in the config so the run records its budget.
         changes.update(constants=constants, budget=space.budget, bounds=tuple(map(tuple, space.bounds)), widths=None)
     cfg = base.replace(**changes)
-    resolve_widths(cfg)  # raises BudgetError exactly where fit() would
+    resolve_widths(cfg, num_classes)  # raises BudgetError exactly where fit() would
     return cfg
 
 
-def budget_violation(space: Space, params: dict) -> float:
+def budget_violation(space: Space, params: dict, num_classes: int = 10) -> float:
     """How far the constants are from infeasible, relative to the budget: (parameters at dependent width
     1/2) / budget - 1. models.solve_budget rounds the solved width to the nearest integer and fails when
     that is 0, i.e. exactly when this is > 0. It grows smoothly with the overshoot of the fixed layers, so
@@ -248,7 +248,7 @@ def budget_violation(space: Space, params: dict) -> float:
 
     def count(w: int) -> int:
         widths[fam.dependent] = w
-        return models.count_params(fam, tuple(widths))
+        return models.count_params(fam, tuple(widths), num_classes=num_classes)  # the output layer counts
 
     p1, p2 = count(1), count(2)  # the count is affine in the dependent width (models.py)
     return (p1 - (p2 - p1) / 2) / space.budget - 1.0

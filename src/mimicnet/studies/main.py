@@ -274,7 +274,7 @@ def run_seeds(st: Study, space, base: TrainConfig, study, teachers: Teachers | N
     best = best_trial(study)
     if best is None or st.p.seeds < 1:
         return
-    cfg = apply(space, best.params, base)
+    cfg = apply(space, best.params, base, data.with_labels(base.data.labels).num_classes)
     for k in range(1, st.p.seeds + 1):
         seed = st.p.seed + k
         run_dir = st.out / "seeds" / space.name / f"t{best.number}-s{seed}"

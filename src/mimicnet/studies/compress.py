@@ -1,0 +1,585 @@
+"""`mimicnet compress`: distil any teacher into the best shallow student at a parameter budget.
+
+    check the teacher -> teacher record -> transfer set -> search per family -> seed reruns -> export -> latency
+
+The teacher is a mimicnet run or ensemble folder, a TorchScript file or a torch.export program (distill.external:
+its kind is read from its content, its input normalisation from flags or its metadata). It is run on the
+validation split before anything is written: an output that is not N×K logits with K the data's number of
+classes, or that is not finite, is a one-line error.
+
+Everything lands in OUT:
+
+    compress.json      the exact config, its hash, the code version, the teacher's and the data's identity, stage times
+    teacher/           an external teacher's record (teacher.json: file, sha256, normalisation, accuracies)
+    transfer/          the transfer set the teacher labelled (its manifest names the teacher file's sha256)
+    studies/<space>/   one search per family at the budget (student-conv2-1M, ...), trials/<n> its runs
+    seeds/<space>/     the family's best trial (by validation) trained again with `seeds` other seeds
+    index.csv          one row per finished run
+    student/           the best student: best.safetensors + config.json (a mimicnet checkpoint: `mimicnet evaluate`),
+                       student.ts and student.pt2 (standalone: models.export), student.json (what, from where, checks).
+                       A conv0/conv1 linear bottleneck is folded into the next layer only when that lowers the
+                       parameter count (a narrow bottleneck folded would add parameters: it is kept, and
+                       student.json says so); batch norm is always folded in the exports.
+    latency.json       measured latencies (ms per batch), cached per model so a rerun prints the same numbers
+    results.json       the summary the table and the report are made from (written last)
+
+Every stage is skipped when its artifact is complete, so a killed `compress` continues when run again, and a
+finished one trains nothing more. More --trials extend each search, more --seeds add seed runs, more families
+add searches: those fields are not part of the run's identity; everything else is (another teacher, other data,
+another budget or epoch count needs another --out).
+
+The best family is chosen on validation only: the mean validation accuracy of its seed reruns (seeds > 0), else
+its search's best trial. The exported student is that family's run (search trial or seed rerun) with the best
+validation accuracy. Test accuracy and teacher agreement are reported, never used to choose.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from optuna.trial import TrialState
+
+from ..core import artifacts
+from ..core.errors import ConfigError, Diverged
+from ..core.hardware import hardware
+from ..core.index import RunKind
+from ..core.lock import folder_lock
+from ..core.units import budget_name
+from ..data.cifar import LABELS
+from ..data.splits import TrainData, load_train_data
+from ..distill import external
+from ..distill.ensemble import load_teacher, teacher_info
+from ..distill.student import Teachers, index_failed, train_run
+from ..distill.transfer import TransferConfig, generate
+from ..models.checkpoint import fold_checkpoint, model_from_checkpoint
+from ..models.export import (INPUT_CONTRACT, Standalone, fold_batchnorm, load_exported, load_torchscript,
+                             save_exported, save_torchscript)
+from ..models.families import STUDENT_BOUNDS, ModelError, count_params, fold_linear
+from ..models.inference import check_device_name, predict_logits, resolve_device
+from ..models.latency import BATCHES, measure
+from ..search.pruners import check_pruner
+from ..search.run import best_trial, progress, run_search, trial_run_dir
+from ..search.samplers import SAMPLERS
+from ..search.spaces import SearchError, apply, budget_violation, make_space
+from ..train.config import TrainConfig
+from ..train.run import RunInfo
+
+__all__ = ["CompressConfig", "check_config", "compress", "open_teacher", "OpenedTeacher", "FAMILIES"]
+
+FAMILIES = ("conv0", "conv1", "conv2", "conv3", "conv4")
+EXPORT_FORMAT = "mimicnet-student-export-1"
+
+
+@dataclass
+class CompressConfig:
+    teacher: str = ""                       # run/ensemble folder, TorchScript file or .pt2 program
+    data: str = ""                          # CIFAR-10 or CIFAR-100 archive or folder
+    budget: int = 1_000_000                 # parameters of every student
+    families: tuple = FAMILIES
+    trials: int = 8                         # per family
+    seeds: int = 2                          # reruns of each family's best config
+    labels: str = "fine"                    # CIFAR-100: fine (100) or coarse (20)
+    max_train: int | None = None
+    max_epochs: int = 20
+    transfer_epochs: int = 20
+    batch_size: int = 128
+    schedule: str = "onecycle"
+    sampler: str = "tpe"
+    n_startup: int = 4
+    pruner: str = "sha"                     # none | median | sha | hyperband
+    pruner_min_epochs: int = 2
+    pruner_eta: int = 3
+    seed: int = 0
+    logits_dtype: str = "float16"
+    # regress per-logit standardised teacher logits (Ba & Caruana; the saved student outputs plain logits): a
+    # teacher of one's own may give logits at any scale, and the searched learning rates assume moderate ones
+    normalize_logits: bool = True
+    teacher_mean: tuple | None = None       # the teacher's normalisation (distill.external), or from its metadata
+    teacher_std: tuple | None = None
+    teacher_normalize: str | None = None    # standardize | none
+    device: str = "auto"
+    latency: bool = True
+
+
+# Fields that say how much, where or how to compute, not what: a rerun with other values continues the same
+# run (the teacher and data paths: their content is checked instead, by sha256).
+NOT_IDENTITY = ("teacher", "data", "device", "trials", "seeds", "families", "latency", "teacher_mean",
+                "teacher_std", "teacher_normalize")
+
+
+def _int(cfg: CompressConfig, name: str, lo: int, flag: str | None = None) -> None:
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(f"{flag or '--' + name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
+
+
+def check_config(cfg: CompressConfig) -> None:
+    """Every flag, before anything is read or written: a one-line ConfigError naming the flag."""
+    if not cfg.teacher:
+        raise ConfigError("--teacher is required (a mimicnet run or ensemble folder, a TorchScript file or a .pt2)")
+    if not cfg.data:
+        raise ConfigError("--data is required (a CIFAR-10 or CIFAR-100 archive or folder)")
+    _int(cfg, "budget", 1)
+    _int(cfg, "trials", 1)
+    _int(cfg, "seeds", 0)
+    _int(cfg, "max_epochs", 1, "--epochs")
+    _int(cfg, "transfer_epochs", 1)
+    _int(cfg, "batch_size", 1)
+    if cfg.max_train is not None:
+        _int(cfg, "max_train", 1)
+    fams = tuple(cfg.families)
+    if not fams:
+        raise ConfigError("--families: give at least one of " + ", ".join(FAMILIES))
+    bad = [f for f in fams if f not in STUDENT_BOUNDS]
+    if bad:
+        raise ConfigError(f"--families: unknown student family {bad[0]!r}; families: {', '.join(FAMILIES)}")
+    if len(set(fams)) != len(fams):
+        raise ConfigError(f"--families: {', '.join(fams)} names a family twice")
+    if cfg.labels not in LABELS:
+        raise ConfigError(f"--labels must be one of {', '.join(LABELS)}, not {cfg.labels!r}")
+    if cfg.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {cfg.sampler!r}")
+    try:
+        check_pruner(cfg.pruner, cfg.pruner_min_epochs, cfg.pruner_eta)
+        check_device_name(cfg.device)
+        for fam in fams:
+            space = make_space("student", fam, cfg.budget)
+            student_config(cfg, "", fam)
+            if budget_violation(space, {p.name: 0.0 for p in space.params}) > 0:  # the narrowest fixed layers
+                raise ConfigError(f"--budget {cfg.budget:,}: too small for a {fam} student (its fixed "
+                                  "layers alone, at their narrowest, have more parameters); give a larger --budget "
+                                  "or leave the family out")
+    except (SearchError, ModelError) as e:
+        raise ConfigError(str(e)) from None
+    if cfg.teacher_mean is not None or cfg.teacher_std is not None or cfg.teacher_normalize is not None:
+        try:
+            external.normalization(cfg.teacher_normalize, cfg.teacher_mean, cfg.teacher_std,
+                                   "--teacher-mean/--teacher-std/--teacher-normalize")
+        except external.TeacherError as e:
+            raise ConfigError(str(e)) from None
+
+
+def student_config(cfg: CompressConfig, transfer, family: str) -> TrainConfig:
+    """The base config of a family's search (the space sets lr, momentum, scales and widths)."""
+    return TrainConfig.from_dict({
+        "data": cfg.data, "max_train": cfg.max_train, "labels": cfg.labels, "device": cfg.device, "seed": cfg.seed,
+        "schedule": cfg.schedule, "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size, "loss": "l2-logits",
+        "normalize_logits": cfg.normalize_logits, "transfer": str(transfer), "family": family, "budget": cfg.budget})
+
+
+# ----------------------------------------------------------------------------------------------
+# The teacher
+
+@dataclass
+class OpenedTeacher:
+    """A teacher loaded and checked on the data; nothing of it written yet."""
+    path: Path
+    kind: str                                  # external.MIMICNET | TORCHSCRIPT | EXPORT | FOLDER
+    model: torch.nn.Module
+    identity: str                              # what compress.json pins (sha256)
+    val_acc: float
+    test_acc: float | None
+    num_classes: int
+    params: int | None
+    norm: external.Normalization | None = None
+    norm_source: str = ""
+    file_sha256: str = ""
+    info: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        what = {external.MIMICNET: f"mimicnet {self.info.get('kind', 'run')}", external.TORCHSCRIPT: "TorchScript",
+                external.EXPORT: "torch.export program", external.FOLDER: "teacher folder"}[self.kind]
+        norm = f", input {self.norm.describe()} (from {self.norm_source})" if self.norm is not None else ""
+        return f"{what} {self.path}{norm}"
+
+
+def open_teacher(cfg: CompressConfig, data: TrainData, device, log: Callable[[str], None] = print) -> OpenedTeacher:
+    """Detect, load and check the teacher on the validation split (shape, classes, finite); writes nothing."""
+    path = Path(cfg.teacher)
+    kind = external.detect(path)
+    flags = any(v is not None for v in (cfg.teacher_mean, cfg.teacher_std, cfg.teacher_normalize))
+    if kind in (external.MIMICNET, external.FOLDER):
+        if flags:
+            raise ConfigError(f"--teacher-mean/--teacher-std/--teacher-normalize: {path} is a mimicnet "
+                              f"{'teacher folder' if kind == external.FOLDER else 'run or ensemble'}, which knows its "
+                              "own preprocessing; these flags are for TorchScript and .pt2 teachers")
+        info = teacher_info(path)
+        if info["num_classes"] != data.num_classes:
+            raise external.TeacherError(f"{path}: {info['num_classes']} outputs per image, the data have "
+                                        f"{data.num_classes} classes ({data.labels} labels)")
+        model, _ = load_teacher(path, device)
+        norm, source, file_sha, ident = None, "", "", info["sha256"]
+        if kind == external.FOLDER:
+            n = info["normalize"]
+            norm = external.normalization(n.get("normalize"), n.get("mean"), n.get("std"), str(path))
+            source, file_sha = "teacher.json", info["file_sha256"]
+        params = info.get("params")
+    else:
+        file_sha = artifacts.file_sha256(path)
+        loaded, meta = external.load_external(path, kind, device)
+        norm, source = external.resolve_normalization(path, meta, cfg.teacher_mean, cfg.teacher_std,
+                                                      cfg.teacher_normalize)
+        model = external.ExternalTeacher(loaded, norm, str(path)).to(device).eval()
+        ident, info, params = external.identity(file_sha, kind, norm), {}, external.n_params(loaded)
+    checked = external.check_teacher(model, data, path, device)
+    t = OpenedTeacher(path, kind, model, ident, checked["val_acc"], checked["test_acc"], data.num_classes, params,
+                      norm, source, file_sha, info)
+    test = "" if t.test_acc is None else f", test {t.test_acc:.4f}"
+    log(f"teacher: {t.describe()}: {t.num_classes} classes, validation accuracy {t.val_acc:.4f}{test}")
+    return t
+
+
+def teacher_folder(t: OpenedTeacher, out: Path, data: TrainData) -> Path:
+    """The teacher as the pipeline loads it by path: a mimicnet folder as it is; an external file behind a
+    teacher folder OUT/teacher (teacher.json)."""
+    if t.kind in (external.MIMICNET, external.FOLDER):
+        return t.path
+    folder = out / "teacher"
+    external.write_teacher_folder(folder, t.path, t.kind, t.norm, t.file_sha256, {
+        "num_classes": t.num_classes, "val_acc": t.val_acc, "test_acc": t.test_acc, "params": t.params,
+        "data_sha256": data.sha256, "labels": data.labels})
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------
+# The run's record
+
+class CompressRun:
+    """OUT/compress.json: the config, its identity, the teacher's and the data's, stage times."""
+
+    def __init__(self, cfg: CompressConfig, out: Path, command: str, teacher: OpenedTeacher, data: TrainData):
+        self.cfg, self.out = cfg, out
+        self.path = out / "compress.json"
+        old = artifacts.read_json(self.path) if self.path.exists() else {}
+        if not isinstance(old, dict):
+            raise ConfigError(f"{self.path}: not a compress record; choose another --out")
+        key = artifacts.config_hash(cfg, exclude=NOT_IDENTITY)
+        if old and old.get("config_hash") != key:
+            raise ConfigError(f"{out}: holds a compress run of another config (budget, epochs, ...: see "
+                              f"{self.path.name}); choose another --out")
+        old_t = (old.get("teacher") or {}).get("identity")
+        if old_t and old_t != teacher.identity:
+            raise ConfigError(f"{out}: made from another teacher (identity {old_t[:12]}…; {teacher.path} is "
+                              f"{teacher.identity[:12]}…: another file or normalisation); choose another --out")
+        old_d = (old.get("data") or {}).get("sha256")
+        if old_d and old_d != data.sha256:
+            raise ConfigError(f"{out}: made from other data (sha256 {old_d[:12]}…, {cfg.data} is {data.sha256[:12]}…); "
+                              "give the archive it was made from, or choose another --out")
+        self.record = {
+            "format": "mimicnet-compress-1", "command": command, "config": artifacts.to_jsonable(cfg),
+            "config_hash": key, "code_version": artifacts.code_version(), "hardware": hardware(),
+            "teacher": {"identity": teacher.identity, "kind": teacher.kind, "path": str(teacher.path.resolve()),
+                        "file_sha256": teacher.file_sha256 or None,
+                        "normalize": teacher.norm.to_dict() if teacher.norm is not None else None,
+                        "normalize_from": teacher.norm_source or None},
+            "data": {"path": cfg.data, "sha256": data.sha256, "labels": data.labels, "num_classes": data.num_classes,
+                     "n_train": len(data.train.y), "n_val": len(data.val.y),
+                     "n_test": 0 if data.test is None else len(data.test.y)},
+            "stages": old.get("stages", {})}
+        self.save()
+
+    def save(self) -> None:
+        artifacts.write_json(self.path, self.record)
+
+    def stage(self, name: str, fn, log: Callable[[str], None] = print):
+        t0 = time.perf_counter()
+        log(f"\n== {name}")
+        result = fn()
+        self.record["stages"][name] = round(self.record["stages"].get(name, 0) + time.perf_counter() - t0, 1)
+        self.save()
+        return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Search and seeds
+
+def _pruning(cfg: CompressConfig) -> dict:
+    return {"pruner": cfg.pruner, "pruner_min_epochs": cfg.pruner_min_epochs, "pruner_eta": cfg.pruner_eta}
+
+
+def search_families(cfg: CompressConfig, out: Path, tdir: Path, data: TrainData, teachers: Teachers,
+                    log: Callable[[str], None]) -> list[tuple]:
+    """One search per family at the budget; returns (family, space, base config, study) per family."""
+    cells = []
+    for fam in cfg.families:
+        space = make_space("student", fam, cfg.budget)
+        base = student_config(cfg, tdir, fam)
+        log(f"-- {space.name}: {cfg.trials} trial(s)")
+        study = run_search(space, base, out / "studies" / space.name, cfg.trials, sampler=cfg.sampler,
+                           n_startup=cfg.n_startup, seed=cfg.seed, index=out / "index.csv", data=data,
+                           teachers=teachers, log=log, **_pruning(cfg))
+        cells.append((fam, space, base, study))
+    return cells
+
+
+def seed_runs(cfg: CompressConfig, out: Path, cell: tuple, data: TrainData, teachers: Teachers,
+              log: Callable[[str], None]) -> None:
+    """The family's best trial by validation trained again with seeds seed+1 ... seed+seeds."""
+    fam, space, base, study = cell
+    best = best_trial(study)
+    if best is None or cfg.seeds < 1:
+        return
+    tcfg = apply(space, best.params, base)
+    for k in range(1, cfg.seeds + 1):
+        seed = cfg.seed + k
+        run_dir = out / "seeds" / space.name / f"t{best.number}-s{seed}"
+        info = RunInfo(kind=RunKind.STUDENT, study=space.name, repeat_of=best.number)
+        if not (run_dir / "results.json").exists():
+            log(f"-- {space.name}: trial {best.number} (val {best.value:.4f}) again with seed {seed}")
+        try:
+            train_run(tcfg.replace(seed=seed), run_dir, data, info=info, index=out / "index.csv", teachers=teachers,
+                      log=log)
+        except Diverged as e:  # a result: this seed diverged; counted as failed in the family
+            index_failed(out / "index.csv", tcfg.replace(seed=seed), run_dir, info)
+            log(f"   seed {seed} diverged: {e}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary
+
+def _run_row(run_dir: Path, what: str) -> dict | None:
+    p = run_dir / "results.json"
+    if not p.exists():
+        return None
+    r = artifacts.read_json(p)
+    return {"what": what, "path": str(run_dir), "seed": (artifacts.read_json(run_dir / "config.json")
+                                                         .get("config", {}).get("seed")),
+            "val_acc": r["val_acc"], "test_acc": r.get("test_acc"), "agreement": r.get("mimic_agreement"),
+            "params": r["params"], "widths": r["widths"], "best_sha256": r.get("best_sha256")}
+
+
+def _mean_sd(vals: list) -> tuple[float | None, float | None]:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def family_summary(cfg: CompressConfig, out: Path, cell: tuple) -> dict:
+    """One family: its search, its best trial's run and seed reruns; the statistics over the seed reruns
+    (or over the best trial's run when there are none)."""
+    fam, space, _, study = cell
+    row = {"family": fam, "space": space.name, "trials": progress(study)["finished"],
+           "pruned": sum(t.state == TrialState.PRUNED for t in study.get_trials(deepcopy=False)),
+           "best_trial": None, "runs": [], "n_failed": 0}
+    best = best_trial(study)
+    if best is None:
+        return row
+    row["best_trial"] = best.number
+    trial_dir = trial_run_dir(best, out / "studies" / space.name)
+    trial = _run_row(trial_dir, f"trial {best.number}") if trial_dir is not None else None
+    seeds = []
+    for k in range(1, cfg.seeds + 1):
+        run_dir = out / "seeds" / space.name / f"t{best.number}-s{cfg.seed + k}"
+        r = _run_row(run_dir, f"seed {cfg.seed + k}")
+        if r is None:
+            row["n_failed"] += 1
+        else:
+            seeds.append(r)
+    row["runs"] = ([trial] if trial else []) + seeds
+    stats = seeds or ([trial] if trial else [])
+    row["stats_over"] = "seed reruns" if seeds else "search's best trial"
+    row["n"] = len(stats)
+    for key, name in (("val_acc", "val"), ("test_acc", "test"), ("agreement", "agree")):
+        row[f"{name}_mean"], row[f"{name}_sd"] = _mean_sd([r[key] for r in stats])
+    if row["runs"]:
+        row["params"], row["widths"] = row["runs"][0]["params"], row["runs"][0]["widths"]
+        row["student"] = max(row["runs"], key=lambda r: r["val_acc"])  # the family's best by validation
+    return row
+
+
+def best_family(rows: list[dict]) -> dict | None:
+    """By validation only: the seed mean (or the search's best), ties to fewer parameters, then order given."""
+    done = [r for r in rows if r.get("val_mean") is not None]
+    if not done:
+        return None
+    return max(done, key=lambda r: (r["val_mean"], -r["params"], -rows.index(r)))
+
+
+# ----------------------------------------------------------------------------------------------
+# The student, standalone
+
+def deployable(ckpt: Path) -> tuple[torch.nn.Module, dict, dict]:
+    """(the checkpoint's model as shipped: bottleneck folded when that makes it smaller, batch norm folded,
+    preprocessing inside (models.export.Standalone); its checkpoint metadata; what was folded and why)."""
+    model, meta = model_from_checkpoint(ckpt)
+    model.eval()
+    if meta.get("preprocess", "per-image-standardise") != "per-image-standardise":
+        raise ModelError(f"{ckpt}: preprocess {meta.get('preprocess')!r}: only per-image standardisation exports")
+    fold = {"bottleneck": "none"}
+    names = dict(model.named_children())
+    if "lfc" in names and not meta.get("folded"):
+        folded = fold_linear(model).eval()
+        before, after = count_params(model), count_params(folded)
+        if after < before:
+            model, fold = folded, {"bottleneck": "folded", "params_unfolded": before, "params": after}
+        else:
+            fold = {"bottleneck": "kept", "params": before, "params_if_folded": after,
+                    "why": f"folding the {names['lfc'].out_features}-unit linear bottleneck would make {after:,} "
+                           f"parameters of {before:,}"}
+    elif meta.get("folded"):
+        fold = {"bottleneck": "folded", "params": count_params(model)}
+    if any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in model.modules()):
+        fold["batchnorm"] = "folded into the conv/linear layer before it"
+    net = fold_batchnorm(model)
+    return Standalone(net, meta.get("input_scale", 1.0), tuple(meta.get("in_shape", (3, 32, 32)))).eval(), meta, fold
+
+
+def _copy(src: Path, dest: Path) -> None:
+    artifacts.atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: Callable[[str], None]) -> dict:
+    """DEST/best.safetensors (+ config.json), student.ts, student.pt2 and, last, student.json, from the run
+    `run` (a family_summary run row); kept as they are when student.json says they are this run's."""
+    src_dir = Path(run["path"])
+    src = src_dir / "best.safetensors"
+    src_sha = artifacts.file_sha256(src)
+    done = dest / "student.json"
+    if done.exists():
+        rec = artifacts.read_json(done)
+        if isinstance(rec, dict) and rec.get("source_sha256") == src_sha and all(
+                (dest / n).is_file() and artifacts.file_sha256(dest / n) == sha for n, sha in rec.get("files", {}).items()):
+            log(f"{dest}: the student is already exported")
+            return rec
+    dest.mkdir(parents=True, exist_ok=True)
+    _, meta, fold = deployable(src)
+    if fold["bottleneck"] == "folded" and not meta.get("folded"):
+        fold_checkpoint(src, dest / "best.safetensors")   # a checkpoint of the folded net (+ its best.json)
+    else:
+        _copy(src, dest / "best.safetensors")
+        if (src_dir / "best.json").exists():
+            _copy(src_dir / "best.json", dest / "best.json")
+    _copy(src_dir / "config.json", dest / "config.json")
+    standalone, meta, _ = deployable(dest / "best.safetensors")    # what `mimicnet evaluate` loads, as shipped
+    params = count_params(standalone)
+    metadata = {"format": EXPORT_FORMAT, "normalize": "none", "input": INPUT_CONTRACT,
+                "num_classes": meta["num_classes"], "family": meta["family"], "widths": meta["widths"],
+                "params": params, "val_acc": run["val_acc"], "test_acc": run["test_acc"],
+                "teacher_agreement": run["agreement"], "code_version": artifacts.code_version()}
+    save_torchscript(standalone, dest / "student.ts", metadata)
+    save_exported(standalone, dest / "student.pt2", metadata)
+    diffs = _check_exports(dest, data)
+    files = ("best.safetensors", "config.json", "student.ts", "student.pt2")
+    rec = {**metadata, "source": str(src_dir), "source_sha256": src_sha, "run": run["what"], "fold": fold,
+           "max_abs_diff": diffs, "teacher": teacher,
+           "files": {n: artifacts.file_sha256(dest / n) for n in files}}
+    artifacts.write_json(done, rec)
+    log(f"student: {meta['family']} {meta['widths']}, {params:,} parameters -> {dest} (exports match the checkpoint "
+        f"to {max(diffs.values()):.1e})")
+    return rec
+
+
+@torch.no_grad()
+def _check_exports(dest: Path, data: TrainData) -> dict:
+    """Both exports, loaded back, against the checkpoint as mimicnet runs it, on validation images."""
+    model, meta = model_from_checkpoint(dest / "best.safetensors")
+    x = data.val.x[:256]
+    ref = predict_logits(model, x, meta.get("input_scale", 1.0), torch.device("cpu"))
+    diffs = {}
+    for name, load in (("student.ts", load_torchscript), ("student.pt2", load_exported)):
+        m, _ = load(dest / name)
+        diffs[name] = float((m(x.float() / 255.0).float() - ref).abs().max()) if len(x) else 0.0
+    tol = 1e-4 * max(1.0, float(ref.abs().max()) if len(x) else 1.0)
+    bad = {k: v for k, v in diffs.items() if not v <= tol}
+    if bad:
+        name, v = next(iter(bad.items()))
+        raise ModelError(f"{dest / name}: its outputs differ from the checkpoint's by {v:g} (tolerance {tol:g})")
+    return diffs
+
+
+# ----------------------------------------------------------------------------------------------
+# Latency
+
+class LatencyCache:
+    """OUT/latency.json: {model key: {device: {batch: ms}}}, measured once per model and device."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        d = artifacts.read_json(path) if path.exists() else {}
+        self.d = d if isinstance(d, dict) else {}
+
+    def get(self, key: str, model_fn: Callable[[], torch.nn.Module], devices: list[str],
+            log: Callable[[str], None]) -> dict:
+        have = self.d.get(key, {})
+        missing = [dev for dev in devices if not all(str(b) in have.get(dev, {}) for b in BATCHES)]
+        if missing:
+            model = model_fn()
+            for dev in missing:
+                have[dev] = {str(b): ms for b, ms in measure(model, dev).items()}
+            self.d[key] = have
+            artifacts.write_json(self.path, self.d)
+            log(f"   latency of {key[:40]}: " + ", ".join(f"{dev} b{b} {ms:.2f} ms" for dev in missing
+                                                        for b, ms in have[dev].items()))
+        return {dev: have[dev] for dev in devices}
+
+
+def latency_devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def measure_latencies(out: Path, teacher: OpenedTeacher, rows: list[dict], log: Callable[[str], None]) -> None:
+    """Latency of the teacher and of every family's best student (as exported), into the rows and teacher."""
+    cache, devices = LatencyCache(out / "latency.json"), latency_devices()
+
+    def teacher_model():
+        m = teacher.model
+        return m if getattr(m, "takes_images", False) else Standalone(m, 1.0)  # a mimicnet teacher: standardised
+    teacher.info["latency"] = cache.get(f"teacher-{teacher.identity}", teacher_model, devices, log)
+    for row in rows:
+        if row.get("student"):
+            ckpt = Path(row["student"]["path"]) / "best.safetensors"
+            row["latency"] = cache.get(f"student-{row['student']['best_sha256']}", lambda: deployable(ckpt)[0],
+                                       devices, log)
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole run
+
+def compress(cfg: CompressConfig, out, command: str = "", log: Callable[[str], None] = print) -> dict:
+    """Run (or continue, or return the finished) compress into `out`; returns results.json's content."""
+    check_config(cfg)
+    out = Path(out)
+    device = resolve_device(cfg.device)
+    data = load_train_data(cfg.data, cfg.max_train, cfg.labels)  # once: every stage and trial shares it
+    teacher = open_teacher(cfg, data, device, log)                  # checked before anything is written
+    with folder_lock(out, "mimicnet compress"):
+        return _compress(cfg, out, command, data, teacher, log)
+
+
+def _compress(cfg: CompressConfig, out: Path, command: str, data: TrainData, teacher: OpenedTeacher,
+              log: Callable[[str], None]) -> dict:
+    run = CompressRun(cfg, out, command, teacher, data)
+    tpath = teacher_folder(teacher, out, data)
+    tdir = out / "transfer"
+    tcfg = TransferConfig(data=cfg.data, max_train=cfg.max_train, labels=cfg.labels, epochs=cfg.transfer_epochs,
+                          seed=cfg.seed, logits_dtype=cfg.logits_dtype, device=cfg.device)
+    run.stage("transfer", lambda: generate(tcfg, tpath, tdir, data=data, log=log), log)
+    teachers = Teachers()
+    cells = run.stage("search", lambda: search_families(cfg, out, tdir, data, teachers, log), log)
+    run.stage("seeds", lambda: [seed_runs(cfg, out, c, data, teachers, log) for c in cells], log)
+    rows = [family_summary(cfg, out, c) for c in cells]
+    best = best_family(rows)
+    if best is None:
+        raise ConfigError(f"{out}: no family has a trained student at {budget_name(cfg.budget)} (every trial "
+                          "infeasible or diverged); give more --trials or a larger --budget")
+    tinfo = {"kind": teacher.kind, "path": str(teacher.path), "identity": teacher.identity,
+             "val_acc": teacher.val_acc, "test_acc": teacher.test_acc}
+    student = run.stage("export", lambda: export_student(best["student"], out / "student", data, tinfo, log), log)
+    if cfg.latency:
+        run.stage("latency", lambda: measure_latencies(out, teacher, rows, log), log)
+    result = {"format": "mimicnet-compress-results-1", "out": str(out), "budget": cfg.budget,
+              "teacher": {**tinfo, "num_classes": teacher.num_classes, "params": teacher.params,
+                          "description": teacher.describe(), "latency": teacher.info.get("latency")},
+              "families": rows, "best_family": best["family"], "student": student,
+              "data": run.record["data"], "config": run.record["config"], "command": command,
+              "hardware": run.record["hardware"], "stages": run.record["stages"],
+              "code_version": artifacts.code_version()}
+    artifacts.write_json(out / "results.json", result)
+    return json.loads(json.dumps(artifacts.to_jsonable(result)))

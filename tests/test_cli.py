@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -99,3 +100,14 @@ def test_train_names_one_default_folder_however_the_data_path_is_spelled(tmp_pat
              for d in ("a.tar.gz", "./a.tar.gz", str(tmp_path / "a.tar.gz"), "sub/../a.tar.gz")}
     assert len(names) == 1
     assert default_run_name(TrainConfig.of(data="b.tar.gz", max_epochs=2)) not in names
+
+
+def test_train_continues_a_default_folder_named_by_older_code(tmp_path, monkeypatch):
+    # before paths were resolved for the name, the folder was runs/train/<run_id as spelled>: still used
+    from mimicnet.cli.train import default_out, default_run_name
+    from mimicnet.train.config import TrainConfig
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig.of(data="a.tar.gz", max_epochs=2)
+    assert default_out(cfg) == Path("runs") / "train" / default_run_name(cfg)
+    (tmp_path / "runs" / "train" / cfg.run_id()).mkdir(parents=True)
+    assert default_out(cfg) == Path("runs") / "train" / cfg.run_id()

@@ -393,3 +393,36 @@ def test_batchnorm_and_a_wide_bottleneck_are_folded_for_export(c10, tmp_path):
             folded = Standalone(fold_batchnorm(net.eval()), 1.1)
             assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
         assert max(s["max_abs_diff"].values()) <= 1e-4
+
+
+def test_a_latency_that_fails_is_recorded_once_and_shown_as_missing(tmp_path):
+    # a teacher that cannot be timed on a device (a traced device, out of memory at batch 256) must not cost
+    # the finished run: the failure is kept in latency.json, the page shows "—", and it is not tried again
+    from mimicnet.report.compress import MISSING, _latency_cells
+    from mimicnet.studies.compress import LatencyCache
+
+    class Fails(nn.Module):
+        takes_images = True
+
+        def forward(self, x):
+            raise RuntimeError("Expected all tensors to be on the same device\nmore")
+    calls = []
+    cache = LatencyCache(tmp_path / "latency.json")
+    got = cache.get("teacher-x", lambda: calls.append(1) or Fails(), ["cpu"], log=lambda s: None)
+    assert got == {"cpu": {"error": "Expected all tensors to be on the same device"}}
+    again = LatencyCache(tmp_path / "latency.json").get("teacher-x", lambda: calls.append(1) or Fails(), ["cpu"],
+                                                         log=lambda s: None)
+    assert again == got and len(calls) == 1
+    assert set(_latency_cells(got, ["cpu"])) == {MISSING}
+
+
+def test_a_failed_run_row_keeps_the_widths_it_trained_with(tmp_path):
+    # a pruned or diverged run on 100 classes: its row shows the widths of its checkpoint, not a 10-class solve
+    from mimicnet.train.config import TrainConfig
+    from mimicnet.train.run import failed_row
+    run = tmp_path / "run"
+    run.mkdir()
+    artifacts.write_json(run / "last.json", {"widths": [11, 22, 33], "num_classes": 100})
+    cfg = TrainConfig.of(family="conv1", budget=20_000, constants=(0.5, 0.5))
+    assert failed_row(cfg, run).widths == (11, 22, 33)
+    assert failed_row(cfg, tmp_path / "none").widths not in (None, (11, 22, 33))

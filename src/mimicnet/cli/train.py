@@ -22,9 +22,16 @@ def default_run_name(cfg) -> str:
     return cfg.replace(data=canon(cfg.data.path), transfer=canon(cfg.distill.transfer)).run_id()
 
 
+def default_out(cfg) -> Path:
+    """runs/train/<default_run_name>; a folder that code before it named runs/train/<run_id> as spelled is
+    still continued when it is there (its run accepts any spelling of the paths)."""
+    old = Path("runs") / "train" / cfg.run_id()
+    return old if old.is_dir() else Path("runs") / "train" / default_run_name(cfg)
+
+
 def cmd_train(args) -> int:
     cfg = train_config_from_args(args)
-    out = args.out or Path("runs") / "train" / default_run_name(cfg)
+    out = args.out or default_out(cfg)
     check_out_folder(out)
     resolve_device(cfg.execution.device)  # a device this machine lacks: said before the data are read
     d = cfg.data

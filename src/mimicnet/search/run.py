@@ -282,7 +282,9 @@ def trial_run_dir(trial, out_dir) -> Path | None:
         return None
     p = Path(v)
     if not p.is_absolute():
-        return Path(out_dir).resolve() / p
+        here = Path(out_dir).resolve() / p
+        there = trial.user_attrs.get("run_dir_abs")  # where the worker that ran it put it (a shared disk)
+        return Path(there) if not here.exists() and there and Path(there).exists() else here
     moved = Path(out_dir).resolve() / "trials" / str(trial.number)
     return moved if not p.exists() and moved.exists() else p
 
@@ -321,6 +323,7 @@ class _Objective:
             trial.set_constraint("budget", min(budget_violation(self.space, params, self.num_classes), 0.0))
         run_dir = self.run_dir(trial, cfg)
         trial.set_user_attr("run_dir", self.stored(run_dir))
+        trial.set_user_attr("run_dir_abs", str(run_dir.resolve()))
         self.log(f"trial {trial.number}: {_fmt_params(params)} -> {run_dir}")
         res = self.train(trial, cfg, params, run_dir)
         return self.record(trial, res, run_dir)

@@ -68,7 +68,7 @@ from ..search.run import best_trial, progress, run_search, trial_run_dir
 from ..search.samplers import SAMPLERS
 from ..search.spaces import SearchError, apply, budget_violation, make_space
 from ..train.config import TrainConfig
-from ..train.run import RunInfo
+from ..train.run import DIVERGED, RunInfo
 
 __all__ = ["CompressConfig", "check_config", "compress", "open_teacher", "OpenedTeacher", "FAMILIES"]
 
@@ -149,12 +149,8 @@ def check_config(cfg: CompressConfig) -> None:
         check_pruner(cfg.pruner, cfg.pruner_min_epochs, cfg.pruner_eta)
         check_device_name(cfg.device)
         for fam in fams:
-            space = make_space("student", fam, cfg.budget)
             student_config(cfg, "", fam)
-            if budget_violation(space, {p.name: 0.0 for p in space.params}) > 0:  # the narrowest fixed layers
-                raise ConfigError(f"--budget {cfg.budget:,}: too small for a {fam} student (its fixed "
-                                  "layers alone, at their narrowest, have more parameters); give a larger --budget "
-                                  "or leave the family out")
+        check_budget(cfg, 10)  # again with the data's classes once it is read (compress())
     except (SearchError, ModelError) as e:
         raise ConfigError(str(e)) from None
     if cfg.teacher_mean is not None or cfg.teacher_std is not None or cfg.teacher_normalize is not None:
@@ -163,6 +159,16 @@ def check_config(cfg: CompressConfig) -> None:
                                    "--teacher-mean/--teacher-std/--teacher-normalize")
         except external.TeacherError as e:
             raise ConfigError(str(e)) from None
+
+
+def check_budget(cfg: CompressConfig, num_classes: int) -> None:
+    """Every family fits the budget at its narrowest fixed layers, with `num_classes` outputs."""
+    for fam in cfg.families:
+        space = make_space("student", fam, cfg.budget)
+        if budget_violation(space, {p.name: 0.0 for p in space.params}, num_classes) > 0:
+            raise ConfigError(f"--budget {cfg.budget:,}: too small for a {fam} student with {num_classes} classes "
+                              "(its fixed layers alone, at their narrowest, have more parameters); give a larger "
+                              "--budget or leave the family out")
 
 
 def student_config(cfg: CompressConfig, transfer, family: str) -> TrainConfig:
@@ -325,11 +331,13 @@ def seed_runs(cfg: CompressConfig, out: Path, cell: tuple, data: TrainData, teac
     best = best_trial(study)
     if best is None or cfg.seeds < 1:
         return
-    tcfg = apply(space, best.params, base)
+    tcfg = apply(space, best.params, base, data.num_classes)
     for k in range(1, cfg.seeds + 1):
         seed = cfg.seed + k
         run_dir = out / "seeds" / space.name / f"t{best.number}-s{seed}"
         info = RunInfo(kind=RunKind.STUDENT, study=space.name, repeat_of=best.number)
+        if (run_dir / DIVERGED).exists():
+            continue  # a result already: this seed diverged (a finished compress trains nothing more)
         if not (run_dir / "results.json").exists():
             log(f"-- {space.name}: trial {best.number} (val {best.value:.4f}) again with seed {seed}")
         try:
@@ -337,6 +345,7 @@ def seed_runs(cfg: CompressConfig, out: Path, cell: tuple, data: TrainData, teac
                       log=log)
         except Diverged as e:  # a result: this seed diverged; counted as failed in the family
             index_failed(out / "index.csv", tcfg.replace(seed=seed), run_dir, info)
+            artifacts.write_json(run_dir / DIVERGED, {"diverged": str(e)})
             log(f"   seed {seed} diverged: {e}")
 
 
@@ -383,8 +392,11 @@ def family_summary(cfg: CompressConfig, out: Path, cell: tuple) -> dict:
         else:
             seeds.append(r)
     row["runs"] = ([trial] if trial else []) + seeds
-    stats = seeds or ([trial] if trial else [])
-    row["stats_over"] = "seed reruns" if seeds else "search's best trial"
+    # with seed reruns asked for, only they count: a family whose every rerun diverged is not ranked by its
+    # search's maximum (an optimistic number beside the others' seed means)
+    stats = seeds if cfg.seeds > 0 else ([trial] if trial else [])
+    row["stats_over"] = ("seed reruns" if seeds else "no seed rerun finished") if cfg.seeds > 0 \
+        else "search's best trial"
     row["n"] = len(stats)
     for key, name in (("val_acc", "val"), ("test_acc", "test"), ("agreement", "agree")):
         row[f"{name}_mean"], row[f"{name}_sd"] = _mean_sd([r[key] for r in stats])
@@ -508,25 +520,34 @@ class LatencyCache:
     def get(self, key: str, model_fn: Callable[[], torch.nn.Module], devices: list[str],
             log: Callable[[str], None]) -> dict:
         have = self.d.get(key, {})
-        missing = [dev for dev in devices if not all(str(b) in have.get(dev, {}) for b in BATCHES)]
+        missing = [dev for dev in devices
+                   if "error" not in have.get(dev, {}) and not all(str(b) in have.get(dev, {}) for b in BATCHES)]
         if missing:
             model = model_fn()
             for dev in missing:
-                have[dev] = {str(b): ms for b, ms in measure(model, dev).items()}
+                try:
+                    have[dev] = {str(b): ms for b, ms in measure(model, dev).items()}
+                except (RuntimeError, ValueError, TypeError) as e:
+                    # e.g. a traced teacher with a device baked in, or out of memory at batch 256: a timing
+                    # is not worth the run; recorded (the page shows "—") and not tried again
+                    have[dev] = {"error": str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}
             self.d[key] = have
             artifacts.write_json(self.path, self.d)
-            log(f"   latency of {key[:40]}: " + ", ".join(f"{dev} b{b} {ms:.2f} ms" for dev in missing
-                                                        for b, ms in have[dev].items()))
+            log(f"   latency of {key[:40]}: " + ", ".join(
+                f"{dev} failed: {have[dev]['error']}" if "error" in have[dev] else
+                ", ".join(f"{dev} b{b} {ms:.2f} ms" for b, ms in have[dev].items()) for dev in missing))
         return {dev: have[dev] for dev in devices}
 
 
-def latency_devices() -> list[str]:
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+def latency_devices(device: torch.device) -> list[str]:
+    """The CPU, and the run's own GPU when it runs on one (the device the teacher was checked on)."""
+    return ["cpu"] + (["cuda"] if device.type == "cuda" else [])
 
 
-def measure_latencies(out: Path, teacher: OpenedTeacher, rows: list[dict], log: Callable[[str], None]) -> None:
+def measure_latencies(out: Path, teacher: OpenedTeacher, rows: list[dict], device: torch.device,
+                      log: Callable[[str], None]) -> None:
     """Latency of the teacher and of every family's best student (as exported), into the rows and teacher."""
-    cache, devices = LatencyCache(out / "latency.json"), latency_devices()
+    cache, devices = LatencyCache(out / "latency.json"), latency_devices(device)
 
     def teacher_model():
         m = teacher.model
@@ -548,6 +569,7 @@ def compress(cfg: CompressConfig, out, command: str = "", log: Callable[[str], N
     out = Path(out)
     device = resolve_device(cfg.device)
     data = load_train_data(cfg.data, cfg.max_train, cfg.labels)  # once: every stage and trial shares it
+    check_budget(cfg, data.num_classes)                            # the output layer counts: K classes
     teacher = open_teacher(cfg, data, device, log)                  # checked before anything is written
     with folder_lock(out, "mimicnet compress"):
         return _compress(cfg, out, command, data, teacher, log)
@@ -573,7 +595,7 @@ def _compress(cfg: CompressConfig, out: Path, command: str, data: TrainData, tea
              "val_acc": teacher.val_acc, "test_acc": teacher.test_acc}
     student = run.stage("export", lambda: export_student(best["student"], out / "student", data, tinfo, log), log)
     if cfg.latency:
-        run.stage("latency", lambda: measure_latencies(out, teacher, rows, log), log)
+        run.stage("latency", lambda: measure_latencies(out, teacher, rows, resolve_device(cfg.device), log), log)
     result = {"format": "mimicnet-compress-results-1", "out": str(out), "budget": cfg.budget,
               "teacher": {**tinfo, "num_classes": teacher.num_classes, "params": teacher.params,
                           "description": teacher.describe(), "latency": teacher.info.get("latency")},

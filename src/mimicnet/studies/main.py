@@ -39,7 +39,7 @@ from ..search.run import best_trial, run_search, trial_run_dir
 from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
-from ..train.run import RunInfo
+from ..train.run import DIVERGED, RunInfo
 from .overrides import override
 
 STUDENT_FAMILIES = ("conv0", "conv1", "conv2", "conv3", "conv4")
@@ -278,6 +278,8 @@ def run_seeds(st: Study, space, base: TrainConfig, study, teachers: Teachers | N
     for k in range(1, st.p.seeds + 1):
         seed = st.p.seed + k
         run_dir = st.out / "seeds" / space.name / f"t{best.number}-s{seed}"
+        if (run_dir / DIVERGED).exists():
+            continue  # a result already: this seed diverged (the same command again trains nothing)
         print(f"-- {space.name}: trial {best.number} (val {best.value:.4f}) again with seed {seed}", flush=True)
         info = RunInfo(kind=RunKind(space.kind), study=space.name, repeat_of=best.number)
         try:
@@ -285,6 +287,7 @@ def run_seeds(st: Study, space, base: TrainConfig, study, teachers: Teachers | N
                       teachers=teachers or Teachers())
         except Diverged as e:  # a result: this seed diverged; counted as failed in the cell
             index_failed(st.index, cfg.replace(seed=seed), run_dir, info)
+            artifacts.write_json(run_dir / DIVERGED, {"diverged": str(e)})
             print(f"   seed {seed} diverged: {e}", flush=True)
 
 

@@ -57,6 +57,10 @@ class Teacher:
         return self._test_logits
 
 
+# A seed rerun that diverged leaves this file: the divergence is its result, and a rerun of the finished
+# command does not train it again (search trials record theirs in the study instead).
+DIVERGED = "diverged.json"
+
 # What a resume point's metadata must hold (a best checkpoint copied over last.safetensors does not).
 RESUME_KEYS = ("epoch", "best_val_acc", "best_epoch", "seconds", "schedule")
 # results.json keys a finished run always has (a file holding null, or another JSON, is not a result).
@@ -216,13 +220,24 @@ def index_failed_run(index, cfg: TrainConfig, run_dir: Path, info: RunInfo = Run
     append_index(index, failed_row(cfg, run_dir, info, teacher, status, epochs, val_acc))
 
 
+def _trained_widths(run_dir) -> tuple[int, ...] | None:
+    """The widths in the run's last checkpoint's metadata (last.json), or None when it has none."""
+    try:
+        w = artifacts.read_json(Path(run_dir) / "last.json").get("widths")
+    except (OSError, ValueError, AttributeError, artifacts.CheckpointError):
+        return None
+    return tuple(int(x) for x in w) if isinstance(w, list) and all(isinstance(x, int) for x in w) else None
+
+
 def failed_row(cfg: TrainConfig, run_dir: Path, info: RunInfo = RunInfo(), teacher: dict | None = None,
                status: str = "failed", epochs: int | None = None, val_acc: float | None = None) -> IndexRow:
     """The index row of a run that did not finish (see index_failed_run)."""
-    try:
-        widths = resolve_widths(cfg)
-    except (ConfigError, ModelError):
-        widths = None
+    widths = _trained_widths(run_dir)  # what it trained with (solved for its data's classes), when it began
+    if widths is None:
+        try:
+            widths = resolve_widths(cfg)
+        except (ConfigError, ModelError):
+            widths = None
     t = teacher or {}
     return (IndexRow(
         kind=str(info.kind or cfg.kind()), family=cfg.model.family, budget=cfg.model.budget, widths=widths,

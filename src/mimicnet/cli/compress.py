@@ -26,7 +26,8 @@ def cmd_compress(args) -> int:
         seeds=args.seeds, labels=args.labels, max_train=args.max_train, max_epochs=args.epochs,
         transfer_epochs=args.transfer_epochs, batch_size=args.batch_size, sampler=args.sampler, pruner=args.pruner,
         seed=args.seed, teacher_mean=args.teacher_mean, teacher_std=args.teacher_std,
-        teacher_normalize=args.teacher_normalize, device=args.device or "auto", latency=not args.no_latency)
+        teacher_normalize=args.teacher_normalize, device=args.device or "auto", latency=not args.no_latency,
+        logits_dtype=args.logits_dtype)
     check_config(cfg)  # every flag, before any data is read
     check_out_folder(args.out)
     command = " ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]])
@@ -80,6 +81,8 @@ def register(sub) -> None:
                    help="the teacher's input std per channel, on [0, 1] images (with --teacher-mean)")
     c.add_argument("--teacher-normalize", dest="teacher_normalize", choices=("standardize", "none"), default=None,
                    help="standardize: mimicnet's per-image standardisation; none: the [0, 1] images as they are")
+    c.add_argument("--logits-dtype", dest="logits_dtype", choices=("float16", "float32"), default="float16",
+                   help="how the transfer set stores the teacher's logits (float32 for logits beyond ±65504)")
     c.add_argument("--no-latency", dest="no_latency", action="store_true", help="do not measure latencies")
     c.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
     c.set_defaults(func=cmd_compress)

@@ -347,3 +347,17 @@ def test_a_search_on_cifar100_solves_its_budgets_for_100_outputs(c100, tmp_path)
     assert t is not None and abs(t.user_attrs["params"] - 20_000) <= 0.05 * 20_000
     cfg = search.apply(space, t.params, base, 100)
     assert solve_budget("conv1", 20_000, cfg.model.constants, num_classes=100) == tuple(t.user_attrs["widths"])
+
+
+def test_a_cifar10_folder_ignores_stray_files_named_like_cifar100s(tmp_path, c10):
+    # a file called meta, train or test beside CIFAR-10's batches is not data: same hash, still readable
+    out = tmp_path / "x"
+    with tarfile.open(c10) as tf:
+        tf.extractall(out, filter="data")
+    before = load_cifar(out)
+    folder = out / "cifar-10-batches-py"
+    for name in ("meta", "train", "test"):
+        (folder / name).write_bytes(b"notes")
+    after = load_cifar(out)
+    assert after.dataset == "cifar10" and after.sha256 == before.sha256
+    assert torch.equal(after.x_train, before.x_train)

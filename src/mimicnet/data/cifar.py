@@ -290,8 +290,11 @@ def _read_tar(path: Path) -> dict[str, tuple[Path, str | None, bytes]]:
 
 
 def _read_folder(folder: Path) -> dict[str, tuple[Path, str | None, bytes]]:
+    # A folder with CIFAR-10 batches is CIFAR-10: files of its that happen to be named like CIFAR-100's
+    # (meta, train, test) are not its data, and must neither change its hash nor make it unreadable.
+    c10 = any((folder / b).is_file() for b in (*TRAIN_BATCHES, TEST_BATCH))
     found = {}
-    for base in ALL_WANTED:
+    for base in (WANTED if c10 else ALL_WANTED):
         p = folder / base
         if p.is_file():
             try:

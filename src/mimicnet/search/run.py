@@ -202,10 +202,9 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
     return study
 
 
-def _default_train_fn(base_cfg: TrainConfig, data: TrainData | None, teachers: Teachers | None,
+def _default_train_fn(base_cfg: TrainConfig, data: TrainData, teachers: Teachers | None,
                       log: Callable[[str], None]) -> Callable[..., dict]:
-    """``distill.student.train_run`` on data read once (when not given) and teachers loaded once, for all trials."""
-    data = data if data is not None else load_train_data(base_cfg.data.path, base_cfg.data.max_train)
+    """``distill.student.train_run`` on data read once (by run_search) and teachers loaded once, for all trials."""
     teachers = teachers or Teachers()
     if base_cfg.mimics and base_cfg.distill.transfer:
         # checked (every file against its manifest) before the study exists: a damaged or missing set is one

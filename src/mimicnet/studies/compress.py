@@ -46,16 +46,15 @@ import torch
 from optuna.trial import TrialState
 
 from ..core import artifacts
-from ..core.errors import ConfigError, Diverged
+from ..core.errors import ConfigError
 from ..core.hardware import hardware
-from ..core.index import RunKind
 from ..core.lock import folder_lock
 from ..core.units import budget_name
 from ..data.cifar import LABELS
 from ..data.splits import TrainData, load_train_data
 from ..distill import external
 from ..distill.ensemble import load_teacher, teacher_info
-from ..distill.student import Teachers, index_failed, train_run
+from ..distill.student import Teachers
 from ..distill.transfer import TransferConfig, generate
 from ..models.checkpoint import fold_checkpoint, model_from_checkpoint
 from ..models.export import (INPUT_CONTRACT, Standalone, fold_batchnorm, load_exported, load_torchscript,
@@ -66,9 +65,9 @@ from ..models.latency import BATCHES, measure
 from ..search.pruners import check_pruner
 from ..search.run import best_trial, progress, run_search, trial_run_dir
 from ..search.samplers import SAMPLERS
-from ..search.spaces import SearchError, apply, budget_violation, make_space
+from ..search.spaces import SearchError, budget_violation, make_space
 from ..train.config import TrainConfig
-from ..train.run import DIVERGED, RunInfo
+from .main import pruning_kwargs, rerun_best
 
 __all__ = ["CompressConfig", "check_config", "compress", "open_teacher", "OpenedTeacher", "FAMILIES"]
 
@@ -305,10 +304,6 @@ class CompressRun:
 # ----------------------------------------------------------------------------------------------
 # Search and seeds
 
-def _pruning(cfg: CompressConfig) -> dict:
-    return {"pruner": cfg.pruner, "pruner_min_epochs": cfg.pruner_min_epochs, "pruner_eta": cfg.pruner_eta}
-
-
 def search_families(cfg: CompressConfig, out: Path, tdir: Path, data: TrainData, teachers: Teachers,
                     log: Callable[[str], None]) -> list[tuple]:
     """One search per family at the budget; returns (family, space, base config, study) per family."""
@@ -319,34 +314,9 @@ def search_families(cfg: CompressConfig, out: Path, tdir: Path, data: TrainData,
         log(f"-- {space.name}: {cfg.trials} trial(s)")
         study = run_search(space, base, out / "studies" / space.name, cfg.trials, sampler=cfg.sampler,
                            n_startup=cfg.n_startup, seed=cfg.seed, index=out / "index.csv", data=data,
-                           teachers=teachers, log=log, **_pruning(cfg))
+                           teachers=teachers, log=log, **pruning_kwargs(cfg))
         cells.append((fam, space, base, study))
     return cells
-
-
-def seed_runs(cfg: CompressConfig, out: Path, cell: tuple, data: TrainData, teachers: Teachers,
-              log: Callable[[str], None]) -> None:
-    """The family's best trial by validation trained again with seeds seed+1 ... seed+seeds."""
-    fam, space, base, study = cell
-    best = best_trial(study)
-    if best is None or cfg.seeds < 1:
-        return
-    tcfg = apply(space, best.params, base, data.num_classes)
-    for k in range(1, cfg.seeds + 1):
-        seed = cfg.seed + k
-        run_dir = out / "seeds" / space.name / f"t{best.number}-s{seed}"
-        info = RunInfo(kind=RunKind.STUDENT, study=space.name, repeat_of=best.number)
-        if (run_dir / DIVERGED).exists():
-            continue  # a result already: this seed diverged (a finished compress trains nothing more)
-        if not (run_dir / "results.json").exists():
-            log(f"-- {space.name}: trial {best.number} (val {best.value:.4f}) again with seed {seed}")
-        try:
-            train_run(tcfg.replace(seed=seed), run_dir, data, info=info, index=out / "index.csv", teachers=teachers,
-                      log=log)
-        except Diverged as e:  # a result: this seed diverged; counted as failed in the family
-            index_failed(out / "index.csv", tcfg.replace(seed=seed), run_dir, info)
-            artifacts.write_json(run_dir / DIVERGED, {"diverged": str(e)})
-            log(f"   seed {seed} diverged: {e}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -585,7 +555,8 @@ def _compress(cfg: CompressConfig, out: Path, command: str, data: TrainData, tea
     run.stage("transfer", lambda: generate(tcfg, tpath, tdir, data=data, log=log), log)
     teachers = Teachers()
     cells = run.stage("search", lambda: search_families(cfg, out, tdir, data, teachers, log), log)
-    run.stage("seeds", lambda: [seed_runs(cfg, out, c, data, teachers, log) for c in cells], log)
+    run.stage("seeds", lambda: [rerun_best(space, base, study, cfg.seeds, cfg.seed, out, data, out / "index.csv",
+                                           teachers, log) for _, space, base, study in cells], log)
     rows = [family_summary(cfg, out, c) for c in cells]
     best = best_family(rows)
     if best is None:

@@ -21,6 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..core import artifacts
 from ..core.errors import ConfigError, Diverged
@@ -239,7 +240,7 @@ def run_teachers(st: Study, data: TrainData) -> list[Path]:
         st.record["planned_trials"]["teacher/teacher/"] = p.teacher_trials
         study = run_search(space, train_cfg(p, p.teacher_base), st.out / "studies" / "teacher", p.teacher_trials,
                            sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index, data=data,
-                           **_pruning(p))
+                           **pruning_kwargs(p))
         return [trial_run_dir(t, st.out / "studies" / "teacher") for t in study.trials
                 if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs]
     raise ConfigError(f"teacher_mode must be 'fixed' or 'search', not {p.teacher_mode!r}")
@@ -258,37 +259,47 @@ def run_cells(st: Study, kind: str, families, budgets, trials: int, base: dict, 
             cfg = train_cfg(st.p, base, family=fam, budget=budget, **extra)
             study = run_search(space, cfg, st.out / "studies" / space.name, trials, sampler=st.p.sampler,
                                n_startup=st.p.n_startup, seed=st.p.seed, index=st.index, data=data,
-                               teachers=teachers, **_pruning(st.p))
+                               teachers=teachers, **pruning_kwargs(st.p))
             cells.append((space, cfg, study, teachers))
     return cells
 
 
-def _pruning(p: Preset) -> dict:
+def pruning_kwargs(p) -> dict:
+    """The search's pruner keywords from a preset (or any config with the same three fields: compress's)."""
     return {"pruner": p.pruner, "pruner_min_epochs": p.pruner_min_epochs, "pruner_eta": p.pruner_eta}
 
 
 def run_seeds(st: Study, space, base: TrainConfig, study, teachers: Teachers | None, data: TrainData) -> None:
-    """The cell's best trial by validation, trained again with `seeds` other seeds (seed+1 ...), each a run of
-    its own (index rows with repeat_of = that trial). A later, longer search with another best trial gets
-    its own seed runs; the report uses those of the current best."""
+    """rerun_best for one cell of the study (its seed runs under RESULTS_DIR/seeds)."""
+    rerun_best(space, base, study, st.p.seeds, st.p.seed, st.out, data, st.index, teachers,
+               log=lambda s: print(s, flush=True))
+
+
+def rerun_best(space, base: TrainConfig, study, seeds: int, seed: int, root: Path, data: TrainData, index,
+               teachers: Teachers | None = None, log: Callable[[str], None] = print) -> None:
+    """The cell's best trial by validation trained again with `seeds` other seeds (seed+1 ...), each a run of
+    its own in root/seeds/<space>/t<trial>-s<seed> (index rows with repeat_of = that trial). A later, longer
+    search with another best trial gets its own seed runs; reports use those of the current best. A seed that
+    diverged is a result: it is indexed as failed, leaves DIVERGED, and is not trained again."""
     best = best_trial(study)
-    if best is None or st.p.seeds < 1:
+    if best is None or seeds < 1:
         return
     cfg = apply(space, best.params, base, data.with_labels(base.data.labels).num_classes)
-    for k in range(1, st.p.seeds + 1):
-        seed = st.p.seed + k
-        run_dir = st.out / "seeds" / space.name / f"t{best.number}-s{seed}"
+    info = RunInfo(kind=RunKind(space.kind), study=space.name, repeat_of=best.number)
+    for k in range(1, seeds + 1):
+        run_seed = seed + k
+        run_dir = root / "seeds" / space.name / f"t{best.number}-s{run_seed}"
         if (run_dir / DIVERGED).exists():
             continue  # a result already: this seed diverged (the same command again trains nothing)
-        print(f"-- {space.name}: trial {best.number} (val {best.value:.4f}) again with seed {seed}", flush=True)
-        info = RunInfo(kind=RunKind(space.kind), study=space.name, repeat_of=best.number)
+        if not (run_dir / "results.json").exists():
+            log(f"-- {space.name}: trial {best.number} (val {best.value:.4f}) again with seed {run_seed}")
         try:
-            train_run(cfg.replace(seed=seed), run_dir, data, info=info, index=st.index,
-                      teachers=teachers or Teachers())
+            train_run(cfg.replace(seed=run_seed), run_dir, data, info=info, index=index,
+                      teachers=teachers or Teachers(), log=log)
         except Diverged as e:  # a result: this seed diverged; counted as failed in the cell
-            index_failed(st.index, cfg.replace(seed=seed), run_dir, info)
+            index_failed(index, cfg.replace(seed=run_seed), run_dir, info)
             artifacts.write_json(run_dir / DIVERGED, {"diverged": str(e)})
-            print(f"   seed {seed} diverged: {e}", flush=True)
+            log(f"   seed {run_seed} diverged: {e}")
 
 
 def reproduce(preset: Preset, out: Path, command: str = "") -> dict:

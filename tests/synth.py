@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import pickle
+import signal
+import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +76,17 @@ def write_cifar100_archive(path: Path, n_train: int = 300, n_test: int = 60, see
         members["meta"] = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
                            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}
     return write_cifar_archive(path, members, folder)
+
+
+def kill_after_epochs(cmd: list[str], run: Path, env: dict, epochs: int = 2) -> None:
+    """Start `cmd` (a training command writing into `run`) and SIGKILL it once `epochs` epochs are on disk;
+    fails when it finished before it could be killed."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= epochs:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "results.json").exists(), "the run finished before it could be killed"

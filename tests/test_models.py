@@ -27,6 +27,7 @@ SMALL = {
     "cnn2": (4, 4, 16),
     "resnet_deep": (4, 6, 8),
     "resnet_shallow": (4, 8),
+    "airbench": (4, 6, 8),
 }
 # The main study's students (the ones with budget bounds, what the search explores).
 STUDENTS = list(STUDENT_BOUNDS)
@@ -35,7 +36,7 @@ STUDENTS = list(STUDENT_BOUNDS)
 def test_registry_is_what_the_study_needs():
     assert set(M.MAIN_FAMILIES) <= set(FAMILIES)
     assert set(FAMILIES) - set(M.MAIN_FAMILIES) == {"snn", "mlp_lin", "mlp", "linear", "cnn1", "cnn2",
-                                                    "resnet_deep", "resnet_shallow"}
+                                                    "resnet_deep", "resnet_shallow", "airbench"}
     assert set(SMALL) == set(FAMILIES)  # a new family must get a SMALL entry (and thus tests)
     assert STUDENTS == ["conv0", "conv1", "conv2", "conv3", "conv4"]
     # students have at most two width constants (S4: C1, C2)

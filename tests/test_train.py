@@ -4,10 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from mimicnet.train.config import TrainConfig, resolve_widths
 from mimicnet.train.loop import fit
 from mimicnet.models.checkpoint import model_from_checkpoint
 
-from synth import write_archive
+from synth import kill_after_epochs, write_archive
 
 
 # ---------------------------------------------------------------------------------------- S3 schedule
@@ -149,15 +147,7 @@ def test_killed_run_resumes_to_the_same_result(archive, tmp_path):
     subprocess.run(_train_cmd(archive, full), check=True, env=env, capture_output=True)
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(_train_cmd(archive, cut), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:       # kill it mid-run, once two epochs are on disk
-        if (cut / "metrics.jsonl").exists() and len((cut / "metrics.jsonl").read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (cut / "results.json").exists(), "the run finished before it could be killed"
+    kill_after_epochs(_train_cmd(archive, cut), cut, env)  # kill it mid-run, once two epochs are on disk
     out = subprocess.run(_train_cmd(archive, cut), check=True, env=env, capture_output=True, text=True)
     assert "resuming" in out.stdout
 

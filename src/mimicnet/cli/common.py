@@ -10,7 +10,7 @@ from ..core.artifacts import read_json
 from ..core.errors import ConfigError, UserError
 from ..core.units import parse_budget
 from ..data.cifar import LABELS
-from ..train.config import FLAT_FIELDS, TrainConfig
+from ..train.config import FLAT_FIELDS, TrainConfig, check_distill
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -82,6 +82,9 @@ _TRAIN_FLAGS = {
     "transfer": (str, "transfer set folder (`mimicnet transfer`) whose teacher logits a student mimics"),
     "temperature": (float, "temperature of kl and softmax-mse (1)"),
     "hard_weight": (float, "weight of cross-entropy on the true labels added to a mimic loss (0)"),
+    "teacher": (str, "--distill online: the teacher (a run, ensemble or external teacher folder)"),
+    "mix": (str, "--distill online: none (default), mixup or cutmix of each augmented batch"),
+    "mix_alpha": (float, "--distill online: mixing weight λ ~ Beta(alpha, alpha) (1)"),
 }
 
 
@@ -93,6 +96,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mirror", dest="mirror", action="store_false", default=None, help="no left-right mirroring")
     p.add_argument("--normalize-logits", dest="normalize_logits", action="store_true", default=None,
                    help="regress per-logit standardised teacher logits (Ba & Caruana)")
+    p.add_argument("--distill", dest="distill_mode", default=None, metavar="{fixed,online}",
+                   help="fixed (default): mimic the logits of --transfer, labelled once; online: --teacher labels "
+                        "every augmented batch as the student sees it (Beyer et al. 2022)")
     p.add_argument("--config", type=Path, help="JSON file of config fields; flags override it")
     _device_arg(p)
 
@@ -135,6 +141,7 @@ def train_config_from_args(args) -> TrainConfig:
         if v is not None:
             d[name] = v
     cfg = TrainConfig.from_dict(d)
+    check_distill(cfg)
     if cfg.model.family != "teacher" and cfg.model.widths is None and cfg.model.budget is None:
         raise ConfigError(f"family {cfg.model.family}: give --widths, or --budget and --constants")
     return cfg

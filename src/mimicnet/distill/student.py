@@ -15,11 +15,12 @@ from ..core.errors import ConfigError
 from ..data.splits import TrainData, load_train_data
 from ..core.artifacts import CheckpointError, read_json
 from ..models.inference import accuracy, predict_logits, preprocess, resolve_device
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, check_distill
 from ..train.loop import fit
 from ..train.losses import make_loss
 from ..train.run import RunInfo, Teacher, index_failed_run
 from .ensemble import load_teacher, teacher_info
+from .online import OnlineBatches
 from .transfer import TransferSet, verify
 
 
@@ -107,11 +108,15 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
     `on_epoch`: see train.loop.fit (a search's pruner)."""
     data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train, cfg.data.labels)
     data = data.with_labels(cfg.data.labels)  # the caller's data may hold another label set (CIFAR-100)
+    check_distill(cfg)
     if not cfg.mimics:
         return fit(cfg, run_dir, data, info=info, index=index, log=log, on_epoch=on_epoch)
+    teachers = teachers or Teachers()  # none shared: this call opens its own
+    if cfg.distill.distill_mode == "online":
+        return _train_online(cfg, run_dir, data, info=info, index=index, teachers=teachers, log=log,
+                             on_epoch=on_epoch)
     if not cfg.distill.transfer:
         raise ConfigError(f"loss {cfg.optim.loss!r} mimics a teacher: pass --transfer DIR (a transfer set)")
-    teachers = teachers or Teachers()  # none shared: this call opens its own
     device = resolve_device(cfg.execution.device)
     ts = teachers.transfer_set(cfg.distill.transfer, device)
     if ts.num_classes != data.num_classes:
@@ -124,6 +129,23 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
     teacher = teachers.teacher(_teacher_path(ts), device, ts.teacher) if ts.teacher.get("path") else None
     return fit(cfg, run_dir, data, batches=batches, loss_fn=make_loss(cfg), teacher=teacher, logit_norm=norm,
                info=info, index=index, log=log, on_epoch=on_epoch)
+
+
+def _train_online(cfg: TrainConfig, run_dir, data: TrainData, *, info, index, teachers: Teachers, log,
+                  on_epoch) -> dict:
+    """A student whose teacher labels each of its augmented batches (distill.online), checked first: the
+    teacher must exist and have as many outputs as the data has classes."""
+    device = resolve_device(cfg.execution.device)
+    try:
+        record = teacher_info(cfg.distill.teacher)
+    except (CheckpointError, OSError) as e:
+        raise ConfigError(f"--teacher {cfg.distill.teacher}: {e}") from None
+    if record.get("num_classes") not in (None, data.num_classes):
+        raise ConfigError(f"--teacher {cfg.distill.teacher}: it has {record['num_classes']} outputs, the data "
+                          f"{data.num_classes} classes")
+    teacher = teachers.teacher(cfg.distill.teacher, device, record, data)
+    return fit(cfg, run_dir, data, batches=OnlineBatches(cfg, data.train, teacher.model, device),
+               loss_fn=make_loss(cfg), teacher=teacher, info=info, index=index, log=log, on_epoch=on_epoch)
 
 
 def _teacher_path(ts: TransferSet) -> str:

@@ -28,6 +28,7 @@ mlp        (h1, ..., hn)          Ci→hi              hn  ReLU MLP of any depth
 linear     (h1, ..., hn)          Ci→hi              hn  deep linear MLP, no activations (S6)
 cnn1/cnn2  (c, h) / (c1, c2, h)   C1→c(1) C2→c2      h   S6 students, 3×3 convs: c-mp-fc, c²-mp-fc
 resnet_*   stage channels         Ci→ci              last stage (count is quadratic: bisected)
+airbench   (w1, w2, w3)           Ci→wi              none (a teacher: models/modern.py)
 =========  =====================  =================  ============================================
 
 The issue-6 families (below the line) are not in STUDENT_BOUNDS, so the main study's search never sees
@@ -457,6 +458,11 @@ class Family:
     # Variable-depth families (mlp, linear): widths may have any length >= 1; width_names holds one
     # name for all of them; constant i sets width i and the dependent width is the last (-1).
     variable_widths: bool = False
+    # A teacher family: its hard-label runs are teachers (index kind), not hard-target baselines.
+    teacher: bool = False
+    # data_init(model, x): set data-dependent weights (x: the standardised training images) after the
+    # random init, before the first step (airbench's whitening layer); None: nothing to set.
+    data_init: Callable[[nn.Module, torch.Tensor], None] | None = None
 
     @property
     def n_constants(self) -> int:
@@ -498,7 +504,7 @@ def get_family(name: str | Family) -> Family:
 
 
 register(Family("teacher", ("g1", "g2", "g3", "h"), None, _build_teacher, 5,
-                "c3²-mp-c3²-mp-c3⁴-mp-fc²", ((0,), (1,), (2,), (3,))))
+                "c3²-mp-c3²-mp-c3⁴-mp-fc²", ((0,), (1,), (2,), (3,)), teacher=True))
 register(Family("conv0", ("k", "h"), 0, _build_conv0, 1, "lfc-fc", ((1,),)))
 register(Family("conv1", ("c", "k", "h"), 1, _build_conv1, 2, "c-mp3-lfc-fc", ((0,), (2,))))
 register(Family("conv2", ("c1", "c2", "h"), 2, _make_conv_student("conv2", "cpcp"), 3,
@@ -676,6 +682,8 @@ def arch_string(family, widths) -> str:
     fam = get_family(family)
     w = _check_widths(fam, widths)
     sup = lambda n: str(n).translate(_SUPERSCRIPT)  # noqa: E731
+    if fam.name == "airbench":  # models/modern.py: whitening, then three conv-pool-conv blocks
+        return "w24-" + "-".join(f"{x}c-mp-{x}c" for x in w) + "-gmp"
     if fam.name == "teacher":
         return f"{w[0]}c{sup(2)}-mp-{w[1]}c{sup(2)}-mp-{w[2]}c{sup(4)}-mp-{w[3]}fc{sup(2)}"
     if fam.name == "conv0":

@@ -13,9 +13,14 @@ import matplotlib.pyplot as plt
 from ..core import artifacts, noise
 from ..studies.catalog import preset_from_record
 from ..studies.fixed import Row, StudyPreset, build_tables, study_claims
+from . import modern
 from .common import _save_figure, _write_csv, load_reproduce, render, tex
 
 matplotlib.use("Agg")
+
+# A study's own table and figure beside the generic ones, where it has them: study -> (pivot(rows) ->
+# (header, rows), pivot_markdown(rows), figure(rows)).
+EXTRAS = {"modern": (modern.pivot, modern.pivot_markdown, modern.figure)}
 
 
 def _ms(row: Row) -> str:
@@ -104,7 +109,15 @@ def build_study_report(results_dir, p: StudyPreset | None = None, out_dir=None) 
     _write_csv(out / "table.csv", [r.as_dict() for r in rows], cols)
     artifacts.write_text(out / "table.tex", table_latex(p, rows))
     png = _save_figure(study_figure(p, rows), out / "figure")
-    page = render("study.html.j2", preset=p, results_dir=results_dir, png=png, rows=[_row_view(r) for r in rows],
+    extra = EXTRAS.get(p.study or p.name)
+    pivot, png2 = None, None
+    if extra is not None:
+        pivot_rows, pivot_md, own_figure = extra
+        artifacts.write_text(out / "table2.md", pivot_md(rows) + "\n")
+        png2 = _save_figure(own_figure(rows), out / "figure2")
+        pivot = pivot_rows(rows)
+    page = render("study.html.j2", preset=p, results_dir=results_dir, png=png, png2=png2, pivot=pivot, rule=noise.RULE,
+                  rows=[_row_view(r) for r in rows],
                   claims=[{**c, "cls": _verdict_class(c["verdict"])} for c in study_claims(p, rows)],
                   command=str(repro.get("command", "")),
                   config_json=json.dumps(repro.get("config", artifacts.to_jsonable(p)), indent=2),

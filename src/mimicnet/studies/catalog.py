@@ -6,10 +6,11 @@ from ..core import artifacts
 from ..core.errors import ConfigError
 from .ba_caruana import BA_CARUANA
 from .features import FEATURES
+from .modern import MODERN_PRESET
 from .fixed import Arm, EnsembleSpec, ModelSpec, StudyPreset, smoke_version
 from .ratusznik import RATUSZNIK
 
-STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (BA_CARUANA, RATUSZNIK, FEATURES)}
+STUDY_PRESETS: dict[str, StudyPreset] = {p.name: p for p in (BA_CARUANA, RATUSZNIK, FEATURES, MODERN_PRESET)}
 STUDY_PRESETS.update({f"{k}-smoke": smoke_version(v) for k, v in list(STUDY_PRESETS.items())})
 
 

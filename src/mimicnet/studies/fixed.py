@@ -158,6 +158,8 @@ def check_preset(p: StudyPreset) -> None:
             raise ConfigError(f"preset {p.name}: arm {a.name!r} uses unknown model {a.model!r}")
         if a.teacher and a.teacher not in p.ensembles and a.teacher not in p.teachers:
             raise ConfigError(f"preset {p.name}: arm {a.name!r} mimics unknown teacher {a.teacher!r}")
+        if is_online(a) and p.inputs == "features":
+            raise ConfigError(f"preset {p.name}: arm {a.name!r}: online distillation needs images, not feature data")
         if bool(a.teacher) == (a.train.get("loss", "ce") == "ce"):
             raise ConfigError(f"preset {p.name}: arm {a.name!r}: a teacher needs a mimic loss, hard labels 'ce'")
     # every config the study will train is built (and so checked) now: a typo fails here, not hours in
@@ -167,12 +169,21 @@ def check_preset(p: StudyPreset) -> None:
         checked(f"preset {p.name}: arm {a.name!r}", lambda: arm_config(p, a, arm_lrs(p, a)[0], p.seeds[0], None))
 
 
-def arm_config(p: StudyPreset, arm: Arm, lr: float, seed: int, transfer_dir: Path | None) -> TrainConfig:
+def is_online(arm: Arm) -> bool:
+    """Does this arm distil online (its teacher labels each batch), rather than from a transfer set?"""
+    return arm.train.get("distill_mode", "fixed") == "online"
+
+
+def arm_config(p: StudyPreset, arm: Arm, lr: float, seed: int, transfer_dir: Path | None,
+               teacher_dir: Path | None = None) -> TrainConfig:
+    """An arm's run config: a fixed-set student reads `transfer_dir`, an online one runs `teacher_dir`."""
     m = p.models[arm.model]
     d = {"data": p.data, "max_train": p.max_train, "device": p.device, **p.student_base,
          "family": m.family, **arm.train, "lr": lr, "seed": seed}
     d["widths"] = model_widths(p, arm.model, d.get("batchnorm", False))
-    if arm.teacher and transfer_dir is not None:
+    if arm.teacher and is_online(arm) and teacher_dir is not None:
+        d["teacher"] = str(teacher_dir)
+    elif arm.teacher and transfer_dir is not None:
         d["transfer"] = str(transfer_dir)
     return TrainConfig.from_dict(d)
 
@@ -206,19 +217,21 @@ def run_arm(p: StudyPreset, arm: Arm, out: Path, data, transfer_dirs: dict, inde
     Images: a mimic arm reads its teacher's transfer set; feature data: it is given the teacher itself."""
     folder = out / "arms" / slug(arm.name)
     lrs, seeds = arm_lrs(p, arm), tuple(p.seeds)
+    online = (teacher_dirs or {}).get(arm.teacher) if is_online(arm) else None  # its teacher, in its config
     tdir = transfer_dirs.get(arm.teacher)
-    teacher = (teacher_dirs or {}).get(arm.teacher) if tdir is None and arm.teacher else None
+    teacher = (teacher_dirs or {}).get(arm.teacher) if tdir is None and arm.teacher and online is None else None
     info, teachers = RunInfo(study=arm.name), teachers or Teachers()
     vals = {}
     for lr in lrs:
         print(f"-- {arm.name}: lr {lr:g}, seed {seeds[0]}", flush=True)
-        v = _run(arm_config(p, arm, lr, seeds[0], tdir), folder / f"lr{lr:g}-s{seeds[0]}", data, index, info,
-                 teachers, teacher)
+        v = _run(arm_config(p, arm, lr, seeds[0], tdir, online), folder / f"lr{lr:g}-s{seeds[0]}", data, index,
+                 info, teachers, teacher)
         vals[lr] = -1.0 if v is None else v
     best = max(lrs, key=lambda lr: (vals[lr], -lrs.index(lr)))
     for s in seeds[1:]:
         print(f"-- {arm.name}: lr {best:g} (best on validation), seed {s}", flush=True)
-        _run(arm_config(p, arm, best, s, tdir), folder / f"lr{best:g}-s{s}", data, index, info, teachers, teacher)
+        _run(arm_config(p, arm, best, s, tdir, online), folder / f"lr{best:g}-s{s}", data, index, info, teachers,
+             teacher)
     return best
 
 
@@ -281,7 +294,7 @@ def _run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
         dirs = {}
         if is_features(p):  # feature students are labelled on x_transfer (or x_train) directly
             return dirs
-        for name in dict.fromkeys(a.teacher for a in p.arms if a.teacher):
+        for name in dict.fromkeys(a.teacher for a in p.arms if a.teacher and not is_online(a)):
             d = out / "transfer" / slug(name)
             cfg = TransferConfig(data=p.data, max_train=p.max_train, epochs=p.transfer_epochs, seed=0, device=p.device)
             generate(cfg, edirs.get(name) or tdirs[name], d, data=data)

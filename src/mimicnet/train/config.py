@@ -79,6 +79,11 @@ class DistillConfig:
     temperature: float = 1.0                      # for "kl" and "softmax-mse"
     hard_weight: float = 0.0                      # weight of a cross-entropy term on the true labels (Hinton)
     normalize_logits: bool = False                # regress per-logit standardised teacher logits (Ba & Caruana)
+    distill_mode: str = "fixed"                   # "fixed": read `transfer` (the papers' method); "online": the
+                                                  # teacher labels each augmented batch as the student sees it
+    teacher: str = ""                             # online: the teacher (run, ensemble or external teacher folder)
+    mix: str = "none"                             # online: "none" | "mixup" | "cutmix" of the augmented batch
+    mix_alpha: float = 1.0                        # online: λ ~ Beta(mix_alpha, mix_alpha)
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ FLAT = _flat_table()
 # bytes of a checkpoint, and so the sha256 an ensemble identifies its members by, do not change).
 FLAT_FIELDS = ("family", "widths", "constants", "budget", "bounds", "dropout", "batchnorm", "data", "max_train",
                "labels", "augment", "hsv", "scale_min", "mirror", "loss", "label_smoothing", "transfer", "temperature",
-               "hard_weight", "normalize_logits", "preprocess", "lr", "optimizer", "momentum", "weight_decay",
+               "hard_weight", "normalize_logits", "distill_mode", "teacher", "mix", "mix_alpha", "preprocess", "lr", "optimizer", "momentum", "weight_decay",
                "batch_size", "init_scale", "input_scale", "schedule", "max_epochs", "patience", "cooldown",
                "stop_patience", "max_decay", "seed", "device", "amp", "channels_last", "compile")
 assert sorted(FLAT_FIELDS) == sorted(("seed", *FLAT, "hsv", *_AUG_FIELDS)), "FLAT_FIELDS must list every field"
@@ -120,7 +125,7 @@ EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionConfig))
 # Fields added after the flat format was fixed, with their defaults: written (config.json, checkpoint metadata)
 # only when set otherwise, so the files of every run that does not use them keep their exact bytes. (The
 # config hash leaves out every field at its default anyway: run ids do not change either way.)
-LATE_DEFAULTS = {"labels": "fine"}
+LATE_DEFAULTS = {"labels": "fine", "distill_mode": "fixed", "teacher": "", "mix": "none", "mix_alpha": 1.0}
 
 
 @dataclass(frozen=True)
@@ -210,12 +215,14 @@ class TrainConfig:
         """teacher | baseline (a student family on the labels) | student (mimics a teacher)."""
         if self.mimics:
             return RunKind.STUDENT
-        return RunKind.TEACHER if self.model.family == "teacher" else RunKind.BASELINE
+        return RunKind.TEACHER if FAMILIES[self.model.family].teacher else RunKind.BASELINE
 
 
 # ---- the rules of each flat field (the AugmentConfig ones: AugmentConfig itself). A rule is (test, what the
 # value must be); JSON lists arrive as tuples (from_dict) or lists (code), both are taken.
 PREPROCESS = ("standardize", "gcn-zca")
+DISTILL_MODES = ("fixed", "online")
+MIXES = ("none", "mixup", "cutmix")
 
 
 def _int(v) -> bool:
@@ -259,6 +266,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], Callable[[], str]]] = {
     "temperature": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
     "hard_weight": _rule(lambda v: _num(v) and v >= 0, "a number >= 0"),
     "normalize_logits": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "distill_mode": _choice(lambda: DISTILL_MODES),
+    "teacher": _rule(lambda v: isinstance(v, str), "a path (a string)"),
+    "mix": _choice(lambda: MIXES),
+    "mix_alpha": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
     "preprocess": _choice(lambda: PREPROCESS),
     "lr": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
     "optimizer": _choice(lambda: list(OPTIMIZERS)),
@@ -298,6 +309,28 @@ def _show(v: Any) -> str:
         return json.dumps(artifacts.to_jsonable(v))
     except (TypeError, ValueError):
         return repr(v)
+
+
+def check_distill(cfg: TrainConfig) -> None:
+    """The distillation fields that only make sense together (each field alone is checked by `check_field`)."""
+    d = cfg.distill
+    if d.distill_mode == "fixed":
+        if d.teacher or d.mix != "none":
+            what = "--teacher" if d.teacher else f"--mix {d.mix}"
+            raise ConfigError(f"{what} is for online distillation (--distill online); a fixed-set student reads "
+                              "its teacher's logits from --transfer")
+        return
+    if not cfg.mimics:
+        raise ConfigError(f"--distill online trains a student: give a mimic loss (--loss l2-logits, kl, ...), "
+                          f"not {cfg.optim.loss!r}")
+    if not d.teacher:
+        raise ConfigError("--distill online needs --teacher (a run, ensemble or external teacher folder)")
+    if d.transfer:
+        raise ConfigError("--distill online labels its own batches: give --teacher, not --transfer")
+    if d.normalize_logits:
+        raise ConfigError("--normalize-logits needs a transfer set's logit statistics: not with --distill online")
+    if d.mix != "none" and d.hard_weight > 0:
+        raise ConfigError(f"--hard-weight with --mix {d.mix}: a mixed image has no single true label")
 
 
 def resolve_widths(cfg: TrainConfig, num_classes: int = 10) -> tuple[int, ...]:

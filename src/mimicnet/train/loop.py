@@ -24,8 +24,9 @@ from ..core.index import append_index
 from ..data import preprocess as prep
 from ..data.splits import TrainData, load_train_data
 from ..models.checkpoint import model_from_checkpoint
-from ..models.families import build_model, count_params, init_weights
+from ..models.families import build_model, count_params, get_family, init_weights
 from ..models.inference import accuracy, predict_logits, resolve_device
+from ..models.inference import preprocess as prep_images
 from .batches import hard_label_batches
 from .config import TrainConfig, resolve_widths
 from .losses import make_loss, mimic_metrics
@@ -105,7 +106,8 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
         stop = s.sched.step(epoch, 1.0 - val_acc)
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch, "loss": train_loss, "val_acc": val_acc, "lr": lr,
-               "seconds": round(time.perf_counter() - t0, 3)}
+               "seconds": round(time.perf_counter() - t0, 3),
+               **(batches.epoch_stats() if hasattr(batches, "epoch_stats") else {})}  # e.g. online: teacher cost
         run.end_epoch(row, state_tensors(s.model, s.opt),
                       {**s.meta, "epoch": epoch, "best_val_acc": best_acc, "best_epoch": best_epoch,
                        "seconds": elapsed, "schedule": dataclasses.asdict(s.sched)})
@@ -115,7 +117,7 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
 
     if best_epoch < 0:
         raise ConfigError(f"{run.path}: no epoch finished (max_epochs={cfg.optim.max_epochs})")
-    results = finish(cfg, run, data, s, best_epoch, epoch + 1, elapsed, teacher, device)
+    results = finish(cfg, run, data, s, best_epoch, epoch + 1, elapsed, teacher, device, epoch_means(run))
     if index is not None:
         append_index(index, index_row(cfg, results, info, run.path))
     log(f"done: best epoch {best_epoch}, val {results['val_acc']:.4f}, test {results['test_acc']}")
@@ -153,6 +155,8 @@ def setup(cfg: TrainConfig, data: TrainData, run: RunFolder, device) -> Setup:
     model = build_model(cfg.model.family, widths, num_classes=data.num_classes, dropout=cfg.model.dropout,
                         batchnorm=cfg.model.batchnorm, in_shape=data.in_shape)
     init_weights(model, cfg.model.init_scale, generator=torch.Generator().manual_seed(cfg.seed))
+    if (data_init := get_family(cfg.model.family).data_init) is not None:  # e.g. airbench's whitening filters
+        data_init(model, prep_images(data.train.x, cfg.data.input_scale))
     model.to(device)
     n_params = count_params(model)
     fast = device.type in FAST_PATH_DEVICES
@@ -197,8 +201,16 @@ def check_data(run: RunFolder, old: str | None, new: str | None) -> None:
                           f"made from, or delete {run.path} to train it anew")
 
 
+def epoch_means(run: RunFolder) -> dict:
+    """The mean over every epoch's metrics row of what a batch source measured (`epoch_stats`: an online
+    student's teacher_ms_per_step), for results.json; {} for a run whose rows have none."""
+    rows = read_metrics(run.metrics, 10**9)
+    keys = [k for k in ("teacher_ms_per_step",) if rows and all(k in r for r in rows)]
+    return {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in keys}
+
+
 def finish(cfg: TrainConfig, run: RunFolder, data: TrainData, s: Setup, best_epoch: int, epochs: int,
-           elapsed: float, teacher: Teacher | None, device) -> dict:
+           elapsed: float, teacher: Teacher | None, device, measured: dict | None = None) -> dict:
     """Reload the best weights, evaluate them (test once), score the mimic; write results.json."""
     model, _ = model_from_checkpoint(run.best, device)
     test_logits = predict_logits(model, data.test.x, cfg.data.input_scale, device) if data.test is not None else None
@@ -210,7 +222,7 @@ def finish(cfg: TrainConfig, run: RunFolder, data: TrainData, s: Setup, best_epo
                "budget": cfg.model.budget, "best_epoch": best_epoch, "epochs": epochs, "seconds": round(elapsed, 2),
                "val_acc": accuracy(predict_logits(model, data.val.x, cfg.data.input_scale, device), data.val.y),
                "test_acc": accuracy(test_logits, data.test.y) if test_logits is not None else None,
-               "loss": cfg.optim.loss, **mimic, "data_sha256": data.sha256, "code_version": artifacts.code_version(),
+               "loss": cfg.optim.loss, **mimic, **(measured or {}), "data_sha256": data.sha256, "code_version": artifacts.code_version(),
                **run.meta, "best_sha256": artifacts.file_sha256(run.best)}
     artifacts.write_json(run.results_path, results)
     return results

@@ -71,7 +71,7 @@ def path_free_hash(cfg: TrainConfig) -> str:
     """The identity of a run without the paths in its config (the archive, the transfer set): the same run
     whether the data is given as a relative or absolute path, or the results folder has moved. What those
     paths hold is checked by content instead (the data's sha256, the teacher's, on resume)."""
-    return cfg.replace(data="", transfer="").config_hash()
+    return cfg.replace(data="", transfer="", teacher="").config_hash()
 
 
 def same_run(old: dict, cfg: TrainConfig) -> bool:

@@ -266,12 +266,14 @@ def test_modern_study_runs_online_arms_without_a_transfer_set_and_reports(tmp_pa
     from mimicnet.studies.fixed import run_study
     smoke = STUDY_PRESETS["modern-smoke"]
     keep = {M.cell_name("conv0", 100_000), M.cell_name("conv1", 100_000)}
-    arms = [a for a in smoke.arms if a.model in keep] + [smoke.arms[-1]]
+    curve = M.arm_name(*M.CURVE_CELL, (M.curve_teacher(M.CURVE_EPOCHS[-1]), "fixed"))
+    arms = [a for a in smoke.arms if a.model in keep and a.name != curve] + [a for a in smoke.arms if a.name == curve]
     online_only = "airbench-online-only"
     teachers = {k: v for k, v in smoke.teachers.items() if k in ("S2 t0", "S2 t1", M.MODERN,
                                                                     M.curve_teacher(M.CURVE_EPOCHS[-1]))}
     teachers[online_only] = dict(teachers[M.MODERN], seed=1)
-    arms.append(dataclasses.replace(arms[4], name="online only", teacher=online_only))
+    online_arm = next(a for a in arms if a.name == M.arm_name("conv0", 100_000, (M.MODERN, "online")))
+    arms.append(dataclasses.replace(online_arm, name="online only", teacher=online_only))
     archive = write_archive(tmp_path / "a.tar.gz", n_train=300, n_test=60)
     p = dataclasses.replace(smoke, data=str(archive), device="cpu", max_train=200, teachers=teachers, arms=arms)
     run_study(p, tmp_path / "out")

@@ -105,8 +105,10 @@ MODERN_PRESET = StudyPreset(
     models={cell_name(f, b): ModelSpec(family=f, widths=WIDTHS[f, b]) for b in BUDGETS for f in FAMILIES},
     student_base=dict(schedule="onecycle", max_epochs=8, batch_size=128, momentum=0.9),
     lrs=(0.01,),
-    arms=[_arm(f, b, s) for b in BUDGETS for f in FAMILIES for s in SOURCES]
-    + [_arm(*CURVE_CELL, (curve_teacher(e), "fixed")) for e in CURVE_EPOCHS])
+    # the online arms last: they cost the most (a killed study continues where it stopped, in this order)
+    arms=[_arm(f, b, s) for s in SOURCES[:3] for b in BUDGETS for f in FAMILIES]
+    + [_arm(*CURVE_CELL, (curve_teacher(e), "fixed")) for e in CURVE_EPOCHS]
+    + [_arm(f, b, s) for s in SOURCES[3:] for b in BUDGETS for f in FAMILIES])
 
 
 # ============================================================================================ comparisons

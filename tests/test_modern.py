@@ -288,3 +288,27 @@ def test_modern_study_runs_online_arms_without_a_transfer_set_and_reports(tmp_pa
     assert (out / "report" / "figure2.png").exists() and "Teacher → student" in (out / "report" / "table2.md").read_text()
     text = html.read_text()
     assert "Students by depth and by teacher" in text and "online, airbench" in text
+
+
+def test_a_fixed_study_continues_with_more_arms_and_from_an_older_record(tmp_path):
+    """More arms (like a wider lr grid) continue a study's folder; a record written when the arms were part of
+    the key is continued and re-keyed; another teacher config is another study."""
+    import dataclasses
+    from mimicnet.studies.catalog import STUDY_PRESETS
+    from mimicnet.studies.fixed import NOT_IDENTITY, _older_identity, identity
+    from mimicnet.studies.main import Study
+    p = STUDY_PRESETS["modern-smoke"]
+    fewer = dataclasses.replace(p, arms=p.arms[:3])
+    # an older record: keyed by the arms
+    old = Study(fewer, tmp_path, "cmd", not_identity=NOT_IDENTITY, identity=_older_identity(fewer))
+    old_key = old.record["config_hash"]
+    st = Study(fewer, tmp_path, "cmd", not_identity=NOT_IDENTITY, identity=identity(fewer),
+               older_identities=(_older_identity(fewer),))
+    assert st.record["config_hash"] != old_key  # re-keyed
+    more = Study(p, tmp_path, "cmd", not_identity=NOT_IDENTITY, identity=identity(p),
+                 older_identities=(_older_identity(p),))
+    assert more.record["config_hash"] == st.record["config_hash"]
+    other = dataclasses.replace(p, teacher_base=dict(p.teacher_base, lr=0.123))
+    with pytest.raises(ConfigError, match="another config"):
+        Study(other, tmp_path, "cmd", not_identity=NOT_IDENTITY, identity=identity(other),
+              older_identities=(_older_identity(other),))

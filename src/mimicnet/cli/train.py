@@ -16,10 +16,11 @@ from .common import add_train_flags, check_out_folder, train_config_from_args
 
 def default_run_name(cfg) -> str:
     """FAMILY-CONFIGHASH of the config with its paths resolved: `--data a.tar.gz`, `--data ./a.tar.gz` and
-    `--data /abs/a.tar.gz` name one run folder (the run in it accepts any spelling: train.run.same_run)."""
+    `--data /abs/a.tar.gz` (and so --transfer, --teacher) name one run folder (the run in it accepts any spelling: train.run.same_run)."""
     def canon(p: str) -> str:
         return str(Path(p).resolve()) if p else p
-    return cfg.replace(data=canon(cfg.data.path), transfer=canon(cfg.distill.transfer)).run_id()
+    return cfg.replace(data=canon(cfg.data.path), transfer=canon(cfg.distill.transfer),
+                       teacher=canon(cfg.distill.teacher)).run_id()
 
 
 def default_out(cfg) -> Path:

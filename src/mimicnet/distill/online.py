@@ -27,6 +27,10 @@ from ..data.splits import Split
 from ..models.inference import model_inputs, preprocess
 from ..train.batches import epoch_generator
 
+# The random stream of an online student's epochs: not stream 0, the one hard-label runs (its teachers among
+# them) shuffle and augment with, so a student never replays its teacher's batches (transfer sets: 17).
+_STREAM = 23
+
 
 def mix_images(x: torch.Tensor, mix: str, alpha: float, g: torch.Generator) -> torch.Tensor:
     """Float [0, 1] images mixed with a shuffled copy of the batch: mixup blends every image with its
@@ -63,7 +67,7 @@ class OnlineBatches:
 
     def __call__(self, epoch: int):
         cfg, bs = self.cfg, self.cfg.optim.batch_size
-        g = epoch_generator(cfg.seed, epoch)
+        g = epoch_generator(cfg.seed, epoch, _STREAM)
         perm = torch.randperm(len(self.x), generator=g).to(self.device)
         self.teacher.eval()
         for i in range(self.steps_per_epoch):
@@ -71,11 +75,13 @@ class OnlineBatches:
             xb = self.x[idx]
             xb = augment(xb, self.aug, g) if self.aug is not None else xb.to(torch.float32) / 255.0
             xb = mix_images(xb, cfg.distill.mix, cfg.distill.mix_alpha, g)
+            if self.device.type == "cuda":  # time the teacher alone: first let the queued student step finish
+                torch.cuda.synchronize(self.device)
             t0 = time.perf_counter()
             with torch.no_grad():
                 z = self.teacher(model_inputs(self.teacher, xb, 1.0)).float()  # members apply their own scales
             if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)  # so the time is the teacher's, not the queue's
+                torch.cuda.synchronize(self.device)
             self._teacher_s += time.perf_counter() - t0
             self._steps += 1
             yield preprocess(xb, cfg.data.input_scale), (z, self.y[idx])

@@ -135,6 +135,8 @@ def _train_online(cfg: TrainConfig, run_dir, data: TrainData, *, info, index, te
                   on_epoch) -> dict:
     """A student whose teacher labels each of its augmented batches (distill.online), checked first: the
     teacher must exist and have as many outputs as the data has classes."""
+    if tuple(data.in_shape) != (3, 32, 32):
+        raise ConfigError(f"--distill online augments and mixes images: the data is of shape {tuple(data.in_shape)}")
     device = resolve_device(cfg.execution.device)
     try:
         record = teacher_info(cfg.distill.teacher)
@@ -167,7 +169,13 @@ def _teacher_path(ts: TransferSet) -> str:
 
 
 def teacher_record(cfg: TrainConfig) -> dict | None:
-    """What a failed student's index row says of its teacher: its transfer set's record of it."""
+    """What a failed student's index row says of its teacher: its transfer set's record of it, or an online
+    student's teacher's own record."""
+    if cfg.mimics and cfg.distill.distill_mode == "online" and cfg.distill.teacher:
+        try:
+            return teacher_info(cfg.distill.teacher)
+        except (CheckpointError, OSError):
+            return None
     manifest = Path(cfg.distill.transfer) / "manifest.json" if cfg.mimics and cfg.distill.transfer else None
     if manifest is None or not manifest.exists():
         return None

@@ -96,10 +96,13 @@ def _build_airbench(widths, *, num_classes=10, dropout=(), batchnorm=False, in_s
 def whiten_from_data(model: nn.Module, x: torch.Tensor) -> None:
     """Set the whitening filters from `x` (N×3×32×32, what the network sees: standardised training images).
     Deterministic: the covariance and its eigen-decomposition are computed in float64 on the CPU."""
-    patches = x.detach().to("cpu", torch.float64).unfold(2, 2, 1).unfold(3, 2, 1)  # N×3×31×31×2×2
-    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
-    patches = patches - patches.mean(0)
-    cov = patches.T @ patches / len(patches)
+    s, ss, n = torch.zeros(12, dtype=torch.float64), torch.zeros(12, 12, dtype=torch.float64), 0
+    for i in range(0, len(x), 1000):  # 1,000 images' patches at a time (all of CIFAR-10's at once: ~4 GB)
+        p = x[i:i + 1000].detach().to("cpu", torch.float64).unfold(2, 2, 1).unfold(3, 2, 1)  # B×3×31×31×2×2
+        p = p.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+        s, ss, n = s + p.sum(0), ss + p.T @ p, n + len(p)
+    mean = s / n
+    cov = ss / n - torch.outer(mean, mean)
     eigval, eigvec = torch.linalg.eigh(cov)
     filters = (eigvec.T / (eigval.clamp_min(0) + WHITEN_EPS).sqrt()[:, None]).reshape(12, 3, 2, 2)
     w = model.whiten.weight

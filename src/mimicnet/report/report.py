@@ -51,6 +51,7 @@ from ..core.artifacts import write_text
 from ..core.hardware import hardware
 from ..core.units import budget_name
 from ..core.index import num as _float, pct as _pct, read_index
+from ..models.families import FAMILIES
 from ..studies import published as P
 from .common import MISSING, ReportError, _save_figure, _write_csv, load_reproduce, render, tex
 from ..studies.catalog import is_study_record
@@ -126,7 +127,7 @@ def _infer_kind(row: dict) -> str:
     fam = (row.get("family") or "").strip()
     if fam == "ensemble" or "ensemble" in kind:
         return "ensemble"
-    if fam == "teacher":
+    if fam in FAMILIES and FAMILIES[fam].teacher:  # S2's teacher, airbench
         return "teacher"
     if (row.get("loss") or "ce") not in ("", "ce") or row.get("teacher"):
         return "student"

@@ -40,7 +40,7 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..distill.transfer import TransferConfig, generate
 from ..models.families import arch_string, scale_to_budget
 from ..models.inference import resolve_device
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, check_distill
 from ..train.loop import fit
 from ..train.run import RunInfo
 from .main import Study, checked, train_cfg
@@ -165,8 +165,9 @@ def check_preset(p: StudyPreset) -> None:
     # every config the study will train is built (and so checked) now: a typo fails here, not hours in
     for name, over in p.teachers.items():
         checked(f"preset {p.name}: teacher {name!r}", lambda: train_cfg(p, p.teacher_base, **over))
-    for a in p.arms:
-        checked(f"preset {p.name}: arm {a.name!r}", lambda: arm_config(p, a, arm_lrs(p, a)[0], p.seeds[0], None))
+    for a in p.arms:  # an online arm with a placeholder teacher folder, so its distillation fields are checked too
+        checked(f"preset {p.name}: arm {a.name!r}",
+                lambda: check_distill(arm_config(p, a, arm_lrs(p, a)[0], p.seeds[0], None, Path("teacher"))))
 
 
 def is_online(arm: Arm) -> bool:
@@ -236,8 +237,14 @@ def run_arm(p: StudyPreset, arm: Arm, out: Path, data, transfer_dirs: dict, inde
 
 
 def identity(p: StudyPreset) -> StudyPreset:
-    """What makes two runs of a preset the same study: everything but the lr grids (and NOT_IDENTITY), so a
-    wider grid continues a study, reusing every run at a rate already tried."""
+    """What makes two runs of a preset the same study: everything but the lr grids and the arms (and
+    NOT_IDENTITY), so a wider grid or more arms continue a study, reusing every run already made. Safe
+    because every run folder checks its own config: an arm redefined under the same name is refused there."""
+    return dataclasses.replace(p, lrs=(), arms=[])
+
+
+def _older_identity(p: StudyPreset) -> StudyPreset:
+    """The identity before arms could be added (records written until issue 17): arms without their lrs."""
     return dataclasses.replace(p, lrs=(), arms=[dataclasses.replace(a, lrs=()) for a in p.arms])
 
 
@@ -258,7 +265,7 @@ def _run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
                           "makes one from a CIFAR archive)")
     if not p.data:
         p = dataclasses.replace(p, data=str(download_cifar(default_cache_dir())))
-    st = Study(p, out, command, not_identity=NOT_IDENTITY, identity=identity(p))
+    st = Study(p, out, command, not_identity=NOT_IDENTITY, identity=identity(p), older_identities=(_older_identity(p),))
     device = resolve_device(p.device)
     if is_features(p):
         data = load_features(p.data)

@@ -153,7 +153,10 @@ NOT_IDENTITY = ("device", "report", "teacher_trials", "baseline_trials", "studen
 class Study:
     """The state of one reproduce run: its folder, its record (reproduce.json), stage timing."""
 
-    def __init__(self, preset, out: Path, command: str, not_identity: tuple = NOT_IDENTITY, identity=None):
+    def __init__(self, preset, out: Path, command: str, not_identity: tuple = NOT_IDENTITY, identity=None,
+                 older_identities: tuple = ()):
+        """`older_identities`: what earlier code took as this preset's identity; a record keyed by one of them
+        is continued (and re-keyed)."""
         self.p, self.out, self.index = preset, out, out / "index.csv"
         self.record_path = out / "reproduce.json"
         old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
@@ -161,7 +164,9 @@ class Study:
         # the data's path is not identity (its sha256 is: check_data), so a relative and an absolute path to
         # one archive, or a moved results folder, continue the same study
         key = artifacts.config_hash(ident, exclude=(*not_identity, "data"))
-        if old and old.get("config_hash") != key and not _legacy_key(old, ident, not_identity):
+        if old and old.get("config_hash") != key and not any(
+                old.get("config_hash") == artifacts.config_hash(i, exclude=(*not_identity, "data"))
+                or _legacy_key(old, i, not_identity) for i in (ident, *older_identities)):
             raise ConfigError(f"{out}: holds a reproduce run of another config (preset {old.get('preset')}); "
                               "choose another --out")
         self.data_sha256 = (old.get("data") or {}).get("sha256")

@@ -329,6 +329,8 @@ def check_distill(cfg: TrainConfig) -> None:
         raise ConfigError("--distill online labels its own batches: give --teacher, not --transfer")
     if d.normalize_logits:
         raise ConfigError("--normalize-logits needs a transfer set's logit statistics: not with --distill online")
+    if d.mix == "none" and d.mix_alpha != 1.0:
+        raise ConfigError("--mix-alpha sets the mixing of --mix mixup or cutmix: give one, or leave --mix-alpha out")
     if d.mix != "none" and d.hard_weight > 0:
         raise ConfigError(f"--hard-weight with --mix {d.mix}: a mixed image has no single true label")
 

@@ -248,7 +248,8 @@ def test_modern_preset_covers_every_cell_source_and_the_curve():
             n = count_params(f, M.WIDTHS[f, b])
             assert abs(n - b) / b < 0.02, (f, b, n)  # the cpu budgets
     online_arms = [a for a in p.arms if is_online(a)]
-    assert len(online_arms) == 20 and all(a.train["mix"] == "mixup" for a in online_arms)
+    assert len(online_arms) == 20 + 2 * len(M.PLAIN_CELLS)
+    assert sum(a.train.get("mix") == "mixup" for a in online_arms) == 20
     assert {a.teacher for a in online_arms} == {M.S2, M.MODERN}
     assert all(p.teachers[t].get("label_smoothing", p.teacher_base.get("label_smoothing")) == 0.0 for t in p.teachers)
     assert {a.teacher for a in p.arms if a.model == M.cell_name(*M.CURVE_CELL) and a.teacher} == \
@@ -272,7 +273,7 @@ def test_modern_study_runs_online_arms_without_a_transfer_set_and_reports(tmp_pa
     teachers = {k: v for k, v in smoke.teachers.items() if k in ("S2 t0", "S2 t1", M.MODERN,
                                                                     M.curve_teacher(M.CURVE_EPOCHS[-1]))}
     teachers[online_only] = dict(teachers[M.MODERN], seed=1)
-    online_arm = next(a for a in arms if a.name == M.arm_name("conv0", 100_000, (M.MODERN, "online")))
+    online_arm = next(a for a in arms if a.name == M.arm_name("conv0", 100_000, (M.MODERN, M.ONLINE)))
     arms.append(dataclasses.replace(online_arm, name="online only", teacher=online_only))
     archive = write_archive(tmp_path / "a.tar.gz", n_train=300, n_test=60)
     p = dataclasses.replace(smoke, data=str(archive), device="cpu", max_train=200, teachers=teachers, arms=arms)
@@ -287,7 +288,7 @@ def test_modern_study_runs_online_arms_without_a_transfer_set_and_reports(tmp_pa
     html = build_study_report(out, p)
     assert (out / "report" / "figure2.png").exists() and "Teacher → student" in (out / "report" / "table2.md").read_text()
     text = html.read_text()
-    assert "Students by depth and by teacher" in text and "online, airbench" in text
+    assert "Students by depth and by teacher" in text and "online mixup, airbench" in text
 
 
 def test_a_fixed_study_continues_with_more_arms_and_from_an_older_record(tmp_path):

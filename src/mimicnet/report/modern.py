@@ -12,7 +12,7 @@ from ..studies.fixed import Row
 matplotlib.use("Agg")
 
 _COLORS = {M.HARD: "#d62728", (M.S2, "fixed"): "#1f77b4", (M.MODERN, "fixed"): "#2ca02c",
-           (M.S2, "online"): "#17becf", (M.MODERN, "online"): "#98df8a"}
+           (M.S2, M.ONLINE): "#17becf", (M.MODERN, M.ONLINE): "#98df8a"}
 
 
 def _ms(r: Row | None) -> str:
@@ -24,13 +24,14 @@ def _ms(r: Row | None) -> str:
 def pivot(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """(header, rows): one row per student cell, one column per way of training, test % mean ± sd over seeds."""
     by = {r.name: r for r in rows}
-    header = ["student", "params"] + [M.source_name(s) for s in M.SOURCES]
+    sources = M.SOURCES + M.PLAIN_SOURCES
+    header = ["student", "params"] + [M.source_name(s) for s in sources]
     out = []
     for b in M.BUDGETS:
         for f in M.FAMILIES:
             first = by.get(M.arm_name(f, b, M.HARD))
             params = f"{first.params:,}" if first is not None and first.params else ""
-            out.append([M.cell_name(f, b), params] + [_ms(by.get(M.arm_name(f, b, s))) for s in M.SOURCES])
+            out.append([M.cell_name(f, b), params] + [_ms(by.get(M.arm_name(f, b, s))) for s in sources])
     return header, out
 
 

@@ -277,8 +277,17 @@ def test_modern_study_runs_online_arms_without_a_transfer_set_and_reports(tmp_pa
     arms.append(dataclasses.replace(online_arm, name="online only", teacher=online_only))
     archive = write_archive(tmp_path / "a.tar.gz", n_train=300, n_test=60)
     p = dataclasses.replace(smoke, data=str(archive), device="cpu", max_train=200, teachers=teachers, arms=arms)
-    run_study(p, tmp_path / "out")
+    rec = run_study(p, tmp_path / "out")
     out = tmp_path / "out"
+    # an online arm runs every seed at the rate its fixed-set twin chose on validation (shared_lrs)
+    twin = M.arm_name("conv0", 100_000, (M.MODERN, "fixed"))
+    online_name = M.arm_name("conv0", 100_000, (M.MODERN, M.ONLINE))
+    assert p.shared_lrs[online_name] == twin
+    lr = rec["chosen_lr"][twin]
+    assert rec["chosen_lr"][online_name] == lr
+    from mimicnet.studies.fixed import build_tables, slug
+    assert sorted(d.name for d in (out / "arms" / slug(online_name)).iterdir()) == [f"lr{lr:g}-s0", f"lr{lr:g}-s1"]
+    assert {r.name: r for r in build_tables(out, p)}[online_name].lr == lr
     assert not (out / "transfer" / "airbench-online-only").exists()
     cfg = json.loads((out / "arms" / "online-only" / "lr0.01-s0" / "config.json").read_text())["config"]
     assert cfg["distill_mode"] == "online" and cfg["teacher"].endswith("teachers/airbench-online-only")

@@ -89,6 +89,9 @@ class StudyPreset:
     budget: int | None = None      # models' widths scaled by one factor to this many parameters
     student_base: dict = field(default_factory=dict)  # TrainConfig fields of every arm
     lrs: tuple = (0.01,)
+    # arm name -> an earlier arm whose rate, chosen on *its* validation, this arm uses for every seed (its own
+    # grid is not tried): for arms that cost many times what their twin costs (online vs fixed-set students)
+    shared_lrs: dict = field(default_factory=dict)
     arms: list = field(default_factory=list)          # Arm, in table order
     report: bool = True
     study: str = ""                # whose claims check its table (a key of CLAIMS); smoke versions share it
@@ -153,6 +156,9 @@ def check_preset(p: StudyPreset) -> None:
     for a in p.arms:
         if a.name in names:
             raise ConfigError(f"preset {p.name}: two arms are named {a.name!r}")
+        if a.name in p.shared_lrs and p.shared_lrs[a.name] not in names:
+            raise ConfigError(f"preset {p.name}: arm {a.name!r} takes the rate of {p.shared_lrs[a.name]!r}, "
+                              "which is not an arm before it")
         names.add(a.name)
         if a.model not in p.models:
             raise ConfigError(f"preset {p.name}: arm {a.name!r} uses unknown model {a.model!r}")
@@ -190,6 +196,7 @@ def arm_config(p: StudyPreset, arm: Arm, lr: float, seed: int, transfer_dir: Pat
 
 
 def arm_lrs(p: StudyPreset, arm: Arm) -> tuple:
+    """The rates an arm chooses from (an arm in p.shared_lrs is not given its own: see run_arm)."""
     return tuple(arm.lrs or p.lrs)
 
 
@@ -213,11 +220,14 @@ def _run(cfg: TrainConfig, run_dir: Path, data, index, info: RunInfo, teachers: 
 
 
 def run_arm(p: StudyPreset, arm: Arm, out: Path, data, transfer_dirs: dict, index: Path,
-            teacher_dirs: dict | None = None, teachers: Teachers | None = None) -> float:
-    """Seed 0 at every lr, then the best-by-validation lr with the other seeds. Returns that lr.
+            teacher_dirs: dict | None = None, teachers: Teachers | None = None, chosen: dict | None = None) -> float:
+    """Seed 0 at every lr, then the best-by-validation lr with the other seeds. Returns that lr. An arm in
+    `p.shared_lrs` runs every seed at the rate `chosen` (so far) holds for its twin.
     Images: a mimic arm reads its teacher's transfer set; feature data: it is given the teacher itself."""
     folder = out / "arms" / slug(arm.name)
     lrs, seeds = arm_lrs(p, arm), tuple(p.seeds)
+    if arm.name in p.shared_lrs:
+        lrs = (chosen[p.shared_lrs[arm.name]],)
     online = (teacher_dirs or {}).get(arm.teacher) if is_online(arm) else None  # its teacher, in its config
     tdir = transfer_dirs.get(arm.teacher)
     teacher = (teacher_dirs or {}).get(arm.teacher) if tdir is None and arm.teacher and online is None else None
@@ -240,7 +250,7 @@ def identity(p: StudyPreset) -> StudyPreset:
     """What makes two runs of a preset the same study: everything but the lr grids and the arms (and
     NOT_IDENTITY), so a wider grid or more arms continue a study, reusing every run already made. Safe
     because every run folder checks its own config: an arm redefined under the same name is refused there."""
-    return dataclasses.replace(p, lrs=(), arms=[])
+    return dataclasses.replace(p, lrs=(), arms=[], shared_lrs={})
 
 
 def _older_identity(p: StudyPreset) -> StudyPreset:
@@ -311,8 +321,12 @@ def _run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
 
     named = {**tdirs, **edirs}
     teachers = Teachers()
-    chosen = st.stage("arms", lambda: {a.name: run_arm(p, a, out, data, xdirs, st.index, named, teachers)
-                                       for a in p.arms})
+    def arms():
+        chosen = {}
+        for a in p.arms:
+            chosen[a.name] = run_arm(p, a, out, data, xdirs, st.index, named, teachers, chosen)
+        return chosen
+    chosen = st.stage("arms", arms)
     st.record["chosen_lr"] = chosen
     st.save()
     return st.record
@@ -401,6 +415,7 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
     for r in rows:
         if r.get("study") and r["kind"] in ("student", "baseline"):
             arm_rows[r["study"]].append(r)
+    row_lr: dict[str, float | None] = {}
     for a in p.arms:
         rs = arm_rows.get(a.name, [])
         fin = [r for r in rs if r.get("status", "") in ("", "complete") and r.get("val_acc") not in (None, "")]
@@ -408,7 +423,7 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
                   paper=a.paper, paper_model=a.paper_model)
         row.n_failed = len(rs) - len(fin)
         lr_of = {id(r): _run_lr(r["path"], results_dir) for r in fin}
-        lrs = list(arm_lrs(p, a))
+        lrs = list(arm_lrs(p, a)) if a.name not in p.shared_lrs else [row_lr.get(p.shared_lrs[a.name])]
         first = [r for r in fin if int(r["seed"] or 0) == p.seeds[0] and lr_of[id(r)] in lrs]
         if fin:
             row.model = _arch(fin[0])
@@ -421,6 +436,8 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
             row.tests = [pct(r["test_acc"]) for r in chosen if r.get("test_acc") not in (None, "")]
             row.vals = [pct(r["val_acc"]) for r in chosen]
             row.agreement = [pct(r["mimic_agreement"]) for r in chosen if r.get("mimic_agreement") not in (None, "")]
+        # what run_arm chose: the best seed-0 rate, or the first rate when none of them finished
+        row_lr[a.name] = row.lr if row.lr is not None else (lrs[0] if lrs else None)
         out.append(row)
     return out
 

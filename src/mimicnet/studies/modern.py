@@ -7,7 +7,7 @@ preset (conv0-conv4 at 0.1M and 0.3M parameters) is trained
     (a) on the labels (hard),
     (b) from a fixed transfer set (the papers' method), and
     (c) online, its teacher labelling each mixed-up augmented batch as the student sees it (Beyer et al. 2022,
-        "function matching"), with the same number of student steps as (b); and, for conv1-conv3 at 0.3M, online
+        "function matching"), with the same number of student steps as (b); and, for conv1 and conv2 at 0.3M, online
         without mixup, which tells what fresh views alone do and what mixup adds,
 
 with (b) and (c) from the S2 ensemble of the cpu preset and from the airbench-style teacher (models/modern.py).
@@ -18,11 +18,11 @@ S2 ensemble, airbench trained for 40).
 
 Honest settings, and why:
 - Student widths are the cpu preset record's search winners per cell (chosen there on validation:
-  docs/results/cpu-preset-2026-11-25); every arm of a cell trains the same widths. Learning rates: mimic arms
-  0.01 (the cpu searches' choices lie in 0.004-0.013), hard-label arms 0.02 with the dropout of the cpu
-  preset's searched baselines (rounded); conv4, whose cpu runs diverged at ~0.011, chooses between two rates
-  on validation. One rate for every teacher and mode is a confound: the L2 loss on logits scales with the
-  teacher's logit spread and mixup changes the targets; a rate tuned per arm would cost a run per rate.
+  docs/results/cpu-preset-2026-11-25); every arm of a cell trains the same widths. Learning rates: fixed-set
+  arms choose among MIMIC_LRS on validation; each online arm uses its fixed-set twin's choice, so the online
+  arms are not tuned for their own targets (mixup changes them): a confound that favours the fixed set, if
+  any. Hard-label arms: 0.02 with the dropout of the cpu preset's searched baselines (rounded); conv4 chooses
+  between 0.02 and 0.01 on validation.
 - Every teacher trains without label smoothing: smoothing shrinks the spread of the logits the students regress
   (an uncalibrated, under-confident target). So the S2 teachers here differ from the cpu preset's by that.
 - The fixed transfer set has `transfer_epochs` (4) augmented passes and students train `max_epochs` (8), so a
@@ -45,6 +45,11 @@ WIDTHS = {("conv0", 100_000): (28, 357), ("conv1", 100_000): (26, 27, 377), ("co
           ("conv0", 300_000): (79, 619), ("conv1", 300_000): (57, 41, 312), ("conv2", 300_000): (19, 42, 103),
           ("conv3", 300_000): (29, 46, 46, 283), ("conv4", 300_000): (20, 20, 37, 37, 391)}
 # Hard-label arms: the cpu preset's searched baselines' dropout (pools, then the fc layer), rounded.
+# Mimic arms on a fixed set choose among these on validation (seed 0 at each); an online arm takes the rate its
+# fixed-set twin chose (StudyPreset.shared_lrs): trying three rates online would triple its cost. 0.01, the cpu
+# searches' choice for label-smoothed teachers, diverges on these teachers' larger logits; it stays in the grid
+# as the first rate tried.
+MIMIC_LRS = (0.01, 0.003, 0.001)
 HARD_DROPOUT = {"conv0": (0.3,), "conv1": (0.3, 0.45), "conv2": (0.2, 0.3, 0.2), "conv3": (0.2, 0.3, 0.2, 0.4),
                 "conv4": (0.2, 0.3, 0.2, 0.4)}
 
@@ -59,7 +64,7 @@ HARD = ("", "")
 SOURCES = (HARD, (S2, "fixed"), (MODERN, "fixed"), (S2, ONLINE), (MODERN, ONLINE))
 # The ablation: online without mixup, on a few cells only (it costs what an online arm costs).
 PLAIN_SOURCES = ((S2, PLAIN), (MODERN, PLAIN))
-PLAIN_CELLS = (("conv1", 300_000), ("conv2", 300_000), ("conv3", 300_000))
+PLAIN_CELLS = (("conv1", 300_000), ("conv2", 300_000))
 
 # CPU teachers: S2's family with batch norm as in the cpu preset (32/64/128 filters, 256 fc, 20 epochs), no label
 # smoothing; airbench at half its widths (32/128/128: 0.5M parameters, about the S2 teacher's compute per image
@@ -96,8 +101,17 @@ def _arm(family: str, budget: int, source: tuple[str, str]) -> Arm:
     train = {"fixed": dict(loss="l2-logits"),
              ONLINE: dict(loss="l2-logits", distill_mode="online", mix="mixup"),
              PLAIN: dict(loss="l2-logits", distill_mode="online")}[mode]
-    return Arm(arm_name(family, budget, source), model, t, train,
-               lrs=(0.01, 0.005) if family == "conv4" else (0.01,))
+    return Arm(arm_name(family, budget, source), model, t, train, lrs=MIMIC_LRS if mode == "fixed" else ())
+
+
+def _twin(name: str) -> str:
+    """An online arm's fixed-set twin (same cell, same teacher), whose rate it takes (shared_lrs)."""
+    for b in BUDGETS:
+        for f in FAMILIES:
+            for t in (S2, MODERN):
+                if name in (arm_name(f, b, (t, ONLINE)), arm_name(f, b, (t, PLAIN))):
+                    return arm_name(f, b, (t, "fixed"))
+    raise KeyError(name)
 
 
 MODERN_PRESET = StudyPreset(
@@ -118,6 +132,7 @@ MODERN_PRESET = StudyPreset(
     + [_arm(*CURVE_CELL, (curve_teacher(e), "fixed")) for e in CURVE_EPOCHS]
     + [_arm(f, b, s) for s in SOURCES[3:] for b in BUDGETS for f in FAMILIES]
     + [_arm(f, b, s) for s in PLAIN_SOURCES for f, b in PLAIN_CELLS])
+MODERN_PRESET.shared_lrs = {a.name: _twin(a.name) for a in MODERN_PRESET.arms if a.train.get("distill_mode") == "online"}
 
 
 # ============================================================================================ comparisons

@@ -9,7 +9,8 @@ What makes it fast and accurate, and where each piece lives here:
   2×2×3 patch covariance, each scaled by 1/sqrt(eigenvalue), plus their negatives (24 channels, so the
   GELU after it keeps both signs). It is computed from the training images before the first step
   (``whiten_from_data``, called by the training loop through ``Family.data_init``) and never trained:
-  the network starts on decorrelated inputs, which is what lets a wide net train in few epochs.
+  the network starts on decorrelated inputs, which is what lets a wide net train in few epochs. (It sees the
+  standardised images: with ``preprocess gcn-zca`` the ZCA comes after, and whitening twice adds nothing.)
 - **Batch norm** after every conv (after the pool where there is one), before GELU, and then no conv biases
   (BN's shift is one). As in every family it comes with ``batchnorm=True`` (``--batchnorm``), which is how
   airbench is meant to be trained; without it the convs get biases.

@@ -676,3 +676,24 @@ def test_pruned_trials_end_the_startup_phase_only_for_a_model_that_learns_from_t
         raise optuna.TrialPruned()
     study.optimize(objective, n_trials=3)
     assert [sampler_obj.phase[n] for n in range(3)] == ["qmc", "qmc", third]
+
+
+def test_a_worker_joining_while_the_first_writes_the_study_record_waits_for_it(tmp_path):
+    """Two workers starting together: the second may find the study between the first's two writes (the base
+    config, then the space). It waits for the space and then checks its base config against the first's;
+    before, it read a half-written record (KeyError 'base_config', seen on CI with PostgreSQL)."""
+    import threading
+    import optuna
+    space = search.get_space("student-conv1-1k")
+    storage = search.default_storage(tmp_path)
+    first = TrainConfig.of(max_epochs=7)
+    st = optuna.create_study(study_name="s", storage=search.open_storage(storage), direction="maximize")
+    st.set_user_attr("base_config", search.run._base_record(first, space))  # the first worker, mid-write
+    threading.Timer(0.3, lambda: st.set_user_attr("space", space.name)).start()
+    assert search.create_or_load(space, first, storage, "s", None, {}).user_attrs["space"] == space.name
+    # a worker with another base config is refused, not allowed to overwrite the first's record
+    st2 = optuna.create_study(study_name="s2", storage=search.open_storage(storage), direction="maximize")
+    st2.set_user_attr("base_config", search.run._base_record(first, space))
+    threading.Timer(0.3, lambda: st2.set_user_attr("space", space.name)).start()
+    with pytest.raises(search.SearchError, match="another base config"):
+        search.create_or_load(space, TrainConfig.of(max_epochs=9), storage, "s2", None, {})

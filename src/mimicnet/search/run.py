@@ -153,9 +153,14 @@ def create_or_load(space: Space, base: TrainConfig, storage: str, study_name: st
                                 direction="maximize", load_if_exists=True)
     record = _base_record(base, space)
     attrs = study.user_attrs
-    if "space" not in attrs:
-        study.set_user_attr("space", space.name)
+    for _ in range(100):  # another worker is writing them (base_config first, space last): wait for it
+        if "space" in attrs or "base_config" not in attrs:
+            break
+        time.sleep(0.05)
+        attrs = study.user_attrs
+    if "space" not in attrs:  # the first worker (or one taking over from a creator killed between the writes)
         study.set_user_attr("base_config", record)
+        study.set_user_attr("space", space.name)  # last: whoever sees it sees the base config too
         attrs = study.user_attrs
     if attrs.get("space") != space.name:
         raise SearchError(f"study {study_name!r} in {_safe_url(storage)} searches {attrs.get('space')}, not "

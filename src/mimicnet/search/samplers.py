@@ -44,6 +44,17 @@ class TrialSeededRandomSampler(RandomSampler):
         return RandomSampler(seed=s).sample_independent(study, trial, param_name, param_distribution)
 
 
+class TrialNumberedQMC(optuna.samplers.QMCSampler):
+    """Sobol point number = the trial's number (set by QMCStartupSampler before each draw). QMCSampler's own
+    point counter is read and written without a transaction, so two workers starting together on one study
+    drew the same point; trial numbers are handed out atomically by the storage."""
+
+    point = 0
+
+    def _find_sample_id(self, study, search_space) -> int:
+        return self.point
+
+
 class QMCStartupSampler(BaseSampler):
     """Scrambled-Sobol points until `n_startup` trials are complete, then `model`'s (relative) points.
     The search space is the space's, known before the first trial (QMCSampler alone infers it from a
@@ -54,8 +65,8 @@ class QMCStartupSampler(BaseSampler):
         self._model = model
         self._n_startup = int(n_startup)
         with _quiet():
-            self._qmc = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
-                                                   warn_independent_sampling=False)
+            self._qmc = TrialNumberedQMC(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False)
+        self._seed = int(seed)
         self._fallback = TrialSeededRandomSampler(seed)
         self.name = "gp" if isinstance(model, optuna.samplers.GPSampler) else "tpe"
         # the trials the model learns from end the start-up phase: GPSampler fits COMPLETE trials only, TPE
@@ -76,8 +87,14 @@ class QMCStartupSampler(BaseSampler):
             return {}  # a queued retry: its parameters are given, spend no QMC point or GP fit on it
         if len(study.get_trials(deepcopy=False, states=self._learns_from)) < self._n_startup:
             self.phase[trial.number] = "qmc"
+            self._qmc.point = trial.number
             return self._qmc.sample_relative(study, trial, search_space)
         self.phase[trial.number] = self.name
+        # the model's random draws seeded by (seed, trial number), like TrialSeededRandomSampler's: two workers
+        # with one seed and the same history would otherwise propose the same point at the same moment
+        rng = getattr(self._model, "_rng", None)
+        if rng is not None and hasattr(rng, "rng"):
+            rng.rng.seed(zlib.crc32(f"{self._seed}/{trial.number}".encode()))
         return self._model.sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):

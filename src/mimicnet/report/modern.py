@@ -40,9 +40,11 @@ def curve_points(rows: list[Row]) -> list[tuple[str, float, Row]]:
     fixed transfer set, weakest teacher first."""
     by = {r.name: r for r in rows}
     t = M.teacher_rows(rows)
-    names = [M.curve_teacher(e) for e in M.CURVE_EPOCHS] + [M.S2, M.MODERN]
-    pts = [(n, t[n], by[M.arm_name(*M.CURVE_CELL, (n, "fixed"))]) for n in names
-           if n in t and M.arm_name(*M.CURVE_CELL, (n, "fixed")) in by and by[M.arm_name(*M.CURVE_CELL, (n, "fixed"))].tests]
+    pts = []
+    for n in [M.curve_teacher(e) for e in M.CURVE_EPOCHS] + [M.S2, M.MODERN]:
+        r = by.get(M.arm_name(*M.CURVE_CELL, (n, "fixed")))
+        if n in t and r is not None and r.tests:
+            pts.append((n, t[n], r))
     return sorted(pts, key=lambda p: p[1])
 
 

@@ -104,14 +104,9 @@ def _arm(family: str, budget: int, source: tuple[str, str]) -> Arm:
     return Arm(arm_name(family, budget, source), model, t, train, lrs=MIMIC_LRS if mode == "fixed" else ())
 
 
-def _twin(name: str) -> str:
-    """An online arm's fixed-set twin (same cell, same teacher), whose rate it takes (shared_lrs)."""
-    for b in BUDGETS:
-        for f in FAMILIES:
-            for t in (S2, MODERN):
-                if name in (arm_name(f, b, (t, ONLINE)), arm_name(f, b, (t, PLAIN))):
-                    return arm_name(f, b, (t, "fixed"))
-    raise KeyError(name)
+# The online arms, (family, budget, source): every cell from both teachers with mixup, the ablation on a few.
+ONLINE_ARMS = ([(f, b, s) for s in SOURCES[3:] for b in BUDGETS for f in FAMILIES]
+               + [(f, b, s) for s in PLAIN_SOURCES for f, b in PLAIN_CELLS])
 
 
 MODERN_PRESET = StudyPreset(
@@ -130,9 +125,9 @@ MODERN_PRESET = StudyPreset(
     # the online arms last: they cost the most (a killed study continues where it stopped, in this order)
     arms=[_arm(f, b, s) for s in SOURCES[:3] for b in BUDGETS for f in FAMILIES]
     + [_arm(*CURVE_CELL, (curve_teacher(e), "fixed")) for e in CURVE_EPOCHS]
-    + [_arm(f, b, s) for s in SOURCES[3:] for b in BUDGETS for f in FAMILIES]
-    + [_arm(f, b, s) for s in PLAIN_SOURCES for f, b in PLAIN_CELLS])
-MODERN_PRESET.shared_lrs = {a.name: _twin(a.name) for a in MODERN_PRESET.arms if a.train.get("distill_mode") == "online"}
+    + [_arm(*a) for a in ONLINE_ARMS],
+    # an online arm takes the rate its fixed-set twin (same cell, same teacher) chose
+    shared_lrs={arm_name(f, b, s): arm_name(f, b, (s[0], "fixed")) for f, b, s in ONLINE_ARMS})
 
 
 # ============================================================================================ comparisons

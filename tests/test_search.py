@@ -697,3 +697,20 @@ def test_a_worker_joining_while_the_first_writes_the_study_record_waits_for_it(t
     threading.Timer(0.3, lambda: st2.set_user_attr("space", space.name)).start()
     with pytest.raises(search.SearchError, match="another base config"):
         search.create_or_load(space, TrainConfig.of(max_epochs=9), storage, "s2", None, {})
+
+
+def test_collapsed_trial_fails_as_collapsed_with_its_epochs(tmp_path):
+    from mimicnet.core.errors import Collapsed
+
+    def fit(cfg, run_dir, index=None, info=None):
+        if cfg.optim.lr > 0.004:
+            raise Collapsed(f"{run_dir}: collapsed at epoch 5: validation accuracy 0.101 after 0.603", epochs=6)
+        return {"val_acc": 0.6, "test_acc": 0.59, "params": 1}
+    index = tmp_path / "index.csv"
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 6, sampler="random", seed=3,
+                           index=index, train_fn=fit, log=silent)
+    failed = [t for t in st.get_trials() if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs["fail_reason"].startswith("collapsed: ") for t in failed)
+    rows = [r for r in read_index(index) if r["status"] == "collapsed"]
+    assert sorted(int(r["trial"]) for r in rows) == [t.number for t in failed]
+    assert all(r["epochs"] == "6" for r in rows)

@@ -215,3 +215,45 @@ def test_run_identity_ignores_execution_fields_and_new_default_fields():
     assert artifacts.config_hash(Before(a=5)) == artifacts.config_hash(After(a=5))
     assert artifacts.config_hash(After(a=5, b="other")) != artifacts.config_hash(Before(a=5))
     assert TrainConfig.of(lr=0.01).run_id() == TrainConfig.of().run_id()  # 0.01 is the default lr
+
+
+# ---------------------------------------------------------------------------------------- collapse
+
+def test_collapse_rule_by_hand():
+    from mimicnet.train.loop import collapsed
+    assert collapsed(best=0.60, now=0.12, chance=0.1)        # rose 50 points, fell back to 2 above chance
+    assert not collapsed(best=0.60, now=0.50, chance=0.1)    # a wobble
+    assert not collapsed(best=0.20, now=0.10, chance=0.1)    # never rose far enough to tell
+    assert collapsed(best=0.30, now=0.05, chance=0.01) and not collapsed(best=0.30, now=0.14, chance=0.01)
+
+
+def test_a_run_that_falls_back_to_chance_is_collapsed_not_finished(archive, tmp_path):
+    """Learn for 3 epochs, then train on one label only: validation falls to one class's share. The run is a
+    failure (Collapsed), never a result reporting its epoch-2 checkpoint."""
+    from mimicnet.core.errors import Collapsed, Diverged
+    from mimicnet.data.splits import load_train_data
+    from mimicnet.train.batches import hard_label_batches
+    cfg = small_cfg(archive, max_epochs=8)
+    data = load_train_data(str(archive))
+    good = hard_label_batches(cfg, data.train, torch.device("cpu"))
+
+    def batches(epoch):
+        for x, y in good(epoch):
+            yield x, (y if epoch < 3 else torch.zeros_like(y))
+    batches.steps_per_epoch = getattr(good, "steps_per_epoch", None)
+    with pytest.raises(Collapsed) as e:
+        fit(cfg, tmp_path / "run", data, batches=batches, log=lambda s: None)
+    assert isinstance(e.value, Diverged) and e.value.status == "collapsed" and 3 < e.value.epochs <= 8
+    assert "collapsed at epoch" in str(e.value)
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_pruner_rungs_must_come_after_the_warmup(tmp_path):
+    from mimicnet.search.run import check_rungs_after_warmup
+    from mimicnet.search.spaces import SearchError
+    cfg = TrainConfig.of(schedule="onecycle", max_epochs=20)      # warm-up: 4 epochs
+    with pytest.raises(SearchError, match="warm-up .4 of 20 epochs.; give at least 5"):
+        check_rungs_after_warmup("sha", 2, cfg)
+    check_rungs_after_warmup("sha", 5, cfg)
+    check_rungs_after_warmup("none", 2, cfg)                        # no pruner, no rungs
+    check_rungs_after_warmup("sha", 1, TrainConfig.of(schedule="plateau", max_epochs=20))  # no warm-up

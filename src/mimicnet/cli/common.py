@@ -75,6 +75,7 @@ _TRAIN_FLAGS = {
     "cooldown": (int, "S3: no halving within this many epochs after one (8)"),
     "stop_patience": (int, "S3: stop after this many epochs without improvement (30)"),
     "max_decay": (float, "S3: stop once lr has been cut by more than this factor (2000)"),
+    "grad_clip": (float, "clip the gradient's global L2 norm to this before each step (default 0: never)"),
     "seed": (int, "random seed (init, shuffling, augmentation, dropout)"),
     "optimizer": (str, "sgd (Nesterov, S3) or adam (S6)"),
     "preprocess": (str, "standardize (per image, default) or gcn-zca (S5: ZCA fitted on the training split)"),

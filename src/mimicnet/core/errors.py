@@ -12,4 +12,16 @@ class ConfigError(UserError, ValueError):
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN/inf or exploded: a result of these hyperparameters, not a bug."""
+    """The loss became NaN/inf or exploded: a result of these hyperparameters, not a bug. `status` is what the
+    run index records for it."""
+    status = "failed"
+
+    def __init__(self, message: str = "", epochs: int | None = None):
+        super().__init__(message)
+        self.epochs = epochs   # epochs the run had finished when it failed, when known
+
+
+class Collapsed(Diverged):
+    """Validation accuracy rose, then fell back towards chance (dead units, a blown-up step): the run failed,
+    and its early best checkpoint is not a result of its config (train.loop.collapsed)."""
+    status = "collapsed"

@@ -71,6 +71,7 @@ from ..models.families import BudgetError
 from ..models.inference import resolve_device
 from ..train.config import EXECUTION_FIELDS, TrainConfig
 from ..train.run import RunInfo
+from ..train.schedules import warmup_epochs
 from .pruners import make_pruner
 from .samplers import _quiet, make_sampler
 from .spaces import SearchError, Space, apply, budget_violation, get_space
@@ -189,6 +190,7 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
     if trials < 1:
         raise SearchError(f"--trials must be >= 1, got {trials}")
     pruner_obj = make_pruner(pruner, pruner_min_epochs, base_cfg.optim.max_epochs, pruner_eta, n_startup)
+    check_rungs_after_warmup(pruner, pruner_min_epochs, base_cfg)
     if train_fn is None:
         d = base_cfg.data
         data = data if data is not None else load_train_data(d.path, d.max_train, d.labels)
@@ -205,6 +207,17 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                            pruning=pruner != "none", num_classes=num_classes)
     _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log)
     return study
+
+
+def check_rungs_after_warmup(pruner: str, min_epochs: int, cfg: TrainConfig) -> None:
+    """A pruner's first rung must come after the schedule's warm-up: judged while the rate still rises, the
+    configs that start fast survive, and those are the ones that blow up at the peak rate (measured: the cpu
+    preset's conv4 students, a first rung at 2 of 20 one-cycle epochs)."""
+    w = warmup_epochs(cfg)
+    if pruner != "none" and min_epochs <= w < cfg.optim.max_epochs:
+        raise SearchError(f"--pruner-min-epochs {min_epochs}: the first rung falls inside the {cfg.optim.schedule} "
+                          f"schedule's warm-up ({w:g} of {cfg.optim.max_epochs} epochs); give at least "
+                          f"{math.floor(w) + 1}")
 
 
 def _default_train_fn(base_cfg: TrainConfig, data: TrainData, teachers: Teachers | None,
@@ -380,10 +393,10 @@ class _Objective:
             self.log(f"trial {trial.number}: pruned after {epochs} epoch(s), val {curve[epochs]:.4f}")
             raise
         except Diverged as e:
-            trial.set_user_attr("fail_reason", f"diverged: {e}")
+            trial.set_user_attr("fail_reason", f"{'collapsed' if e.status == 'collapsed' else 'diverged'}: {e}")
             if self.index is not None:
-                index_failed(self.index, cfg, run_dir, info)
-            self.log(f"trial {trial.number}: failed, diverged: {e}")
+                index_failed(self.index, cfg, run_dir, info, status=e.status, epochs=e.epochs)
+            self.log(f"trial {trial.number}: failed, {e}")
             raise
         except KeyboardInterrupt:
             self.study.enqueue_trial(params, user_attrs=trial.user_attrs)  # the next run resumes its run folder

@@ -92,7 +92,7 @@ class CompressConfig:
     sampler: str = "tpe"
     n_startup: int = 4
     pruner: str = "sha"                     # none | median | sha | hyperband
-    pruner_min_epochs: int = 2
+    pruner_min_epochs: int = 5                # the first rung after the one-cycle warm-up (4 of 20 epochs)
     pruner_eta: int = 3
     seed: int = 0
     logits_dtype: str = "float16"

@@ -135,10 +135,12 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
     log(f"teacher {tw}: train {t_ips:,.0f} img/s ({tflops:.2f} TFLOP/s"
         + (f", {100 * tflops / peak:.1f}% of bf16 peak)" if peak else ")") + f", inference {t_inf:,.0f} img/s")
     n_teachers = preset.teacher_trials if preset.teacher_mode == "search" else len(preset.teachers)
+    # a searched teacher's best config is also trained again with `seeds` seeds (its claim against the ensemble)
+    n_trained = n_teachers + (getattr(preset, "seeds", 0) if preset.teacher_mode == "search" else 0)
     epochs_t = a.teacher_epochs if preset.teacher_base.get("schedule", "plateau") == "plateau" else \
         preset.teacher_base.get("max_epochs", a.teacher_epochs)
     per_epoch = a.n_train / t_ips + a.n_val / t_inf
-    stages["teachers"] = n_teachers * epochs_t * per_epoch
+    stages["teachers"] = n_trained * epochs_t * per_epoch
     members = min(preset.ensemble_size, n_teachers)
     rows = preset.transfer_epochs * a.n_train
     stages["transfer"] = rows * members / t_inf

@@ -36,7 +36,7 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..distill.transfer import TransferConfig, generate
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
-from ..search.run import best_trial, run_search, trial_run_dir
+from ..search.run import best_trial, check_rungs_after_warmup, run_search, trial_run_dir
 from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
@@ -111,9 +111,10 @@ PRESETS: dict[str, Preset] = {
         baseline_base=dict(schedule="onecycle", max_epochs=20, batch_size=128),
         student_budgets=(100_000, 300_000), student_trials=8,
         student_base=dict(schedule="onecycle", max_epochs=20, batch_size=128),
-        # 8 trials per cell for the cost of ~2 full ones: successive halving at 2, 6 and 18 epochs keeps the
-        # best third at each rung; TPE, because GPSampler ignores pruned trials (search/pruners.py)
-        sampler="tpe", n_startup=4, pruner="sha", pruner_min_epochs=2, pruner_eta=3, seeds=3),
+        # successive halving at 5 and 15 epochs keeps the best third at each rung: the first rung after the
+        # one-cycle warm-up (4 of 20 epochs), so trials are judged at the peak rate, not on how fast they start;
+        # TPE, because GPSampler ignores pruned trials (search/pruners.py)
+        sampler="tpe", n_startup=4, pruner="sha", pruner_min_epochs=5, pruner_eta=3, seeds=3),
     # Urban et al. as they ran it: 129 teacher trials (§2.7 "We trained 129 deep CNN models with spearmint"),
     # and an ensemble of 16 of them chosen on validation (§2.7: "using accuracy on the validation set to select
     # the best combination. The final ensemble contained 16 deep convnets"): the 16 best by validation
@@ -220,6 +221,9 @@ def check_preset(p: Preset) -> None:
     bases += [("baseline", p.baseline_base, {}), ("student", p.student_base, {})]
     for what, base, over in bases:
         checked(f"preset {p.name}: {what} config", lambda: train_cfg(p, base, **over))
+    for what, base in (("baseline", p.baseline_base), ("student", p.student_base)):
+        checked(f"preset {p.name}: {what} search",
+                lambda: check_rungs_after_warmup(p.pruner, p.pruner_min_epochs, train_cfg(p, base)))
 
 
 def checked(what: str, build) -> None:
@@ -230,7 +234,8 @@ def checked(what: str, build) -> None:
         raise ConfigError(f"{what}: {e}") from None
 
 
-def run_teachers(st: Study, data: TrainData) -> list[Path]:
+def run_teachers(st: Study, data: TrainData) -> tuple[list[Path], object]:
+    """The teachers' run folders, and their search study (None for fixed teachers)."""
     p = st.p
     if p.teacher_mode == "fixed":
         dirs = []
@@ -239,7 +244,7 @@ def run_teachers(st: Study, data: TrainData) -> list[Path]:
             d = st.out / "teachers" / f"t{i}"
             fit(cfg, d, data, index=st.index)
             dirs.append(d)
-        return dirs
+        return dirs, None
     if p.teacher_mode == "search":
         space = get_space("teacher")
         st.record["planned_trials"]["teacher/teacher/"] = p.teacher_trials
@@ -247,7 +252,7 @@ def run_teachers(st: Study, data: TrainData) -> list[Path]:
                            sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index, data=data,
                            **pruning_kwargs(p))
         return [trial_run_dir(t, st.out / "studies" / "teacher") for t in study.trials
-                if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs]
+                if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs], study
     raise ConfigError(f"teacher_mode must be 'fixed' or 'search', not {p.teacher_mode!r}")
 
 
@@ -302,9 +307,9 @@ def rerun_best(space, base: TrainConfig, study, seeds: int, seed: int, root: Pat
             train_run(cfg.replace(seed=run_seed), run_dir, data, info=info, index=index,
                       teachers=teachers or Teachers(), log=log)
         except Diverged as e:  # a result: this seed diverged; counted as failed in the cell
-            index_failed(index, cfg.replace(seed=run_seed), run_dir, info)
-            artifacts.write_json(run_dir / DIVERGED, {"diverged": str(e)})
-            log(f"   seed {run_seed} diverged: {e}")
+            index_failed(index, cfg.replace(seed=run_seed), run_dir, info, status=e.status, epochs=e.epochs)
+            artifacts.write_json(run_dir / DIVERGED, {"diverged": str(e), "status": e.status})
+            log(f"   seed {run_seed} {e.status}: {e}")
 
 
 def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
@@ -326,7 +331,7 @@ def _reproduce(preset: Preset, out: Path, command: str = "") -> dict:
                          "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
     st.save()
 
-    teacher_dirs = st.stage("teachers", lambda: run_teachers(st, data))
+    teacher_dirs, teacher_study = st.stage("teachers", lambda: run_teachers(st, data))
 
     ens_dir = out / "ensemble"
     st.stage("ensemble", lambda: build_ensemble(teacher_dirs, ens_dir, data, method=preset.ensemble_method,
@@ -335,8 +340,8 @@ def _reproduce(preset: Preset, out: Path, command: str = "") -> dict:
 
     tdir = out / "transfer"
     tcfg = TransferConfig(data=preset.data, max_train=preset.max_train, epochs=preset.transfer_epochs,
-                          seed=preset.seed, mode=preset.transfer_mode, logits_dtype=preset.logits_dtype,
-                          device=preset.device)
+                          seed=preset.seed, hsv=best_teacher_hsv(teacher_dirs), mode=preset.transfer_mode,
+                          logits_dtype=preset.logits_dtype, device=preset.device)
     st.stage("transfer", lambda: generate(tcfg, ens_dir, tdir, data=data))
 
     cells = st.stage("baselines", lambda: run_cells(st, "baseline", preset.baseline_families,
@@ -345,8 +350,27 @@ def _reproduce(preset: Preset, out: Path, command: str = "") -> dict:
     cells += st.stage("students", lambda: run_cells(st, "student", preset.student_families, preset.student_budgets,
                                                     preset.student_trials, preset.student_base,
                                                     {"loss": "l2-logits", "transfer": str(tdir)}, data, Teachers()))
+    if teacher_study is not None:  # the best teacher's config as a seed sample too (the ensemble's claim)
+        cells.insert(0, (get_space("teacher"), train_cfg(preset, preset.teacher_base), teacher_study, None))
     st.stage("seeds", lambda: [run_seeds(st, *cell, data) for cell in cells])
     return st.record
+
+
+def best_teacher_hsv(teacher_dirs: list[Path]) -> tuple:
+    """The HSV ranges (Dh, Ds, Dv, As, Av) the transfer set is augmented with: those of the best single teacher
+    by validation, as Urban et al. §2.5 did ("we chose to use the settings found with the best single model";
+    their numbers, S1's fixed setting, are what a teacher that does not search them trains with)."""
+    best, hsv = -1.0, TransferConfig.hsv
+    for d in teacher_dirs:
+        try:
+            val = float(artifacts.read_json(Path(d) / "results.json")["val_acc"])
+            cfg = TrainConfig.from_dict(artifacts.read_json(Path(d) / "config.json")["config"])
+        except (OSError, KeyError, TypeError, ValueError, artifacts.CheckpointError):
+            continue
+        if val > best:
+            best, a = val, cfg.data.augmentation
+            hsv = (a.dh, a.ds, a.dv, a.as_, a.av)
+    return tuple(hsv)
 
 
 def record_stage_time(out: Path, name: str, seconds: float) -> None:

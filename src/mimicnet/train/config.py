@@ -70,6 +70,7 @@ class OptimConfig:
     cooldown: int = 8                             # ... but not within this many epochs after a halving
     stop_patience: int = 30                       # stop after this many epochs without improvement
     max_decay: float = 2000.0                     # ... or once lr has been cut by more than this factor
+    grad_clip: float = 0.0                        # clip the gradient's global norm to this (0: never)
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,14 @@ FLAT_FIELDS = ("family", "widths", "constants", "budget", "bounds", "dropout", "
                "labels", "augment", "hsv", "scale_min", "mirror", "loss", "label_smoothing", "transfer", "temperature",
                "hard_weight", "normalize_logits", "distill_mode", "teacher", "mix", "mix_alpha", "preprocess", "lr", "optimizer", "momentum", "weight_decay",
                "batch_size", "init_scale", "input_scale", "schedule", "max_epochs", "patience", "cooldown",
-               "stop_patience", "max_decay", "seed", "device", "amp", "channels_last", "compile")
+               "stop_patience", "max_decay", "grad_clip", "seed", "device", "amp", "channels_last", "compile")
 assert sorted(FLAT_FIELDS) == sorted(("seed", *FLAT, "hsv", *_AUG_FIELDS)), "FLAT_FIELDS must list every field"
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionConfig))
 # Fields added after the flat format was fixed, with their defaults: written (config.json, checkpoint metadata)
 # only when set otherwise, so the files of every run that does not use them keep their exact bytes. (The
 # config hash leaves out every field at its default anyway: run ids do not change either way.)
-LATE_DEFAULTS = {"labels": "fine", "distill_mode": "fixed", "teacher": "", "mix": "none", "mix_alpha": 1.0}
+LATE_DEFAULTS = {"labels": "fine", "distill_mode": "fixed", "teacher": "", "mix": "none", "mix_alpha": 1.0,
+                 "grad_clip": 0.0}
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], Callable[[], str]]] = {
     "cooldown": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "stop_patience": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "max_decay": _rule(lambda v: _num(v) and v >= 1, "a number >= 1"),
+    "grad_clip": _rule(lambda v: _num(v) and v >= 0 and math.isfinite(v), "a number >= 0 (0: no clipping)"),
     "seed": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "amp": _rule(lambda v: isinstance(v, bool), "true or false"),
     "channels_last": _rule(lambda v: isinstance(v, bool), "true or false"),

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..core import artifacts
-from ..core.errors import ConfigError, Diverged
+from ..core.errors import Collapsed, ConfigError, Diverged
 from ..core.index import append_index
 from ..data import preprocess as prep
 from ..data.splits import TrainData, load_train_data
@@ -97,8 +97,12 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
         t0 = time.perf_counter()
         train_loss, lr = train_epoch(cfg, s, batches, loss_fn, epoch, device)
         if not math.isfinite(train_loss) or train_loss > 1e6:
-            raise Diverged(f"{run.path}: training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
+            raise Diverged(f"{run.path}: training loss is {train_loss} at epoch {epoch} (lr {lr:g})", epochs=epoch)
         val_acc = accuracy(to_logits(predict_logits(s.net, data.val.x, cfg.data.input_scale, device)), data.val.y)
+        if collapsed(best_acc, val_acc, 1.0 / data.num_classes):
+            raise Collapsed(f"{run.path}: collapsed at epoch {epoch}: validation accuracy {val_acc:.3f} after "
+                            f"{best_acc:.3f} at epoch {best_epoch} (chance {1 / data.num_classes:.3f}; lr {lr:g})",
+                            epochs=epoch + 1)
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
             state = s.model.state_dict() if norm is None else fold_output_affine(s.model.state_dict(), *norm)
@@ -124,6 +128,18 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
     return results
 
 
+# A run has collapsed when its validation accuracy, after rising at least COLLAPSE_RISE above chance, falls back
+# to within COLLAPSE_KEEP of its best gain over chance. Healthy runs wobble by a few points; a collapsed one
+# (dead ReLUs after one huge step, a blown-up deep net) sits at chance and does not come back, and keeping its
+# early best checkpoint would report the config as trained when it is not.
+COLLAPSE_RISE = 0.15
+COLLAPSE_KEEP = 0.25
+
+
+def collapsed(best: float, now: float, chance: float) -> bool:
+    return best >= chance + COLLAPSE_RISE and now <= chance + COLLAPSE_KEEP * (best - chance)
+
+
 def train_epoch(cfg: TrainConfig, s: Setup, batches, loss_fn, epoch: int, device) -> tuple[float, float]:
     """One pass over `batches(epoch)`; returns (mean training loss, the last learning rate used)."""
     torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + 1)  # dropout masks: reproducible per epoch
@@ -138,6 +154,8 @@ def train_epoch(cfg: TrainConfig, s: Setup, batches, loss_fn, epoch: int, device
             loss = loss_fn(s.step_model(xb), tb)
         s.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.optim.grad_clip > 0:  # bounds one step's size: a huge early gradient cannot kill every ReLU at once
+            torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.optim.grad_clip)
         s.opt.step()
         total += loss.detach() * len(xb)  # summed on the device: one host sync per epoch, not per step
         count += len(xb)

@@ -41,6 +41,10 @@ class PlateauSchedule:
     def from_config(cls, cfg) -> "PlateauSchedule":  # S3 exactly
         return cls(cfg.optim.lr, cfg.optim.patience, cfg.optim.cooldown, cfg.optim.stop_patience, cfg.optim.max_decay)
 
+    @staticmethod
+    def warmup_epochs(cfg) -> float:
+        return 0.0
+
     def __post_init__(self):
         if math.isnan(self.lr):
             self.lr = self.lr0
@@ -76,6 +80,10 @@ class OneCycleSchedule:
     def from_config(cls, cfg) -> "OneCycleSchedule":
         return cls(cfg.optim.lr, cfg.optim.max_epochs)
 
+    @staticmethod
+    def warmup_epochs(cfg) -> float:
+        return OneCycleSchedule.warmup * cfg.optim.max_epochs  # the field's default: what from_config builds
+
     def lr_at(self, epoch: int, frac: float) -> float:
         t = (epoch + frac) / self.max_epochs
         if t < self.warmup:
@@ -90,6 +98,15 @@ class OneCycleSchedule:
     @property
     def lr(self) -> float:
         return self.lr_at(self.best_epoch, 0)
+
+
+def warmup_epochs(cfg) -> float:
+    """Epochs before a config's schedule reaches its peak rate (0 for a schedule without warm-up): a search
+    that prunes must judge trials after it, not on how fast they start."""
+    try:
+        return SCHEDULE_TYPES[cfg.optim.schedule].warmup_epochs(cfg)
+    except KeyError:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, not {cfg.optim.schedule!r}") from None
 
 
 def make_schedule(cfg):

@@ -33,7 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from common import save
-from mimicnet.core.noise import difference
+from mimicnet.core import noise
 from mimicnet.core.units import parse_budget
 from mimicnet.data.splits import load_train_data
 from mimicnet.distill.student import Teachers
@@ -124,8 +124,8 @@ def summarise(runs: list[dict], arms: list[str]) -> list[dict]:
                     e = f and epochs_to_match(r["curve"], f["best_val"] - spread)
                     fracs.append(None if not e else e / f["epochs"])
                 row["epochs_to_match_full"] = fracs
-                d = difference([100 * r["best_val"] for r in rs], [100 * v for v in full_vals])
-                row["vs_full_best_val"] = {"text": d.text(), "verdict": d.verdict(+1)} if d else None
+                j = noise.judge_one([100 * r["best_val"] for r in rs], [100 * v for v in full_vals])
+                row["vs_full_best_val"] = {"text": j.text(), "verdict": j.verdict} if j.items else None
                 row["epochs_ratio"] = row["epochs"][0] / statistics.fmean(r["epochs"] for r in full.values())
             rows.append(row)
     return rows

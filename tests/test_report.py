@@ -172,7 +172,9 @@ def test_table1_rows(results):
     assert [float(r["best_test"]) for r in teachers[:3]] == [76.0, 77.0, 73.0]   # ranked by val, not test
     assert [float(r["paper_test_acc"]) for r in teachers[:3]] == [92.78, 92.77, 92.67]
     ens = next(r for r in rows if r["section"] == "ensembles")
-    assert float(ens["best_test"]) == 79.0 and float(ens["diff_best_vs_paper"]) == round(79.0 - 93.8, 4)
+    # no Δ to the paper at sizes the paper never trained (its ensemble: 83.4M; its teachers 2.5-5.8M)
+    assert float(ens["best_test"]) == 79.0 and ens["diff_best_vs_paper"] == "" and ens["paper_exact"] == "no"
+    assert all(r["diff_best_vs_paper"] == "" for r in teachers)
 
 
 def test_markdown_and_latex(results):

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from ..report.common import ReportError, load_reproduce
+from ..report.records import export_record
 from ..report.report import _Schedules, build_report, load_runs, planned_trials, table2, table2_markdown
 from ..studies.catalog import is_study_record
 from ..studies.reindex import rebuild_index
@@ -18,6 +19,15 @@ def cmd_report(args) -> int:
         print(f"index rebuilt from the run folders: {r['rows']} row(s) in {r['index']}", file=sys.stderr)
         for s in r["skipped"]:
             print(f"  not readable, left out: {s}", file=sys.stderr)
+    if args.record is not None:
+        try:
+            files = export_record(args.results_dir, args.record,
+                                  lambda d: build_report(d, teacher=args.teacher, out_dir=d))
+        except ReportError as e:
+            print(f"mimicnet: error: {e}", file=sys.stderr)
+            return 2
+        print(f"record: {args.record} ({', '.join(files)} and the report; no path of this machine in them)")
+        return 0
     try:
         path = build_report(args.results_dir, teacher=args.teacher, out_dir=args.out)
     except ReportError as e:
@@ -45,6 +55,10 @@ def register(subparsers) -> None:
     r.add_argument("--teacher", default=None, help="Table 2 uses students of this teacher (its id in the index's "
                    "teacher column); default: the teacher most trials of each cell mimicked")
     r.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS_DIR/report)")
+    r.add_argument("--record", type=Path, default=None, metavar="DEST",
+                   help="copy the folder's record (index.csv, reproduce.json, ensemble and transfer-set records) "
+                   "into DEST with this machine's paths taken out, and build the report there from those copies "
+                   "(what docs/results/ holds)")
     r.add_argument("--rebuild-index", dest="rebuild_index", action="store_true",
                    help="first write RESULTS_DIR/index.csv anew from its run folders (for a damaged or lost "
                    "index; the old one is kept as index.csv.old)")

@@ -1,19 +1,30 @@
-"""When is a difference a finding? One rule for every claim of every study report.
+"""When is a difference a finding? One statistical judge for every claim of every report.
 
-Both sides are samples over seeds (test accuracy of the same config trained with different seeds). Their
-difference of means counts only when it is larger than twice its standard error,
+Both sides of a comparison are samples over seeds (the test accuracy of one config trained with different
+seeds). A claim ("deeper students are better") is made of one or more comparisons "a beats b" (each added
+conv layer, at each budget). The judge:
 
-    SE = sqrt(sd_a² / n_a + sd_b² / n_b),
+- **Welch's t-test** on each comparison (unequal variances, Welch-Satterthwaite degrees of freedom,
+  two-sided; `scipy.stats.ttest_ind(equal_var=False)`). A side with a single run (an ensemble, a teacher
+  trained once) against a side with several is the single-case t-test of Crawford & Howell (1998):
+  t = (x - mean) / (sd * sqrt(1 + 1/n)), n - 1 degrees of freedom, i.e. "is x outside the spread of the
+  other side's seeds". With one run on each side, or no spread on either, nothing can be tested.
+- **Holm-Bonferroni** across the comparisons of one claim (the family-wise error of the claim stays at α).
+- α = 0.05. The verdict of a comparison:
 
-about a 95% interval under a normal approximation. A side with one run, or whose runs all scored the same
-(two seeds can tie on a 1,000-image test set: an sd of 0 is a tie, not the absence of noise), has no spread
-of its own: it borrows the other side's sd (same kind of training, same seed noise). When neither side has a
-spread, nothing is known about the noise and the verdict says so. The verdicts:
+      holds          significant, in the claimed direction
+      differs        significant, in the other direction
+      too few seeds  not significant, but at most MAX_SEEDS seeds a side would detect the observed
+                     difference with 80% power (the number is given), or nothing could be tested
+      within noise   not significant, and even MAX_SEEDS seeds a side would not detect it: the difference
+                     is small against the seed spread
 
-    holds          the difference is in the claimed direction and beyond 2 SE
-    differs        it is beyond 2 SE in the other direction
-    within noise   |difference| <= 2 SE
-    no spread      one run on each side: no seed spread measured
+- A claim **holds** when every one of its comparisons holds, **differs** when any differs; otherwise it is
+  undecided: **too few seeds** when some comparison is, else **within noise**.
+
+An equivalence claim ("normalising the logits is not crucial") is the two one-sided tests (TOST) of Welch
+at the same α against a stated margin: it holds when the whole 1 - 2α interval of the difference lies
+inside ±margin.
 """
 from __future__ import annotations
 
@@ -22,55 +33,212 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-RULE = ("a difference counts only when it exceeds twice its standard error over seeds, "
-        "SE = sqrt(sd_a²/n_a + sd_b²/n_b) (a side with one run borrows the other side's sd)")
-HOLDS, DIFFERS, NOISE, NO_SPREAD, NOT_MEASURED = "holds", "differs", "within noise", "no spread", "not measured"
+from scipy import stats
+
+ALPHA = 0.05
+POWER = 0.80
+MAX_SEEDS = 10    # the most seeds a side we call a practical rerun (for "too few seeds")
+
+HOLDS, DIFFERS, NOISE, TOO_FEW, NOT_MEASURED = "holds", "differs", "within noise", "too few seeds", "not measured"
+VERDICTS = (HOLDS, DIFFERS, NOISE, TOO_FEW, NOT_MEASURED)
+
+TEST_NAME = "Welch's t-test (two-sided), Holm-corrected over a claim's comparisons"
+RULE = (f"each comparison: {TEST_NAME} at α = {ALPHA:g} on seed samples (a single run against several seeds: "
+        f"Crawford-Howell's single-case t); holds / differs when significant in / against the claimed direction; "
+        f"otherwise too few seeds when ≤ {MAX_SEEDS} seeds a side would detect the observed difference with "
+        f"{POWER:.0%} power (or one run a side: nothing to test), else within noise. A claim holds when all its "
+        f"comparisons hold, differs when any differs, else too few seeds when any is, else within noise")
 
 
 @dataclass(frozen=True)
-class Difference:
-    a: float            # mean of side a
-    b: float            # mean of side b
-    n_a: int
-    n_b: int
-    se: float | None    # standard error of a - b; None: no spread measured
+class Comparison:
+    """a - b on two seed samples, with its test (no multiplicity correction: see `judge`)."""
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+
+    @property
+    def n_a(self) -> int:
+        return len(self.a)
+
+    @property
+    def n_b(self) -> int:
+        return len(self.b)
+
+    @property
+    def mean_a(self) -> float:
+        return statistics.fmean(self.a)
+
+    @property
+    def mean_b(self) -> float:
+        return statistics.fmean(self.b)
 
     @property
     def diff(self) -> float:
-        return self.a - self.b
+        return self.mean_a - self.mean_b
 
-    def verdict(self, sign: int = +1) -> str:
-        """Claim "a - b has this sign" (+1: a beats b; -1: b beats a)."""
-        if self.se is None:
-            return NO_SPREAD
-        d = sign * self.diff
-        if d > 2 * self.se:
-            return HOLDS
-        if d < -2 * self.se:
-            return DIFFERS
-        return NOISE
+    @property
+    def sd_a(self) -> float | None:
+        return statistics.stdev(self.a) if self.n_a > 1 else None
 
-    def text(self) -> str:
-        se = "no spread" if self.se is None else f"2 SE {2 * self.se:.2f}"
-        return f"{self.a:.2f} vs {self.b:.2f}: {self.diff:+.2f} ({se}; n {self.n_a}/{self.n_b})"
+    @property
+    def sd_b(self) -> float | None:
+        return statistics.stdev(self.b) if self.n_b > 1 else None
 
+    @property
+    def test(self) -> str:
+        """'welch', 'single-case', or '' when nothing can be tested (one run a side, or no spread at all)."""
+        if self.n_a > 1 and self.n_b > 1:
+            return "welch" if (self.sd_a or self.sd_b) else ""
+        if self.n_a == 1 and self.n_b > 1:
+            return "single-case" if self.sd_b else ""
+        if self.n_b == 1 and self.n_a > 1:
+            return "single-case" if self.sd_a else ""
+        return ""
 
-def difference(a: Sequence[float], b: Sequence[float]) -> Difference | None:
-    """The difference of two seed samples (None when a side is empty)."""
-    a, b = [float(x) for x in a], [float(x) for x in b]
-    if not a or not b:
+    @property
+    def se(self) -> float | None:
+        """Standard error of the difference under the test used (None: no test)."""
+        if self.test == "welch":
+            return math.sqrt(self.sd_a ** 2 / self.n_a + self.sd_b ** 2 / self.n_b)
+        if self.test == "single-case":
+            sd, n = (self.sd_b, self.n_b) if self.n_a == 1 else (self.sd_a, self.n_a)
+            return sd * math.sqrt(1 + 1 / n)
         return None
-    sd_a = (statistics.stdev(a) or None) if len(a) > 1 else None
-    sd_b = (statistics.stdev(b) or None) if len(b) > 1 else None
-    sd_a = sd_b if sd_a is None else sd_a
-    sd_b = sd_a if sd_b is None else sd_b
-    se = None if sd_a is None else math.sqrt(sd_a ** 2 / len(a) + sd_b ** 2 / len(b))
-    return Difference(statistics.fmean(a), statistics.fmean(b), len(a), len(b), se)
+
+    @property
+    def df(self) -> float | None:
+        if self.test == "welch":
+            va, vb = self.sd_a ** 2 / self.n_a, self.sd_b ** 2 / self.n_b
+            return (va + vb) ** 2 / (va ** 2 / (self.n_a - 1) + vb ** 2 / (self.n_b - 1))
+        if self.test == "single-case":
+            return float(max(self.n_a, self.n_b) - 1)
+        return None
+
+    @property
+    def t(self) -> float | None:
+        return None if self.se is None else self.diff / self.se
+
+    @property
+    def p(self) -> float | None:
+        """Two-sided p-value (scipy's Welch for two samples; the t distribution's tail for a single case)."""
+        if self.test == "welch":
+            return float(stats.ttest_ind(self.a, self.b, equal_var=False).pvalue)
+        if self.test == "single-case":
+            return float(2 * stats.t.sf(abs(self.t), self.df))
+        return None
+
+    def seeds_needed(self, alpha: float = ALPHA, power: float = POWER, most: int = 1000) -> int | None:
+        """Seeds a side (equal numbers) with which a two-sided Welch test at `alpha` detects the observed
+        difference with `power`, taking the observed sds as the truth (a side with one run takes the other's);
+        None when no sd is known or the difference is 0; `most` + 1 when even `most` would not do."""
+        sa, sb = self.sd_a, self.sd_b
+        sa, sb = (sa if sa is not None else sb), (sb if sb is not None else sa)
+        if not sa and not sb or self.diff == 0:
+            return None
+        s2 = sa ** 2 + sb ** 2
+        for n in range(2, most + 1):
+            df = (n - 1) * s2 ** 2 / (sa ** 4 + sb ** 4)
+            delta = abs(self.diff) / math.sqrt(s2 / n)
+            crit = stats.t.isf(alpha / 2, df)
+            if stats.nct.sf(crit, df, delta) + stats.nct.cdf(-crit, df, delta) >= power:
+                return n
+        return most + 1
+
+
+def compare(a: Sequence[float], b: Sequence[float]) -> Comparison | None:
+    """The comparison of two seed samples (None when a side is empty)."""
+    a, b = tuple(float(x) for x in a), tuple(float(x) for x in b)
+    return Comparison(a, b) if a and b else None
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One comparison of a claim, judged: its p-value after Holm's correction and its verdict."""
+    label: str
+    c: Comparison
+    p_adj: float | None
+    verdict: str
+    seeds: int | None      # seeds a side that would detect the observed difference (not significant ones)
+
+    def text(self, nd: int = 2) -> str:
+        """'conv0→conv1@100k +18.45 (65.10 vs 46.65, n 3/3, p 0.0012)' plus, when undecided, the seeds needed."""
+        c = self.c
+        head = f"{self.label} " if self.label else ""
+        if self.p_adj is None:
+            stat = f"n {c.n_a}/{c.n_b}, no spread to test"
+        else:
+            stat = f"n {c.n_a}/{c.n_b}, p {_p(self.p_adj)}"
+        more = ""
+        if self.verdict in (TOO_FEW, NOISE) and self.seeds is not None:
+            more = (f"; {self.seeds} seeds a side would detect it" if self.seeds <= MAX_SEEDS
+                    else f"; > {MAX_SEEDS} seeds a side to detect it")
+        return f"{head}{c.diff:+.{nd}f} ({c.mean_a:.{nd}f} vs {c.mean_b:.{nd}f}, {stat}{more})"
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A claim's verdict and its judged comparisons."""
+    verdict: str
+    items: tuple[Judged, ...]
+
+    def tally(self) -> str:
+        """'1 holds, 1 too few seeds' of the comparisons."""
+        counts = {v: sum(j.verdict == v for j in self.items) for v in VERDICTS}
+        return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+
+    def text(self, describe: Callable[[Judged], str] | None = None) -> str:
+        if not self.items:
+            return "not measured"
+        parts = [(describe or Judged.text)(j) for j in self.items]
+        if len(self.items) == 1:
+            return parts[0]
+        return f"{self.tally()} of {len(self.items)}: " + "; ".join(parts)
+
+
+def holm(ps: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None stays None and does not count towards the number of tests)."""
+    idx = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: ps[i])
+    m, out, running = len(idx), [None] * len(ps), 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def judge(pairs: Iterable[tuple[str, Sequence[float], Sequence[float]]], sign: int = +1,
+          alpha: float = ALPHA) -> Judgement:
+    """A claim made of comparisons "a beats b" (sign -1: "b beats a"), one per (label, a, b), judged together
+    (Holm over those that can be tested). Pairs with an empty side are left out; none left: not measured."""
+    cs = [(label, c) for label, a, b in pairs if (c := compare(a, b)) is not None]
+    if not cs:
+        return Judgement(NOT_MEASURED, ())
+    adj = holm([c.p for _, c in cs])
+    m = max(1, sum(p is not None for p in adj))
+    items = []
+    for (label, c), p in zip(cs, adj):
+        seeds = c.seeds_needed(alpha / m)  # power at the strictest Holm level: what a rerun would have to pass
+        if p is None:
+            v = TOO_FEW
+        elif p < alpha:
+            v = HOLDS if sign * c.diff > 0 else DIFFERS
+        else:
+            v = TOO_FEW if seeds is not None and seeds <= MAX_SEEDS else NOISE
+        items.append(Judged(label, c, p, v, seeds if p is None or p >= alpha else None))
+    return Judgement(combine([j.verdict for j in items]), tuple(items))
+
+
+def judge_one(a: Sequence[float], b: Sequence[float], sign: int = +1, label: str = "") -> Judgement:
+    """A claim of a single comparison."""
+    return judge([(label, a, b)], sign)
 
 
 def combine(verdicts: Sequence[str]) -> str:
-    """One verdict for a claim made of several comparisons (e.g. every pair of depths at every budget):
-    differs if any differs, holds if all hold, no spread if none was measurable, else within noise."""
+    """One verdict for a claim of several comparisons: holds if all hold, differs if any differs, else too
+    few seeds if any is, else within noise (not measured ones left out)."""
     v = [x for x in verdicts if x != NOT_MEASURED]
     if not v:
         return NOT_MEASURED
@@ -78,25 +246,48 @@ def combine(verdicts: Sequence[str]) -> str:
         return DIFFERS
     if all(x == HOLDS for x in v):
         return HOLDS
-    if all(x == NO_SPREAD for x in v):
-        return NO_SPREAD
-    return NOISE
+    return TOO_FEW if TOO_FEW in v else NOISE
 
 
-def judge_pairs(pairs: Iterable[tuple[str, Sequence[float], Sequence[float]]],
-                describe: Callable[[str, Difference], str]) -> tuple[str, str]:
-    """A claim made of comparisons "a beats b", one per (label, a, b): (its verdict by `combine`, 'k hold, ...
-    of n: ' + each comparison as `describe(label, difference)`). Pairs with an empty side are left out;
-    with none left the claim is not measured."""
-    ds = [(label, d) for label, a, b in pairs if (d := difference(a, b)) is not None]
-    if not ds:
-        return NOT_MEASURED, "not measured"
-    verdicts = [d.verdict(+1) for _, d in ds]
-    return combine(verdicts), f"{tally(verdicts)} of {len(ds)}: " + ", ".join(describe(n, d) for n, d in ds)
+def equivalent(a: Sequence[float], b: Sequence[float], margin: float, alpha: float = ALPHA) -> Judgement:
+    """Claim "a and b differ by less than `margin`" by Welch's two one-sided tests (TOST): holds when both
+    one-sided tests reject at `alpha` (the 1 - 2α interval of a - b inside ±margin); differs when a two-sided
+    test finds |a - b| beyond the margin; else undecided (too few seeds / within noise as in `judge`)."""
+    c = compare(a, b)
+    if c is None:
+        return Judgement(NOT_MEASURED, ())
+    if c.se is None:
+        return Judgement(TOO_FEW, (Judged(f"|Δ| < {margin:g}", c, None, TOO_FEW, None),))
+    df = c.df
+    p_lo = float(stats.t.sf((c.diff + margin) / c.se, df))     # H0: diff <= -margin
+    p_hi = float(stats.t.cdf((c.diff - margin) / c.se, df))    # H0: diff >= +margin
+    p = max(p_lo, p_hi)
+    if p < alpha:
+        v, seeds = HOLDS, None
+    else:
+        beyond = float(2 * stats.t.sf((abs(c.diff) - margin) / c.se, df)) if abs(c.diff) > margin else 1.0
+        if beyond < alpha:
+            v, seeds = DIFFERS, None
+        else:
+            seeds = _tost_seeds(c, margin, alpha)
+            v = TOO_FEW if seeds is not None and seeds <= MAX_SEEDS else NOISE
+    return Judgement(v, (Judged(f"|Δ| < {margin:g}", c, p, v, seeds),))
 
 
-def tally(verdicts: Sequence[str]) -> str:
-    """'3 hold, 1 within noise' of a claim's comparisons."""
-    names = {HOLDS: "hold", DIFFERS: "differ", NOISE: "within noise", NO_SPREAD: "no spread"}
-    counts = {k: sum(x == k for x in verdicts) for k in names}
-    return ", ".join(f"{n} {names[k]}" for k, n in counts.items() if n)
+def _tost_seeds(c: Comparison, margin: float, alpha: float, most: int = 1000) -> int | None:
+    """Seeds a side for TOST to show equivalence with POWER when the true difference is the observed one
+    (None when it lies outside the margin: no number of seeds shows it inside)."""
+    if abs(c.diff) >= margin:
+        return None
+    sa, sb = c.sd_a, c.sd_b
+    sa, sb = (sa if sa is not None else sb), (sb if sb is not None else sa)
+    s2 = sa ** 2 + sb ** 2
+    for n in range(2, most + 1):
+        df = (n - 1) * s2 ** 2 / (sa ** 4 + sb ** 4)
+        se = math.sqrt(s2 / n)
+        crit = stats.t.isf(alpha, df)
+        # the usual approximation: P(both reject) = F((m - |d|)/se - crit) + F((m + |d|)/se - crit) - 1
+        pw = stats.t.cdf((margin - abs(c.diff)) / se - crit, df) - stats.t.sf((margin + abs(c.diff)) / se - crit, df)
+        if pw >= POWER:
+            return n
+    return most + 1

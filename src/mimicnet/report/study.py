@@ -29,9 +29,10 @@ def _ms(row: Row) -> str:
     return f"{row.mean:.1f} ± {row.sd:.1f}" if row.sd is not None else f"{row.mean:.1f}"
 
 
-def tables_markdown(p: StudyPreset, rows: list[Row]) -> str:
+def tables_markdown(p: StudyPreset, rows: list[Row], claims: bool = True) -> str:
     lines = [f"# {p.title}", "", f"Reproduces {p.paper}. Test accuracy (%): mean ± sd over seeds "
-             f"{', '.join(map(str, p.seeds))} (arms) at the lr chosen on validation; the paper's value is for its "
+             f"{', '.join(map(str, p.seeds))} (arms) at the lr chosen on validation; where an arm chose among several "
+             "rates, n leaves out the run that chose it (a selection's winner). The paper's value is for its "
              "full-size model on all of CIFAR-10, shown beside, not subtracted.", "",
              "| | model | architecture (this run) | params | teacher | loss | lr | n | test % | agree % | paper % | paper's model |",
              "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
@@ -42,15 +43,29 @@ def tables_markdown(p: StudyPreset, rows: list[Row]) -> str:
         lines.append(f"| {r.section} | {r.name} | {r.model} | {params} | {r.teacher} | {r.loss} | "
                      f"{'' if r.lr is None else f'{r.lr:g}'} | {n} | {_ms(r)} | {agree} | "
                      f"{'' if r.paper is None else f'{r.paper:.2f}'} | {r.paper_model} |")
-    claims = study_claims(p, rows)
+    claims = study_claims(p, rows) if claims else []
     if claims:
         lines += ["", "## The paper's claims, checked", "", "| claim | paper | this run | verdict |",
                   "|---|---|---|---|"]
         lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | {c['verdict']} |" for c in claims]
+        lines += ["", f"The judge: {noise.RULE}."]
     return "\n".join(lines)
 
 
 
+
+
+def study_record_claims(results_dir: Path, repro: dict) -> list[dict]:
+    """A study record's claims with their verdicts, computed anew from its index."""
+    p = preset_from_record(repro)
+    return study_claims(p, build_tables(Path(results_dir), p))
+
+
+def study_record_table(results_dir: Path, repro: dict) -> str:
+    """A study record's arms table (Markdown), without its claims."""
+    p = preset_from_record(repro)
+    text = tables_markdown(p, build_tables(Path(results_dir), p), claims=False)
+    return text.split("\n", 2)[2] if text.startswith("# ") else text
 
 
 def study_figure(p: StudyPreset, rows: list[Row]):

@@ -214,7 +214,7 @@ def _run(cfg: TrainConfig, run_dir: Path, data, index, info: RunInfo, teachers: 
         return train_run(cfg, run_dir, data, index=index, info=info, teachers=teachers)["val_acc"]
     except Diverged as e:
         artifacts.write_json(failed, {"reason": str(e), "config": cfg})
-        index_failed(index, cfg, run_dir, info)
+        index_failed(index, cfg, run_dir, info, status=e.status, epochs=e.epochs)
         print(f"diverged: {e}")
         return None
 
@@ -343,8 +343,11 @@ class Row:
     teacher: str = ""
     loss: str = ""
     lr: float | None = None
-    tests: list = field(default_factory=list)      # % per seed, at the chosen lr
+    tests: list = field(default_factory=list)      # % per seed, at the chosen lr (not the run that chose it)
     vals: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)      # the seed of each of `tests` (pairs are matched by seed)
+    selection: list = field(default_factory=list)  # % of the first seed's run at the chosen lr, when it chose
+                                                   # among several: left out of `tests` (a winner's score)
     agreement: list = field(default_factory=list)  # % argmax agreement with the teacher (test set)
     n_failed: int = 0
     paper: float | None = None
@@ -363,6 +366,7 @@ class Row:
                 "teacher": self.teacher, "loss": self.loss, "lr": self.lr, "n": len(self.tests),
                 "failed": self.n_failed, "test_mean": self.mean, "test_sd": self.sd,
                 "tests": " ".join(f"{t:.2f}" for t in self.tests),
+                "selection_test": self.selection[0] if self.selection else None,
                 "val_mean": statistics.fmean(self.vals) if self.vals else None,
                 "agreement_mean": statistics.fmean(self.agreement) if self.agreement else None,
                 "paper": self.paper, "paper_model": self.paper_model}
@@ -432,8 +436,13 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
             best = max(first, key=lambda r: (float(r["val_acc"]), -lrs.index(lr_of[id(r)])))
             row.lr = lr_of[id(best)]
             chosen = [r for r in fin if lr_of[id(r)] == row.lr]
+            if len(lrs) > 1:  # the run that chose the rate won a selection: its score is biased upwards
+                row.selection = [pct(best["test_acc"])] if best.get("test_acc") not in (None, "") else []
+                chosen = [r for r in chosen if r is not best]
             chosen.sort(key=lambda r: int(r["seed"] or 0))
-            row.tests = [pct(r["test_acc"]) for r in chosen if r.get("test_acc") not in (None, "")]
+            chosen = [r for r in chosen if r.get("test_acc") not in (None, "")]
+            row.seeds = [int(r["seed"] or 0) for r in chosen]
+            row.tests = [pct(r["test_acc"]) for r in chosen]
             row.vals = [pct(r["val_acc"]) for r in chosen]
             row.agreement = [pct(r["mimic_agreement"]) for r in chosen if r.get("mimic_agreement") not in (None, "")]
         # what run_arm chose: the best seed-0 rate, or the first rate when none of them finished
@@ -449,11 +458,10 @@ def study_claims(p: StudyPreset, rows: list[Row]) -> list[dict]:
 
 
 def compare(rows: list[Row], claim: str, a: str, b: str, paper: str) -> dict:
-    """Claim "row a beats row b", on the seeds' test accuracies, by core.noise's rule (holds / differs / within
-    noise / no spread)."""
+    """Claim "row a beats row b", on the seeds' test accuracies, by core.noise's judge."""
     by = {r.name: r for r in rows}
     ra, rb = by.get(a), by.get(b)
-    d = noise.difference(ra.tests, rb.tests) if ra and rb else None
-    if d is None:
+    if not (ra and rb and ra.tests and rb.tests):
         return {"claim": claim, "paper": paper, "ours": "not measured", "verdict": noise.NOT_MEASURED}
-    return {"claim": claim, "paper": paper, "verdict": d.verdict(+1), "ours": d.text()}
+    j = noise.judge_one(ra.tests, rb.tests)
+    return {"claim": claim, "paper": paper, "verdict": j.verdict, "ours": j.text()}

@@ -120,12 +120,11 @@ class Comparison:
 
     @property
     def p(self) -> float | None:
-        """Two-sided p-value (scipy's Welch for two samples; the t distribution's tail for a single case)."""
-        if self.test == "welch":
-            return float(stats.ttest_ind(self.a, self.b, equal_var=False).pvalue)
-        if self.test == "single-case":
-            return float(2 * stats.t.sf(abs(self.t), self.df))
-        return None
+        """Two-sided p-value: the t distribution's tails at t on df (equal to scipy.stats.ttest_ind(
+        equal_var=False) for two samples, which warns on samples that tie; tests/test_noise.py compares)."""
+        if self.se is None:
+            return None
+        return float(2 * stats.t.sf(abs(self.t), self.df))
 
     def seeds_needed(self, alpha: float = ALPHA, power: float = POWER, most: int = 1000) -> int | None:
         """Seeds a side (equal numbers) with which a two-sided Welch test at `alpha` detects the observed
@@ -197,6 +196,16 @@ class Judgement:
         if len(self.items) == 1:
             return parts[0]
         return f"{self.tally()} of {len(self.items)}: " + "; ".join(parts)
+
+
+def claim_row(claim: str, paper: str, j: Judgement | None,
+              describe: Callable[[Judged], str] | None = None) -> dict:
+    """One claim as every report shows it: {claim, paper, ours (its comparisons), verdict, tally}; `j` None
+    (nothing to compare) is 'not measured'."""
+    if j is None or not j.items:
+        return {"claim": claim, "paper": paper, "ours": "not measured", "verdict": NOT_MEASURED, "tally": ""}
+    return {"claim": claim, "paper": paper, "ours": j.text(describe), "verdict": j.verdict,
+            "tally": f"{j.tally()} of {len(j.items)}"}
 
 
 def holm(ps: Sequence[float | None]) -> list[float | None]:

@@ -15,7 +15,9 @@ what the records give now (the suite fails on any: a verdict cannot outlive the 
 Kinds (each a plain function in KINDS, registered by name):
 
     claims RECORD    the claims of a record's report, each with its verdict and its numbers
+    verdicts RECORD  the same claims, one line each: the verdict and the tally of its comparisons
     table RECORD     the record's table (the main study's Table 2, a study's arms table)
+    pivot RECORD     a study's own summary table (the modern study's students by depth and training)
     stages RECORD    the stage times of reproduce.json
     rule             the judge's rule (core.noise.RULE)
 """
@@ -30,6 +32,7 @@ from ..core.artifacts import write_text
 from .common import ReportError, load_reproduce
 from ..studies.deviations import deviations
 from .report import deviations_markdown, record_claims, record_table
+from .study import study_record_pivot
 
 OPEN = re.compile(r"^<!-- mimicnet: (\w+)(?: (\S+))? -->$")
 CLOSE = "<!-- /mimicnet -->"
@@ -63,9 +66,28 @@ def claims_block(base: Path, arg: str | None) -> str:
     return "\n".join(lines)
 
 
+@register_block("verdicts")
+def verdicts_block(base: Path, arg: str | None) -> str:
+    """The claims of a record, one line each: the verdict and how its comparisons came out (the numbers are in
+    the record's own claims block and report)."""
+    rows = record_claims(_record(base, arg))
+    lines = ["| claim | verdict | comparisons |", "|---|---|---|"]
+    lines += [f"| {_cell(c['claim'])} | **{c['verdict']}** | {_cell(c.get('tally', ''))} |" for c in rows]
+    return "\n".join(lines)
+
+
 @register_block("table")
 def table_block(base: Path, arg: str | None) -> str:
     return record_table(_record(base, arg)).rstrip("\n")
+
+
+@register_block("pivot")
+def pivot_block(base: Path, arg: str | None) -> str:
+    path = _record(base, arg)
+    text = study_record_pivot(path, load_reproduce(path))
+    if not text:
+        raise ReportError(f"{arg}: this record's study has no summary table")
+    return text.rstrip("\n")
 
 
 @register_block("stages")

@@ -809,8 +809,7 @@ def best_student(t: T2) -> Cell | None:
 
 def _claim_from(pairs, paper_txt: str, claim: str) -> dict:
     """A claim over [(label, a's samples, b's samples)], each 'a beats b', by core.noise's judge."""
-    j = noise.judge(pairs)
-    return {"claim": claim, "paper": paper_txt, "ours": j.text(), "verdict": j.verdict}
+    return noise.claim_row(claim, paper_txt, noise.judge(pairs))
 
 
 def teacher_groups(runs: list[Run], repro: dict | None = None) -> list[list[Run]]:
@@ -876,7 +875,7 @@ def headline(t: T2, t1: list[T1Row], teacher_ref: tuple[str, float | None], runs
     if best is not None and tacc is not None:
         out.append(_claim_from([(f"vs {best.family}@{P.budget_label(best.budget)}", [tacc], best.samples)], ptxt, claim))
     else:
-        out.append({"claim": claim, "paper": ptxt, "ours": "not measured", "verdict": noise.NOT_MEASURED})
+        out.append(noise.claim_row(claim, ptxt, None))
     # like the paper (93.8 vs its best teacher, 92.78): the ensemble against the best single teacher by
     # validation, that teacher's config as a seed sample where it was trained with several seeds
     single = best_teacher(runs or [], repro)
@@ -889,7 +888,7 @@ def headline(t: T2, t1: list[T1Row], teacher_ref: tuple[str, float | None], runs
         out.append(_claim_from([(f"vs {seeds}", ens[:1], [r.test for r in single if r.test is not None])], ptxt,
                                claim))
     else:
-        out.append({"claim": claim, "paper": ptxt, "ours": "not measured", "verdict": noise.NOT_MEASURED})
+        out.append(noise.claim_row(claim, ptxt, None))
     return out
 
 

@@ -68,6 +68,13 @@ def study_record_table(results_dir: Path, repro: dict) -> str:
     return text.split("\n", 2)[2] if text.startswith("# ") else text
 
 
+def study_record_pivot(results_dir: Path, repro: dict) -> str:
+    """A study record's own summary table (the modern study's pivot), or '' for a study without one."""
+    p = preset_from_record(repro)
+    extra = EXTRAS.get(p.study or p.name)
+    return extra[1](build_tables(Path(results_dir), p)) if extra is not None else ""
+
+
 def study_figure(p: StudyPreset, rows: list[Row]):
     rows = [r for r in rows if r.section != "teacher" or r.tests]
     fig, (ax, axp) = plt.subplots(1, 2, figsize=(13, 0.42 * len(rows) + 1.6), sharey=True,

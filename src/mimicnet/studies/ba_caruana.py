@@ -65,8 +65,7 @@ def mimic_claims(rows: list[Row], names: dict[str, str], ensemble: str, paper: d
         members = [t.mean for t in rows if t.section == "teacher" and t.mean is not None]
         j = noise.judge_one(ens.tests, members, label=f"vs its best member by validation ({single.name}, "
                             f"{single.mean:.1f}) and that config's {len(members)} seeds")
-        out.append({"claim": f"the {ens.name} beats its best single teacher", "paper": paper["ensemble"],
-                    "ours": j.text(), "verdict": j.verdict})
+        out.append(noise.claim_row(f"the {ens.name} beats its best single teacher", paper["ensemble"], j))
     out += [compare(rows, "a mimic net beats the same net trained on the labels", names[LOGITS], names[HARD],
                     paper[HARD]),
             compare(rows, "L2 on logits beats L2 on probabilities", names[LOGITS], names[PROBS],
@@ -78,8 +77,8 @@ def mimic_claims(rows: list[Row], names: dict[str, str], ensemble: str, paper: d
     if ra and rb and ra.tests and rb.tests:
         # a claim of no difference: equivalence within one point, by Welch's two one-sided tests
         j = noise.equivalent(ra.tests, rb.tests, 1.0)
-        out.append({"claim": "normalising the logits is not crucial (within one point, TOST)",
-                    "paper": "'helped slightly'", "ours": j.text(), "verdict": j.verdict})
+        out.append(noise.claim_row("normalising the logits is not crucial (within one point, TOST)",
+                                   "'helped slightly'", j))
     return out
 
 

@@ -461,7 +461,4 @@ def compare(rows: list[Row], claim: str, a: str, b: str, paper: str) -> dict:
     """Claim "row a beats row b", on the seeds' test accuracies, by core.noise's judge."""
     by = {r.name: r for r in rows}
     ra, rb = by.get(a), by.get(b)
-    if not (ra and rb and ra.tests and rb.tests):
-        return {"claim": claim, "paper": paper, "ours": "not measured", "verdict": noise.NOT_MEASURED}
-    j = noise.judge_one(ra.tests, rb.tests)
-    return {"claim": claim, "paper": paper, "verdict": j.verdict, "ours": j.text()}
+    return noise.claim_row(claim, paper, noise.judge_one(ra.tests, rb.tests) if ra and rb else None)

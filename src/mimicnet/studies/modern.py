@@ -50,6 +50,9 @@ WIDTHS = {("conv0", 100_000): (28, 357), ("conv1", 100_000): (26, 27, 377), ("co
 # searches' choice for label-smoothed teachers, diverges on these teachers' larger logits; it stays in the grid
 # as the first rate tried.
 MIMIC_LRS = (0.01, 0.003, 0.001)
+# Hard-label arms choose among as many rates, as far apart, on validation (like for like: the record of
+# 2026-11-25 gave them one rate, 0.02, and the mimic arms three); centred on that 0.02.
+HARD_LRS = (0.06, 0.02, 0.006)
 HARD_DROPOUT = {"conv0": (0.3,), "conv1": (0.3, 0.45), "conv2": (0.2, 0.3, 0.2), "conv3": (0.2, 0.3, 0.2, 0.4),
                 "conv4": (0.2, 0.3, 0.2, 0.4)}
 
@@ -97,7 +100,7 @@ def _arm(family: str, budget: int, source: tuple[str, str]) -> Arm:
     model = cell_name(family, budget)
     if not t:
         return Arm(arm_name(family, budget, source), model, "", dict(loss="ce", dropout=HARD_DROPOUT[family]),
-                   lrs=(0.02, 0.01) if family == "conv4" else (0.02,))
+                   lrs=HARD_LRS)
     train = {"fixed": dict(loss="l2-logits"),
              ONLINE: dict(loss="l2-logits", distill_mode="online", mix="mixup"),
              PLAIN: dict(loss="l2-logits", distill_mode="online")}[mode]
@@ -158,8 +161,7 @@ def conv_gap(rows: dict[str, Row], budget: int, source) -> list[float]:
 
 
 def _claim(claim: str, pairs) -> dict:
-    j = noise.judge(pairs)
-    return {"claim": claim, "paper": "—", "ours": j.text(), "verdict": j.verdict}
+    return noise.claim_row(claim, "—", noise.judge(pairs))
 
 
 def teacher_rows(rows: list[Row]) -> dict[str, float]:

@@ -64,7 +64,7 @@ def _each(rows: list[Row], claim: str, pairs, paper: str) -> dict:
     """One claim over the five students: for how many of them row a beats row b."""
     by = {r.name: r for r in rows}
     j = noise.judge((s, by[a].tests, by[b].tests) for s, a, b in pairs if a in by and b in by)
-    return {"claim": claim, "paper": paper, "verdict": j.verdict, "ours": j.text(lambda x: x.text(nd=1))}
+    return noise.claim_row(claim, paper, j, lambda x: x.text(nd=1))
 
 
 @register_claims("ratusznik")
@@ -83,8 +83,7 @@ def claims(p: StudyPreset, rows: list[Row]) -> list[dict]:
         # the student a user would pick is the best by validation (the test set chooses nothing)
         weakest, best = min(teachers, key=lambda r: r.mean), max(arms, key=lambda r: statistics.fmean(r.vals))
         j = noise.judge_one(weakest.tests, best.tests, label=f"{weakest.name} vs {best.name} (best by validation)")
-        out.append({"claim": "both deep teachers beat every student", "paper": "90.49 and 91.54 vs 89.87",
-                    "ours": j.text(), "verdict": j.verdict})
+        out.append(noise.claim_row("both deep teachers beat every student", "90.49 and 91.54 vs 89.87", j))
     # the architecture ordering without distillation, every link of the chain tested (Holm over the four)
     chain = ("Shallow-ResNet", "4-layer-2-CONV", "3-layer-1-CONV", "4-layer-linear", "Deep-linear (ReLU)")
     out.append(_each(rows, "architecture ordering on the labels: " + " > ".join(chain),

@@ -134,3 +134,17 @@ def test_cells_separate_seed_runs_and_claims_use_them(seeded):
     assert deeper["verdict"] == noise.NOISE and "conv1→conv2@100k +0.50" in deeper["ours"]
     gap = claims["Teacher − student gap"]
     assert gap["verdict"] == noise.HOLDS        # 80 vs ~60: far beyond the seed spread
+
+
+def test_seeds_needed_for_a_single_run_against_seeds():
+    # one ensemble against 3 teacher seeds 3.2 points below it (sd 1): the ensemble stays one run, the
+    # teachers' side needs more seeds; the power of the single-case t grows with them and is checked here
+    c = noise.compare([70.0], [66.0, 67.0, 67.5])
+    n = c.seeds_needed()
+    assert c.test == "single-case" and n is not None and 3 < n <= 10
+    sd, d = c.sd_b, c.diff
+    for k, want in ((n, True), (n - 1, False)):
+        delta = d / (sd * math.sqrt(1 + 1 / k))
+        crit = stats.t.isf(0.025, k - 1)
+        assert (stats.nct.sf(crit, k - 1, delta) + stats.nct.cdf(-crit, k - 1, delta) >= 0.8) == want
+    assert "on the side of several" in noise.judge_one([70.0], [66.0, 67.0, 67.5]).text()

@@ -14,8 +14,9 @@ conv layer, at each budget). The judge:
 
       holds          significant, in the claimed direction
       differs        significant, in the other direction
-      too few seeds  not significant, but at most MAX_SEEDS seeds a side would detect the observed
-                     difference with 80% power (the number is given), or nothing could be tested
+      too few seeds  not significant, but at most MAX_SEEDS seeds a side (for a single run against seeds:
+                     on the side of several) would detect the observed difference with 80% power (the number
+                     is given), or nothing could be tested
       within noise   not significant, and even MAX_SEEDS seeds a side would not detect it: the difference
                      is small against the seed spread
 
@@ -127,9 +128,18 @@ class Comparison:
         return float(2 * stats.t.sf(abs(self.t), self.df))
 
     def seeds_needed(self, alpha: float = ALPHA, power: float = POWER, most: int = 1000) -> int | None:
-        """Seeds a side (equal numbers) with which a two-sided Welch test at `alpha` detects the observed
-        difference with `power`, taking the observed sds as the truth (a side with one run takes the other's);
-        None when no sd is known or the difference is 0; `most` + 1 when even `most` would not do."""
+        """Seeds with which the test detects the observed difference with `power` at `alpha` (two-sided), taking
+        the observed sds as the truth: a side each for Welch (equal numbers), the sampled side's for a single
+        case (the single run stays one: an ensemble, say). None when no sd is known or the difference is 0;
+        `most` + 1 when even `most` would not do."""
+        if self.test == "single-case":
+            sd = self.sd_b if self.n_a == 1 else self.sd_a
+            for n in range(2, most + 1):
+                crit = stats.t.isf(alpha / 2, n - 1)
+                delta = abs(self.diff) / (sd * math.sqrt(1 + 1 / n))
+                if stats.nct.sf(crit, n - 1, delta) + stats.nct.cdf(-crit, n - 1, delta) >= power:
+                    return n
+            return most + 1
         sa, sb = self.sd_a, self.sd_b
         sa, sb = (sa if sa is not None else sb), (sb if sb is not None else sa)
         if not sa and not sb or self.diff == 0:
@@ -169,8 +179,9 @@ class Judged:
             stat = f"n {c.n_a}/{c.n_b}, p {_p(self.p_adj)}"
         more = ""
         if self.verdict in (TOO_FEW, NOISE) and self.seeds is not None:
-            more = (f"; {self.seeds} seeds a side would detect it" if self.seeds <= MAX_SEEDS
-                    else f"; > {MAX_SEEDS} seeds a side to detect it")
+            side = "on the side of several" if c.test == "single-case" else "a side"
+            more = (f"; {self.seeds} seeds {side} would detect it" if self.seeds <= MAX_SEEDS
+                    else f"; > {MAX_SEEDS} seeds {side} to detect it")
         return f"{head}{c.diff:+.{nd}f} ({c.mean_a:.{nd}f} vs {c.mean_b:.{nd}f}, {stat}{more})"
 
 

@@ -18,6 +18,7 @@ Kinds (each a plain function in KINDS, registered by name):
     verdicts RECORD  the same claims, one line each: the verdict and the tally of its comparisons
     table RECORD     the record's table (the main study's Table 2, a study's arms table)
     pivot RECORD     a study's own summary table (the modern study's students by depth and training)
+    printed RECORD   the table `mimicnet reproduce` prints at its end (per cell: trials, best, top-5, seeds)
     stages RECORD    the stage times of reproduce.json
     rule             the judge's rule (core.noise.RULE)
 """
@@ -31,7 +32,7 @@ from ..core import noise
 from ..core.artifacts import write_text
 from .common import ReportError, load_reproduce
 from ..studies.deviations import deviations
-from .report import deviations_markdown, record_claims, record_table
+from .report import deviations_markdown, record_claims, record_table, results_table
 from .study import study_record_pivot
 
 OPEN = re.compile(r"^<!-- mimicnet: (\w+)(?: (\S+))? -->$")
@@ -88,6 +89,12 @@ def pivot_block(base: Path, arg: str | None) -> str:
     if not text:
         raise ReportError(f"{arg}: this record's study has no summary table")
     return text.rstrip("\n")
+
+
+@register_block("printed")
+def printed_block(base: Path, arg: str | None) -> str:
+    """The table `mimicnet reproduce` prints at its end (report.results_table), as a code block."""
+    return "```\n" + results_table(_record(base, arg)) + "\n```"
 
 
 @register_block("stages")

@@ -1398,9 +1398,10 @@ def results_table(results_dir: Path) -> str:
             continue
         spread = f"{statistics.fmean(tt):.1f} ± {statistics.stdev(tt):.1f}" if len(tt) > 1 else f"{tt[0]:.1f}"
         b = budget_name(budget) if budget else "-"
-        st = c.seed_tests
+        st, failed = c.seed_tests, sum(c.seed_failures.values())
         seeds = "-" if not st else f"{statistics.fmean(st):.1f}" + (
-            f" ± {statistics.stdev(st):.1f}" if len(st) > 1 else "") + f" ({len(st)})"
+            f" ± {statistics.stdev(st):.1f}" if len(st) > 1 else "") + (
+            f" ({len(st)} of {len(st) + failed})" if failed else f" ({len(st)})")
         lines.append(f"{kind:9s} {fam:9s} {b:>8s} {top[0].params or 0:>9,d} {c.n:>3d} "
                      f"{top[0].val:>9.1f} {top[0].test:>9.1f} {spread:>15s} {seeds:>17s}")
     return "\n".join(lines)

@@ -8,15 +8,18 @@ conv layer, at each budget). The judge:
   two-sided; `scipy.stats.ttest_ind(equal_var=False)`). A side with a single run (an ensemble, a teacher
   trained once) against a side with several is the single-case t-test of Crawford & Howell (1998):
   t = (x - mean) / (sd * sqrt(1 + 1/n)), n - 1 degrees of freedom, i.e. "is x outside the spread of the
-  other side's seeds". With one run on each side, or no spread on either, nothing can be tested.
+  other side's seeds". A side whose seeds all score the same (a 1,000-image test set makes ties) takes the
+  other side's sd: a tie is not the absence of seed noise. With one run on each side, or no spread on
+  either, nothing can be tested.
 - **Holm-Bonferroni** across the comparisons of one claim (the family-wise error of the claim stays at α).
 - α = 0.05. The verdict of a comparison:
 
       holds          significant, in the claimed direction
       differs        significant, in the other direction
-      too few seeds  not significant, but at most MAX_SEEDS seeds a side (for a single run against seeds:
-                     on the side of several) would detect the observed difference with 80% power (the number
-                     is given), or nothing could be tested
+      too few seeds  not significant, but at most MAX_SEEDS seeds a side would detect the observed
+                     difference with 80% power at the claim's strictest Holm level (the number is given); or a
+                     side has one run (an ensemble, a teacher trained once: it is one draw, not a small effect,
+                     and the seeds its other side would need are given); or nothing could be tested
       within noise   not significant, and even MAX_SEEDS seeds a side would not detect it: the difference
                      is small against the seed spread
 
@@ -25,7 +28,7 @@ conv layer, at each budget). The judge:
 
 An equivalence claim ("normalising the logits is not crucial") is the two one-sided tests (TOST) of Welch
 at the same α against a stated margin: it holds when the whole 1 - 2α interval of the difference lies
-inside ±margin.
+inside ±margin, differs when a one-sided test puts the difference beyond the margin.
 """
 from __future__ import annotations
 
@@ -45,10 +48,11 @@ VERDICTS = (HOLDS, DIFFERS, NOISE, TOO_FEW, NOT_MEASURED)
 
 TEST_NAME = "Welch's t-test (two-sided), Holm-corrected over a claim's comparisons"
 RULE = (f"each comparison: {TEST_NAME} at α = {ALPHA:g} on seed samples (a single run against several seeds: "
-        f"Crawford-Howell's single-case t); holds / differs when significant in / against the claimed direction; "
-        f"otherwise too few seeds when ≤ {MAX_SEEDS} seeds a side would detect the observed difference with "
-        f"{POWER:.0%} power (or one run a side: nothing to test), else within noise. A claim holds when all its "
-        f"comparisons hold, differs when any differs, else too few seeds when any is, else within noise")
+        f"Crawford-Howell's single-case t; a side whose seeds tie takes the other's spread); holds / differs when "
+        f"significant in / against the claimed direction; otherwise too few seeds when ≤ {MAX_SEEDS} seeds a side "
+        f"would detect the observed difference with {POWER:.0%} power at the claim's strictest Holm level, or "
+        f"when a side has one run, else within noise. A claim holds when all its comparisons hold, differs when "
+        f"any differs, else too few seeds when any is, else within noise")
 
 
 @dataclass(frozen=True)
@@ -86,30 +90,38 @@ class Comparison:
         return statistics.stdev(self.b) if self.n_b > 1 else None
 
     @property
+    def _spreads(self) -> tuple[float | None, float | None]:
+        """The sds the test uses: a side whose runs all tie (possible on a 1,000-image test set: a tie is not
+        the absence of seed noise) takes the other side's, as does a side with one run; None: no spread."""
+        sa, sb = self.sd_a or None, self.sd_b or None
+        return (sa if sa is not None else sb), (sb if sb is not None else sa)
+
+    @property
     def test(self) -> str:
         """'welch', 'single-case', or '' when nothing can be tested (one run a side, or no spread at all)."""
+        sa, sb = self._spreads
+        if sa is None:
+            return ""
         if self.n_a > 1 and self.n_b > 1:
-            return "welch" if (self.sd_a or self.sd_b) else ""
-        if self.n_a == 1 and self.n_b > 1:
-            return "single-case" if self.sd_b else ""
-        if self.n_b == 1 and self.n_a > 1:
-            return "single-case" if self.sd_a else ""
-        return ""
+            return "welch"
+        return "single-case" if max(self.n_a, self.n_b) > 1 else ""
 
     @property
     def se(self) -> float | None:
         """Standard error of the difference under the test used (None: no test)."""
+        sa, sb = self._spreads
         if self.test == "welch":
-            return math.sqrt(self.sd_a ** 2 / self.n_a + self.sd_b ** 2 / self.n_b)
+            return math.sqrt(sa ** 2 / self.n_a + sb ** 2 / self.n_b)
         if self.test == "single-case":
-            sd, n = (self.sd_b, self.n_b) if self.n_a == 1 else (self.sd_a, self.n_a)
+            sd, n = (sb, self.n_b) if self.n_a == 1 else (sa, self.n_a)
             return sd * math.sqrt(1 + 1 / n)
         return None
 
     @property
     def df(self) -> float | None:
+        sa, sb = self._spreads
         if self.test == "welch":
-            va, vb = self.sd_a ** 2 / self.n_a, self.sd_b ** 2 / self.n_b
+            va, vb = sa ** 2 / self.n_a, sb ** 2 / self.n_b
             return (va + vb) ** 2 / (va ** 2 / (self.n_a - 1) + vb ** 2 / (self.n_b - 1))
         if self.test == "single-case":
             return float(max(self.n_a, self.n_b) - 1)
@@ -122,36 +134,39 @@ class Comparison:
     @property
     def p(self) -> float | None:
         """Two-sided p-value: the t distribution's tails at t on df (equal to scipy.stats.ttest_ind(
-        equal_var=False) for two samples, which warns on samples that tie; tests/test_noise.py compares)."""
+        equal_var=False) for two samples without ties; tests/test_noise.py compares)."""
         if self.se is None:
             return None
         return float(2 * stats.t.sf(abs(self.t), self.df))
 
-    def seeds_needed(self, alpha: float = ALPHA, power: float = POWER, most: int = 1000) -> int | None:
-        """Seeds with which the test detects the observed difference with `power` at `alpha` (two-sided), taking
-        the observed sds as the truth: a side each for Welch (equal numbers), the sampled side's for a single
-        case (the single run stays one: an ensemble, say). None when no sd is known or the difference is 0;
-        `most` + 1 when even `most` would not do."""
+    def power(self, n: int, alpha: float = ALPHA) -> float:
+        """The test's power to detect the observed difference (two-sided, at `alpha`) with n seeds a side
+        (Welch) or n on the side of several (single case), the observed sds taken as the truth."""
+        sa, sb = self._spreads
         if self.test == "single-case":
-            sd = self.sd_b if self.n_a == 1 else self.sd_a
-            for n in range(2, most + 1):
-                crit = stats.t.isf(alpha / 2, n - 1)
-                delta = abs(self.diff) / (sd * math.sqrt(1 + 1 / n))
-                if stats.nct.sf(crit, n - 1, delta) + stats.nct.cdf(-crit, n - 1, delta) >= power:
-                    return n
-            return most + 1
-        sa, sb = self.sd_a, self.sd_b
-        sa, sb = (sa if sa is not None else sb), (sb if sb is not None else sa)
-        if not sa and not sb or self.diff == 0:
+            sd = sb if self.n_a == 1 else sa
+            df, delta = n - 1, abs(self.diff) / (sd * math.sqrt(1 + 1 / n))
+        else:
+            s2 = sa ** 2 + sb ** 2
+            df, delta = (n - 1) * s2 ** 2 / (sa ** 4 + sb ** 4), abs(self.diff) / math.sqrt(s2 / n)
+        crit = stats.t.isf(alpha / 2, df)
+        return float(stats.nct.sf(crit, df, delta) + stats.nct.cdf(-crit, df, delta))
+
+    def seeds_needed(self, alpha: float = ALPHA, power: float = POWER, most: int = 1000) -> int | None:
+        """The fewest seeds with which the test detects the observed difference with `power` (see `power`;
+        it grows with n, so a doubling then a bisection finds it). None when no spread is known or the
+        difference is 0; `most` + 1 when even `most` would not do."""
+        if self.test == "" or self.diff == 0:
             return None
-        s2 = sa ** 2 + sb ** 2
-        for n in range(2, most + 1):
-            df = (n - 1) * s2 ** 2 / (sa ** 4 + sb ** 4)
-            delta = abs(self.diff) / math.sqrt(s2 / n)
-            crit = stats.t.isf(alpha / 2, df)
-            if stats.nct.sf(crit, df, delta) + stats.nct.cdf(-crit, df, delta) >= power:
-                return n
-        return most + 1
+        if self.power(most, alpha) < power:
+            return most + 1
+        lo, hi = 1, 2                      # power(lo) < power <= power(hi)
+        while self.power(hi, alpha) < power:
+            lo, hi = hi, min(2 * hi, most)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.power(mid, alpha) < power else (lo, mid)
+        return hi
 
 
 def compare(a: Sequence[float], b: Sequence[float]) -> Comparison | None:
@@ -245,6 +260,8 @@ def judge(pairs: Iterable[tuple[str, Sequence[float], Sequence[float]]], sign: i
             v = TOO_FEW
         elif p < alpha:
             v = HOLDS if sign * c.diff > 0 else DIFFERS
+        elif c.test == "single-case":  # one run can only be placed against a spread: it is one draw, not small
+            v = TOO_FEW
         else:
             v = TOO_FEW if seeds is not None and seeds <= MAX_SEEDS else NOISE
         items.append(Judged(label, c, p, v, seeds if p is None or p >= alpha else None))
@@ -283,30 +300,28 @@ def equivalent(a: Sequence[float], b: Sequence[float], margin: float, alpha: flo
     p_hi = float(stats.t.cdf((c.diff - margin) / c.se, df))    # H0: diff >= +margin
     p = max(p_lo, p_hi)
     if p < alpha:
-        v, seeds = HOLDS, None
-    else:
-        beyond = float(2 * stats.t.sf((abs(c.diff) - margin) / c.se, df)) if abs(c.diff) > margin else 1.0
-        if beyond < alpha:
-            v, seeds = DIFFERS, None
-        else:
-            seeds = _tost_seeds(c, margin, alpha)
-            v = TOO_FEW if seeds is not None and seeds <= MAX_SEEDS else NOISE
+        return Judgement(HOLDS, (Judged(f"|Δ| < {margin:g}", c, p, HOLDS, None),))
+    # the complement, one-sided: H0 |diff| <= margin against |diff| > margin
+    beyond = float(stats.t.sf((abs(c.diff) - margin) / c.se, df))
+    if beyond < alpha:
+        return Judgement(DIFFERS, (Judged(f"|Δ| > {margin:g}", c, beyond, DIFFERS, None),))
+    seeds = _tost_seeds(c, margin, alpha) if abs(c.diff) < margin else None
+    v = NOISE if seeds is not None and seeds > MAX_SEEDS else TOO_FEW   # at or past the margin: more seeds decide
     return Judgement(v, (Judged(f"|Δ| < {margin:g}", c, p, v, seeds),))
 
 
 def _tost_seeds(c: Comparison, margin: float, alpha: float, most: int = 1000) -> int | None:
-    """Seeds a side for TOST to show equivalence with POWER when the true difference is the observed one
-    (None when it lies outside the margin: no number of seeds shows it inside)."""
-    if abs(c.diff) >= margin:
+    """Seeds a side for Welch's TOST to show equivalence with POWER when the true difference is the observed one
+    (inside the margin), by the usual approximation: P(both reject) = F((m - |d|)/se - crit) + F((m + |d|)/se
+    - crit) - 1. Welch only (a single run cannot be shown equivalent to a spread it is one draw of)."""
+    if c.test != "welch":
         return None
-    sa, sb = c.sd_a, c.sd_b
-    sa, sb = (sa if sa is not None else sb), (sb if sb is not None else sa)
+    sa, sb = c._spreads
     s2 = sa ** 2 + sb ** 2
     for n in range(2, most + 1):
         df = (n - 1) * s2 ** 2 / (sa ** 4 + sb ** 4)
         se = math.sqrt(s2 / n)
         crit = stats.t.isf(alpha, df)
-        # the usual approximation: P(both reject) = F((m - |d|)/se - crit) + F((m + |d|)/se - crit) - 1
         pw = stats.t.cdf((margin - abs(c.diff)) / se - crit, df) - stats.t.sf((margin + abs(c.diff)) / se - crit, df)
         if pw >= POWER:
             return n

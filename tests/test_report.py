@@ -294,3 +294,25 @@ def test_no_headline_number_is_chosen_by_the_test_set(results, tmp_path):
     t2 = {(r["family"], r["budget"]): r for r in _csv(perm / "report" / "table2.csv")}
     for k, r in by_val.items():
         assert float(t2[k]["best_test"]) == round(float(r["test_acc"]) * 100, 4), k
+
+
+def test_a_config_whose_seed_reruns_all_failed_is_not_its_lucky_trial():
+    """Every seed rerun of the best config collapsed or failed: the cell has nothing for the claims to compare
+    (its search trial alone would stand in for seeds that did not train) and says so."""
+    from mimicnet.report.report import Cell, Run, _cell_point, _seed_text
+
+    def run(status, test, trial=None, repeat_of=None):
+        return Run(row={}, order=0, kind="student", family="conv4", budget=100_000, params=99_000,
+                   val=0.60 if trial is not None else None, test=test, status=status, teacher=ENS,
+                   teacher_test=None, epochs=20, max_epochs=20, seconds=1.0, trial=trial, repeat_of=repeat_of)
+
+    c = Cell(kind="student", family="conv4", budget=100_000, runs=[run("complete", 0.62, trial=0)],
+             seed_runs=[run("collapsed", 0.10, repeat_of=0), run("collapsed", 0.11, repeat_of=0),
+                        run("failed", None, repeat_of=0)])
+    assert c.samples == []
+    assert _seed_text(c) == "— (all 3 seeds failed: 2 collapsed, 1 failed)"
+    assert _cell_point(c) is None
+    c.seed_runs[0] = run("complete", 0.58, repeat_of=0)  # one seed trained: it alone is the sample
+    assert c.samples == [0.58]
+    c.seed_runs = []  # no seed reruns at all: the best trial stands for the cell, as before
+    assert c.samples == [0.62]

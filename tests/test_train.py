@@ -257,3 +257,26 @@ def test_pruner_rungs_must_come_after_the_warmup(tmp_path):
     check_rungs_after_warmup("sha", 5, cfg)
     check_rungs_after_warmup("none", 2, cfg)                        # no pruner, no rungs
     check_rungs_after_warmup("sha", 1, TrainConfig.of(schedule="plateau", max_epochs=20))  # no warm-up
+
+
+def test_collapse_needs_two_epochs_at_chance_or_the_last_one(archive, tmp_path, monkeypatch):
+    """One epoch at chance that recovers is a wobble (kept); two in a row, or a last epoch at chance, is a
+    collapse. Validation accuracies are scripted; chance is the validation set's largest class share."""
+    import mimicnet.train.loop as loop
+    from mimicnet.core.errors import Collapsed
+    from mimicnet.data.splits import load_train_data
+    assert loop.majority_rate(torch.tensor([0, 0, 0, 1, 2]), 10) == pytest.approx(0.6)
+    data = load_train_data(str(archive))
+
+    def run(vals, name):
+        it = iter(vals)
+        monkeypatch.setattr(loop, "accuracy", lambda logits, y: next(it, 0.5))  # then the test set
+        return fit(small_cfg(archive, max_epochs=len(vals)), tmp_path / name, data, log=lambda s: None)
+
+    run([0.5, 0.9, 0.05, 0.8, 0.85], "wobble")
+    assert (tmp_path / "wobble" / "results.json").exists()
+    with pytest.raises(Collapsed, match="collapsed at epoch 3"):
+        run([0.5, 0.9, 0.05, 0.05, 0.85], "twice")
+    with pytest.raises(Collapsed, match="collapsed at epoch 3"):
+        run([0.5, 0.9, 0.85, 0.05], "last")
+    assert not (tmp_path / "last" / "results.json").exists()

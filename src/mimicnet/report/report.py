@@ -265,8 +265,12 @@ class Cell:
 
     @property
     def samples(self) -> list[float]:
-        """What claims compare: the seed runs' test accuracies, or the best trial's alone without them."""
-        return self.seed_tests or ([self.best_test] if self.best_test is not None else [])
+        """What claims compare: the seed runs' test accuracies, or the best trial's alone without them. When
+        every seed rerun failed or collapsed, nothing: the config does not train reliably, and its lucky search
+        trial alone would stand in for the seeds that did not finish."""
+        if self.seed_tests or self.seed_failures:
+            return self.seed_tests
+        return [self.best_test] if self.best_test is not None else []
 
     # ---- cut short
     @property
@@ -458,11 +462,12 @@ def table2_rows(t: T2) -> list[dict]:
 def _seed_text(c: Cell) -> str:
     """'90.84 ± 0.31 (3 seeds)': the best config trained again with other seeds; '(3 of 4 seeds; 1 collapsed)'
     when some of them failed."""
-    st = c.seed_tests
+    st, fails = c.seed_tests, c.seed_failures
     if not st:
-        return ""
+        n = sum(fails.values())
+        return (f"— (all {n} seeds failed: " + ", ".join(f"{k} {v}" for v, k in sorted(fails.items())) + ")"
+                if n else "")
     sd = _std(st)
-    fails = c.seed_failures
     n = f"{len(st)} of {len(st) + sum(fails.values())} seeds; " + ", ".join(f"{k} {v}" for v, k in sorted(
         fails.items())) if fails else f"{len(st)} seeds"
     return f"{_mean(st):.2f}" + (f" ± {sd:.2f}" if sd is not None else "") + f" ({n})"
@@ -484,10 +489,11 @@ def _cell_summary(c: Cell, single: bool = False) -> tuple[str, str]:
         return _f(c.best_test) + cut, ""
     top = c.top_test
     sd = _std(top)
-    parts = [f"best trial {_f(c.best_test)}"] if c.seed_tests else []
+    seeded = bool(c.seed_tests or c.seed_failures)
+    parts = [f"best trial {_f(c.best_test)}"] if seeded else []
     parts += [f"top-{len(top)} {_f(_mean(top))}" + (f" ± {sd:.2f}" if sd is not None else "")] if top else []
     parts.append(f"n={c.n}" + (", " + ", ".join(extra) if extra else ""))
-    head = _seed_text(c) if c.seed_tests else _f(c.best_test)
+    head = _seed_text(c) if seeded else _f(c.best_test)
     return head + cut, " · ".join(parts)
 
 
@@ -927,7 +933,7 @@ def _cell_point(c: Cell) -> tuple[float, float, float, str] | None:
     if c.seed_tests:
         m, sd = _mean(c.seed_tests), _std(c.seed_tests) or 0.0
         return m, m - sd, m + sd, "seeds"
-    if c.top_test:
+    if c.top_test and not c.seed_failures:  # every seed rerun failed: no point for a config that does not train
         return _mean(c.top_test), min(c.top_test), max(c.top_test), "top-5"
     return None
 
@@ -1399,7 +1405,7 @@ def results_table(results_dir: Path) -> str:
         spread = f"{statistics.fmean(tt):.1f} ± {statistics.stdev(tt):.1f}" if len(tt) > 1 else f"{tt[0]:.1f}"
         b = budget_name(budget) if budget else "-"
         st, failed = c.seed_tests, sum(c.seed_failures.values())
-        seeds = "-" if not st else f"{statistics.fmean(st):.1f}" + (
+        seeds = (f"- (0 of {failed})" if failed else "-") if not st else f"{statistics.fmean(st):.1f}" + (
             f" ± {statistics.stdev(st):.1f}" if len(st) > 1 else "") + (
             f" ({len(st)} of {len(st) + failed})" if failed else f" ({len(st)})")
         lines.append(f"{kind:9s} {fam:9s} {b:>8s} {top[0].params or 0:>9,d} {c.n:>3d} "

@@ -86,9 +86,12 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
     # what the network's raw outputs mean: standardised logits when normalize_logits, else plain logits
     to_logits = (lambda g: g) if norm is None else (lambda g: g * norm[1] + norm[0])  # noqa: E731
     start, best_acc, best_epoch, elapsed = resume(run, s, device, log)
+    done_rows = read_metrics(run.metrics, start - 1)
     if on_epoch is not None:
-        for row in read_metrics(run.metrics, start - 1):
+        for row in done_rows:
             on_epoch(row["epoch"] + 1, row["val_acc"])
+    chance = majority_rate(data.val.y, data.num_classes)
+    low = bool(done_rows) and collapsed(best_acc, done_rows[-1]["val_acc"], chance)  # the epoch before, on resume
 
     stop, epoch = start >= cfg.optim.max_epochs, start - 1
     for epoch in range(start, cfg.optim.max_epochs):
@@ -99,15 +102,18 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
         if not math.isfinite(train_loss) or train_loss > 1e6:
             raise Diverged(f"{run.path}: training loss is {train_loss} at epoch {epoch} (lr {lr:g})", epochs=epoch)
         val_acc = accuracy(to_logits(predict_logits(s.net, data.val.x, cfg.data.input_scale, device)), data.val.y)
-        if collapsed(best_acc, val_acc, 1.0 / data.num_classes):
-            raise Collapsed(f"{run.path}: collapsed at epoch {epoch}: validation accuracy {val_acc:.3f} after "
-                            f"{best_acc:.3f} at epoch {best_epoch} (chance {1 / data.num_classes:.3f}; lr {lr:g})",
-                            epochs=epoch + 1)
+        now_low = collapsed(best_acc, val_acc, chance)
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
             state = s.model.state_dict() if norm is None else fold_output_affine(s.model.state_dict(), *norm)
             run.save_best(state, {**s.meta, "epoch": epoch, "val_acc": val_acc})
         stop = s.sched.step(epoch, 1.0 - val_acc)
+        # two epochs in a row at chance, or the last one: one bad epoch at a high rate may still come back
+        if now_low and (low or stop or epoch + 1 == cfg.optim.max_epochs):
+            raise Collapsed(f"{run.path}: collapsed at epoch {epoch}: validation accuracy {val_acc:.3f} after "
+                            f"{best_acc:.3f} at epoch {best_epoch} (chance {chance:.3f}: the largest class's share "
+                            f"of the validation set; lr {lr:g})", epochs=epoch + 1)
+        low = now_low
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch, "loss": train_loss, "val_acc": val_acc, "lr": lr,
                "seconds": round(time.perf_counter() - t0, 3),
@@ -131,9 +137,16 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
 # A run has collapsed when its validation accuracy, after rising at least COLLAPSE_RISE above chance, falls back
 # to within COLLAPSE_KEEP of its best gain over chance. Healthy runs wobble by a few points; a collapsed one
 # (dead ReLUs after one huge step, a blown-up deep net) sits at chance and does not come back, and keeping its
-# early best checkpoint would report the config as trained when it is not.
+# early best checkpoint would report the config as trained when it is not. fit() calls a run collapsed when two
+# epochs in a row are at that level, or its last epoch is (a run cannot end collapsed and be kept).
 COLLAPSE_RISE = 0.15
 COLLAPSE_KEEP = 0.25
+
+
+def majority_rate(y: torch.Tensor, num_classes: int) -> float:
+    """Chance for the collapse rule: what predicting the validation set's largest class scores (a collapsed
+    net predicts one class), not 1/classes, which an unbalanced split's one-class net beats."""
+    return torch.bincount(y.long().cpu(), minlength=num_classes).max().item() / max(len(y), 1)
 
 
 def collapsed(best: float, now: float, chance: float) -> bool:

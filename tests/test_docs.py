@@ -47,7 +47,8 @@ def test_blocks_are_rewritten_checked_and_stray_verdicts_found(tmp_path):
     _record(tmp_path)
     md = tmp_path / "README.md"
     md.write_text("# r\n\nThe gap holds, we think.\n\n<!-- mimicnet: claims rec -->\nold text\n<!-- /mimicnet -->\n"
-                  "\n```\nholds in code is fine\n```\n<!-- mimicnet: rule -->\n<!-- /mimicnet -->\n")
+                  "\n```\nholds in code is fine\n<!-- mimicnet: claims shown-in-code -->\n```\n"
+                  "<!-- mimicnet: rule -->\n<!-- /mimicnet -->\n")
     assert [s.split(": ", 1)[1] for s in docs.stale(md)] == ["claims rec differs from what the record gives now",
                                                               "rule differs from what the record gives now"]
     assert docs.sync(md) and not docs.sync(md)          # the second time there is nothing to change

@@ -316,3 +316,20 @@ def test_a_config_whose_seed_reruns_all_failed_is_not_its_lucky_trial():
     assert c.samples == [0.58]
     c.seed_runs = []  # no seed reruns at all: the best trial stands for the cell, as before
     assert c.samples == [0.62]
+
+
+def test_best_teacher_is_its_configs_seed_reruns_and_studies_do_not_mix():
+    """The ensemble's claim compares with the best teacher config by validation as a seed sample: its seed
+    reruns, not the trial that won the search; trial 0 of another teacher search is another config."""
+    from mimicnet.report.report import Run, best_teacher, teacher_groups
+
+    def run(study, val, trial=None, repeat_of=None):
+        return Run(row={"study": study}, order=0, kind="teacher", family="teacher", budget=None, params=1,
+                   val=val, test=val, status="complete", teacher="", teacher_test=None, epochs=1, max_epochs=1,
+                   seconds=1.0, trial=trial, repeat_of=repeat_of)
+
+    runs = [run("teachers", 0.70, trial=0), run("teachers", 0.60, trial=1), run("wide", 0.65, trial=0),
+            run("teachers", 0.66, repeat_of=0), run("teachers", 0.67, repeat_of=0)]
+    assert sorted(len(g) for g in teacher_groups(runs)) == [1, 1, 3]
+    assert [r.val for r in best_teacher(runs)] == [0.67, 0.66]
+    assert [r.val for r in best_teacher(runs[:3])] == [0.70]  # no reruns: the trial is all there is

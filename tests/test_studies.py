@@ -224,3 +224,24 @@ def test_claims_name_their_rows_whatever_order_the_record_keeps():
     # 4.45 > 2 SE = 3.29, called it real)
     assert first["verdict"] in ("too few seeds", "within noise")
     assert study_claims(STUDY_PRESETS["ratusznik-smoke"], rows)[0]["verdict"] == "not measured"
+
+
+def test_transfer_hsv_is_the_best_teachers_by_validation(tmp_path):
+    """The transfer set's HSV ranges come from the teacher with the best validation accuracy (Urban et al.
+    §2.5), named; an unreadable teacher is passed over; none readable: S1's ranges, and no name."""
+    from mimicnet.core import artifacts
+    from mimicnet.distill.transfer import TransferConfig
+    from mimicnet.studies.main import best_teacher_hsv
+    from mimicnet.train.config import TrainConfig
+    dirs = []
+    for name, val, dh in (("t0", 0.60, 0.01), ("t1", 0.70, 0.02), ("t2", 0.65, 0.03)):
+        d = tmp_path / name
+        d.mkdir()
+        artifacts.write_json(d / "results.json", {"val_acc": val})
+        artifacts.write_json(d / "config.json", {"config": TrainConfig.of(dh=dh).to_dict()})
+        dirs.append(d)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{")
+    hsv, src = best_teacher_hsv([tmp_path / "broken", *dirs])
+    assert src == "t1" and hsv[0] == 0.02
+    assert best_teacher_hsv([tmp_path / "broken"]) == (tuple(TransferConfig.hsv), None)

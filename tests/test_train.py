@@ -257,6 +257,10 @@ def test_pruner_rungs_must_come_after_the_warmup(tmp_path):
     check_rungs_after_warmup("sha", 5, cfg)
     check_rungs_after_warmup("none", 2, cfg)                        # no pruner, no rungs
     check_rungs_after_warmup("sha", 1, TrainConfig.of(schedule="plateau", max_epochs=20))  # no warm-up
+    from mimicnet.search.run import first_rung_after_warmup  # search run's default first rung
+    assert first_rung_after_warmup(cfg) == 5
+    assert first_rung_after_warmup(TrainConfig.of(schedule="plateau", max_epochs=20)) == 1
+    check_rungs_after_warmup("sha", first_rung_after_warmup(cfg), cfg)
 
 
 def test_collapse_needs_two_epochs_at_chance_or_the_last_one(archive, tmp_path, monkeypatch):

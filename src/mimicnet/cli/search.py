@@ -103,8 +103,9 @@ def register(subparsers) -> None:
     r.add_argument("--pruner", choices=tuple(PRUNERS), default="none",
                    help="stop poor trials early from their validation curves: none (default), median, sha "
                    "(successive halving), hyperband; with a pruner prefer --sampler tpe (GP ignores pruned trials)")
-    r.add_argument("--pruner-min-epochs", dest="pruner_min_epochs", type=int, default=1,
-                   help="first rung in epochs: no trial is stopped before it (1)")
+    r.add_argument("--pruner-min-epochs", dest="pruner_min_epochs", type=int, default=None,
+                   help="first rung in epochs: no trial is stopped before it (default: the first epoch after the "
+                   "schedule's warm-up, 1 without one)")
     r.add_argument("--pruner-eta", dest="pruner_eta", type=int, default=3,
                    help="sha/hyperband: keep the best 1/eta of the trials at each rung (3)")
     r.add_argument("--index", type=Path, help="run-index CSV (default OUT/index.csv)")

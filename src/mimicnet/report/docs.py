@@ -127,8 +127,13 @@ def _cell(s) -> str:
 
 def _blocks(text: str) -> list[tuple[int, int, str, str | None]]:
     """(first line after the opening comment, the closing comment's line, kind, argument) of every block."""
-    lines, out, open_at = text.split("\n"), [], None
+    lines, out, open_at, fenced = text.split("\n"), [], None, False
     for i, line in enumerate(lines):
+        if line.strip().startswith("```"):  # a marker shown in fenced code (how to write a block) is not a block
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
         m = OPEN.match(line.strip())
         if m:
             if open_at is not None:

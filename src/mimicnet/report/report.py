@@ -828,7 +828,8 @@ def teacher_groups(runs: list[Run], repro: dict | None = None) -> list[list[Run]
         if r.kind != "teacher" or not r.finished or r.val is None:
             continue
         if r.repeat_of is not None or r.trial is not None:
-            key: object = ("trial", r.repeat_of if r.repeat_of is not None else r.trial)
+            # by study too: two searches' trial numbers are not one config
+            key: object = ("trial", r.row.get("study") or "", r.repeat_of if r.repeat_of is not None else r.trial)
         else:
             name = Path(r.row.get("path", "")).name
             i = int(name[1:]) if name[:1] == "t" and name[1:].isdigit() else None
@@ -842,11 +843,14 @@ def teacher_groups(runs: list[Run], repro: dict | None = None) -> list[list[Run]
 
 def best_teacher(runs: list[Run], repro: dict | None = None) -> list[Run]:
     """The best single teacher by validation, as a seed sample: the group (teacher_groups) of the teacher run
-    with the best validation accuracy; [] when there is none."""
+    with the best validation accuracy; [] when there is none. A searched config trained again with seeds is
+    its seed reruns alone: the trial that won the search on validation is left out, as a study arm leaves out
+    the run that chose its rate (its luck chose it)."""
     groups = teacher_groups(runs, repro)
     if not groups:
         return []
-    return max(groups, key=lambda g: (g[0].val, -g[0].order))
+    g = max(groups, key=lambda g: (g[0].val, -g[0].order))
+    return [r for r in g if r.repeat_of is not None] or g
 
 
 def headline(t: T2, t1: list[T1Row], teacher_ref: tuple[str, float | None], runs: list[Run] | None = None,
@@ -890,7 +894,10 @@ def headline(t: T2, t1: list[T1Row], teacher_ref: tuple[str, float | None], runs
     claim = "The ensemble beats its best single teacher (chosen on validation)"
     ptxt = f"{pd_:+.2f} ({P.ENSEMBLE['test_acc']:g} vs the best of 129 by validation, {P.TEACHERS[0]['test_acc']:g})"
     if single and ens:
-        seeds = f"{single[0].label}" + (f" and its {len(single) - 1} other seed(s)" if len(single) > 1 else "")
+        if single[0].repeat_of is not None:
+            seeds = f"search trial {single[0].repeat_of}'s config, its {len(single)} seed rerun(s)"
+        else:
+            seeds = f"{single[0].label}" + (f" and its {len(single) - 1} other seed(s)" if len(single) > 1 else "")
         out.append(_claim_from([(f"vs {seeds}", ens[:1], [r.test for r in single if r.test is not None])], ptxt,
                                claim))
     else:

@@ -178,17 +178,20 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                train_fn: Callable[..., dict] | None = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                grace_period: int | None = GRACE_PERIOD, log: Callable[[str], None] = print,
                data: TrainData | None = None, teachers: Teachers | None = None, pruner: str = "none",
-               pruner_min_epochs: int = 1, pruner_eta: int = 3):
+               pruner_min_epochs: int | None = None, pruner_eta: int = 3):
     """Run (or continue, or join) the study until it holds ``trials`` finished trials; returns the study.
 
     Every worker runs the same call. ``train_fn(cfg, run_dir, index=, info=)`` trains one trial and returns
     its results (``val_acc`` is the objective); by default ``distill.student.train_run`` on ``data`` (read
     once here when not given), with the teacher of a student space loaded once (``teachers``) for all trials.
-    ``pruner``: none | median | sha | hyperband, with its first rung at ``pruner_min_epochs`` (pruners.py); with
+    ``pruner``: none | median | sha | hyperband, with its first rung at ``pruner_min_epochs`` (pruners.py;
+    None: the first epoch after the schedule's warm-up, first_rung_after_warmup); with
     one, ``train_fn`` is also given ``on_epoch=`` (train.loop.fit's hook) to report each epoch."""
     space = get_space(space)
     if trials < 1:
         raise SearchError(f"--trials must be >= 1, got {trials}")
+    if pruner_min_epochs is None:
+        pruner_min_epochs = first_rung_after_warmup(base_cfg)
     pruner_obj = make_pruner(pruner, pruner_min_epochs, base_cfg.optim.max_epochs, pruner_eta, n_startup)
     check_rungs_after_warmup(pruner, pruner_min_epochs, base_cfg)
     if train_fn is None:
@@ -207,6 +210,13 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                            pruning=pruner != "none", num_classes=num_classes)
     _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log)
     return study
+
+
+def first_rung_after_warmup(cfg: TrainConfig) -> int:
+    """The earliest first rung check_rungs_after_warmup accepts: the first epoch after the warm-up (1 without
+    one, or when the warm-up is the whole run)."""
+    w = warmup_epochs(cfg)
+    return math.floor(w) + 1 if w < cfg.optim.max_epochs else 1
 
 
 def check_rungs_after_warmup(pruner: str, min_epochs: int, cfg: TrainConfig) -> None:

@@ -346,8 +346,15 @@ def _reproduce(preset: Preset, out: Path, command: str = "") -> dict:
                                                 index=st.index))
 
     tdir = out / "transfer"
+    hsv, hsv_from = best_teacher_hsv(teacher_dirs)
+    if st.record.get("transfer_hsv") != {"hsv": list(hsv), "from": hsv_from}:
+        st.record["transfer_hsv"] = {"hsv": list(hsv), "from": hsv_from}
+        st.save()
+    if hsv_from is None:
+        print("transfer: no teacher's results.json and config.json could be read; the transfer set uses S1's fixed "
+              f"HSV ranges {tuple(hsv)}", flush=True)
     tcfg = TransferConfig(data=preset.data, max_train=preset.max_train, epochs=preset.transfer_epochs,
-                          seed=preset.seed, hsv=best_teacher_hsv(teacher_dirs), mode=preset.transfer_mode,
+                          seed=preset.seed, hsv=hsv, mode=preset.transfer_mode,
                           logits_dtype=preset.logits_dtype, device=preset.device)
     st.stage("transfer", lambda: generate(tcfg, ens_dir, tdir, data=data))
 
@@ -363,11 +370,12 @@ def _reproduce(preset: Preset, out: Path, command: str = "") -> dict:
     return st.record
 
 
-def best_teacher_hsv(teacher_dirs: list[Path]) -> tuple:
-    """The HSV ranges (Dh, Ds, Dv, As, Av) the transfer set is augmented with: those of the best single teacher
-    by validation, as Urban et al. §2.5 did ("we chose to use the settings found with the best single model";
-    their numbers, S1's fixed setting, are what a teacher that does not search them trains with)."""
-    best, hsv = -1.0, TransferConfig.hsv
+def best_teacher_hsv(teacher_dirs: list[Path]) -> tuple[tuple, str | None]:
+    """(HSV ranges (Dh, Ds, Dv, As, Av), the teacher folder's name they come from): the ranges the transfer set
+    is augmented with are those of the best single teacher by validation, as Urban et al. §2.5 did ("we chose to
+    use the settings found with the best single model"; their numbers, S1's fixed setting, are what a teacher
+    that does not search them trains with). (S1's ranges, None) when no teacher's record can be read."""
+    best, hsv, src = -1.0, TransferConfig.hsv, None
     for d in teacher_dirs:
         try:
             val = float(artifacts.read_json(Path(d) / "results.json")["val_acc"])
@@ -375,9 +383,9 @@ def best_teacher_hsv(teacher_dirs: list[Path]) -> tuple:
         except (OSError, KeyError, TypeError, ValueError, artifacts.CheckpointError):
             continue
         if val > best:
-            best, a = val, cfg.data.augmentation
+            best, a, src = val, cfg.data.augmentation, Path(d).name
             hsv = (a.dh, a.ds, a.dv, a.as_, a.av)
-    return tuple(hsv)
+    return tuple(hsv), src
 
 
 def record_stage_time(out: Path, name: str, seconds: float) -> None:

@@ -91,3 +91,26 @@ def test_committed_records_rebuild_their_tables(record, tmp_path):
     assert tables
     for name in tables:
         assert (tmp_path / name).read_text() == (record / name).read_text(), f"{record.name}/{name} is stale"
+
+
+def test_a_record_keeps_no_path_or_password_of_the_machine(tmp_path, capsys, monkeypatch):
+    """mimicnet report DIR --record DEST: paths inside the results folder become relative, others their file
+    name (also after '--flag=' and '--set key='), a storage URL's password is starred, and the record's report
+    builds from the copies alone."""
+    import json
+    rec = _record(tmp_path)
+    secret = tmp_path / "secret-home" / "cifar.tar.gz"
+    (rec / "reproduce.json").write_text(json.dumps({
+        "command": f"mimicnet reproduce --preset cpu --data={secret} --set data={secret} --out {rec} "
+                   "--storage postgresql://me:hunter2@db.example/mimic",
+        "preset": "cpu", "config": {"data": str(secret)}, "data": {"path": str(secret), "sha256": "ab" * 32}}))
+    dest = tmp_path / "record"
+    monkeypatch.chdir(tmp_path)  # as the records in docs/results were made: relative folders on the command line
+    assert main(["report", "rec", "--record", "record"]) == 0
+    for f in dest.iterdir():
+        text = f.read_text(errors="replace")
+        assert str(tmp_path) not in text and "hunter2" not in text, f.name
+    repro = json.loads((dest / "reproduce.json").read_text())
+    assert f"--data=cifar.tar.gz --set data=cifar.tar.gz --out . " in repro["command"]
+    assert "postgresql://me:***@db.example/mimic" in repro["command"]
+    assert "conv1/t0" in (dest / "index.csv").read_text()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 from ..core.artifacts import write_text
@@ -33,9 +34,18 @@ def scrub(value, root: Path):
     return value
 
 
+# a URL's password (a --storage postgresql://user:secret@host/db): never in a record
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@", re.IGNORECASE)
+
+
 def _scrub_text(s: str, root: Path) -> str:
     if " " in s:  # a command line: each word on its own
         return " ".join(_scrub_text(w, root) for w in s.split(" "))
+    if "://" in s:
+        return _URL_PASSWORD.sub(r"\1:***@", s)
+    if "=" in s and not s.startswith("/"):  # --data=/path, --set data=/path
+        k, v = s.split("=", 1)
+        return f"{k}={_scrub_text(v, root)}"
     if not s.startswith("/"):
         return s
     p = Path(s)

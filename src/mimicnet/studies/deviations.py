@@ -39,8 +39,9 @@ DEVIATIONS: tuple[Deviation, ...] = (
               "Welch's t-test on seed samples, Holm-corrected within a claim, α = 0.05 (core/noise.py)",
               "a verdict should survive another seed"),
     Deviation("collapsed runs", "not stated",
-              "a run whose validation accuracy falls back towards chance after rising is a failure (collapsed), "
-              "not a completed trial with its early checkpoint", "an early checkpoint is not the config trained"),
+              "a run whose validation accuracy, after rising, falls back towards chance (the largest class's "
+              "share) for two epochs in a row, or at its last epoch, is a failure (collapsed), not a completed "
+              "trial with its early checkpoint", "an early checkpoint is not the config trained"),
     Deviation("scale jitter's resize", "3rd-order spline, boundary not stated",
               "scipy's zoom(order=3) with mirror boundary", "the paper names the spline, not its boundary mode"),
     Deviation("transfer set's HSV jitter", "the best single model's settings (§2.5)",

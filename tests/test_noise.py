@@ -8,7 +8,9 @@ from scipy import stats
 
 from mimicnet.core import noise
 from mimicnet.core.index import IndexRow, append_index
-from mimicnet.report.report import build_cells, headline, load_runs, table1, table2
+from mimicnet.report.cells import build_cells, load_runs
+from mimicnet.report.claims import headline
+from mimicnet.report.tables import table1, table2
 
 
 def test_welch_known_answers_against_scipy():

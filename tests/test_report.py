@@ -299,7 +299,9 @@ def test_no_headline_number_is_chosen_by_the_test_set(results, tmp_path):
 def test_a_config_whose_seed_reruns_all_failed_is_not_its_lucky_trial():
     """Every seed rerun of the best config collapsed or failed: the cell has nothing for the claims to compare
     (its search trial alone would stand in for seeds that did not train) and says so."""
-    from mimicnet.report.report import Cell, Run, _cell_point, _seed_text
+    from mimicnet.report.cells import Cell, Run
+    from mimicnet.report.figures import _cell_point
+    from mimicnet.report.tables import _seed_text
 
     def run(status, test, trial=None, repeat_of=None):
         return Run(row={}, order=0, kind="student", family="conv4", budget=100_000, params=99_000,
@@ -321,7 +323,8 @@ def test_a_config_whose_seed_reruns_all_failed_is_not_its_lucky_trial():
 def test_best_teacher_is_its_configs_seed_reruns_and_studies_do_not_mix():
     """The ensemble's claim compares with the best teacher config by validation as a seed sample: its seed
     reruns, not the trial that won the search; trial 0 of another teacher search is another config."""
-    from mimicnet.report.report import Run, best_teacher, teacher_groups
+    from mimicnet.report.cells import Run
+    from mimicnet.report.claims import best_teacher, teacher_groups
 
     def run(study, val, trial=None, repeat_of=None):
         return Run(row={"study": study}, order=0, kind="teacher", family="teacher", budget=None, params=1,

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from ..report.common import ReportError, load_reproduce
 from ..report.records import export_record
-from ..report.report import _Schedules, build_report, load_runs, planned_trials, table2, table2_markdown
+from ..report.cells import _Schedules, load_runs, planned_trials
+from ..report.report import build_report
+from ..report.tables import table2, table2_markdown
 from ..studies.catalog import is_study_record
 from ..studies.reindex import rebuild_index
 

@@ -12,7 +12,8 @@ import optuna
 from ..core.artifacts import write_text
 from ..core.lock import folder_lock
 from ..core.errors import ConfigError
-from ..report.report import build_report, results_table
+from ..report.report import build_report
+from ..report.tables import results_table
 from ..report.study import tables_markdown
 from ..studies.catalog import STUDY_PRESETS
 from ..studies.fixed import build_tables, check_preset as check_study_preset, run_study

@@ -30,10 +30,11 @@ from typing import Callable
 
 from ..core import noise
 from ..core.artifacts import write_text
-from .common import ReportError, load_reproduce
 from ..studies.deviations import deviations
-from .report import deviations_markdown, record_claims, record_table, results_table
+from .common import ReportError, load_reproduce
+from .report import deviations_markdown, record_claims, record_table
 from .study import study_record_pivot
+from .tables import results_table
 
 OPEN = re.compile(r"^<!-- mimicnet: (\w+)(?: (\S+))? -->$")
 CLOSE = "<!-- /mimicnet -->"

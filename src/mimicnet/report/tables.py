@@ -137,6 +137,12 @@ def _paper_text(p: dict, best) -> str:
     return f"paper@{P.budget_label(p['paper_budget'])} {_paper(p['paper_test_acc'])} (other budget, no Δ)"
 
 
+def _cell_texts(t: T2, f: str, b: int) -> tuple[str, str, str]:
+    """(headline, detail, the paper's value and Δ) of one Table 2 cell, as every form of the table shows it."""
+    c = t.cell(f, b)
+    return (*_cell_summary(c), _paper_text(paper_for_student(f, b), c.best_test))
+
+
 def table2_markdown(t: T2, compact: bool = False) -> str:
     if not t.families:
         return "_No student runs in the index yet._\n"
@@ -145,9 +151,7 @@ def table2_markdown(t: T2, compact: bool = False) -> str:
     for f in t.families:
         cells = []
         for b in t.budgets:
-            c = t.cell(f, b)
-            best, rest = _cell_summary(c)
-            ptxt = _paper_text(paper_for_student(f, b), c.best_test)
+            best, rest, ptxt = _cell_texts(t, f, b)
             if compact:
                 txt = best + (f" ({rest})" if rest else "") + (f" [{ptxt}]" if ptxt else "")
             else:
@@ -193,9 +197,7 @@ def table2_latex(t: T2) -> str:
     for f in t.families:
         cells = []
         for b in t.budgets:
-            c = t.cell(f, b)
-            best, rest = _cell_summary(c)
-            ptxt = _paper_text(paper_for_student(f, b), c.best_test)
+            best, rest, ptxt = _cell_texts(t, f, b)
             lines = [f"\\textbf{{{tex(best)}}}"] + [f"\\scriptsize {tex(x)}" for x in (rest, ptxt) if x]
             cells.append("\\begin{tabular}[c]{@{}c@{}}" + " \\\\ ".join(lines) + "\\end{tabular}")
         out.append(tex(f) + " & " + " & ".join(cells) + " \\\\")

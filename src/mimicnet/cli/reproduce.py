@@ -64,11 +64,12 @@ def register(sub) -> None:
     r = sub.add_parser("reproduce", help="the whole study: teachers, ensemble, transfer set, baselines, students, report",
                        description="Run a preset of the study end to end. Each stage is skipped when its artifact "
                        "is already complete, so a killed run continues when the same command is run again. "
-                       "Presets: " + "; ".join(f"{k}" for k in PRESETS) + ". "
+                       "Presets: " + "; ".join([*PRESETS, *STUDY_PRESETS]) + ". "
                        "smoke: minutes on CPU; cpu: the subset on 2 cores in about an hour; paper: S2-S4 as "
                        "written, for a GPU.")
-    r.add_argument("--preset", default="cpu", help="smoke | cpu | paper (the main study), ba-caruana | ratusznik "
-                   "(the other two studies, S5 and S6) (default cpu)")
+    studies = [k for k in STUDY_PRESETS if not k.endswith("-smoke")]
+    r.add_argument("--preset", default="cpu", help=" | ".join(PRESETS) + " (the main study), " + " | ".join(studies)
+                   + " (the other studies, each also as NAME-smoke) (default cpu)")
     r.add_argument("--data", help="local CIFAR archive (default: download the official one into the cache)")
     r.add_argument("--out", type=Path, help="results folder (default results/PRESET)")
     r.add_argument("--max-train", dest="max_train", type=int, help="cap on training images")

@@ -6,7 +6,9 @@ import base64
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -110,3 +112,15 @@ ENV.tests["structured"] = _structured
 def render(template_name: str, **context) -> str:
     """One report page as HTML: templates/TEMPLATE_NAME rendered with CONTEXT."""
     return ENV.get_template(template_name).render(**context)
+
+
+@dataclass(frozen=True)
+class StudyExtra:
+    """A fixed study's own table and figure, shown beside the generic ones (report/study.py's EXTRAS): its
+    pivot (rows -> (header, rows)) and that pivot in Markdown, its figure, and the heading and caption the
+    page gives them."""
+    pivot: Callable
+    markdown: Callable
+    figure: Callable
+    heading: str
+    caption: str

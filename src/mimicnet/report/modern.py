@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 from ..core.units import budget_name
 from ..studies import modern as M
 from ..studies.fixed import Row
+from .common import StudyExtra
 
 matplotlib.use("Agg")
 
@@ -103,3 +104,9 @@ def figure(rows: list[Row]):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+EXTRA = StudyExtra(pivot, pivot_markdown, figure, heading="Students by depth and by teacher",
+                   caption="Left, middle: test accuracy (mean ± sd over seeds) against the student's conv layers, "
+                   "one line per way of training; dashed: the teachers. Right: one student cell mimicking teachers "
+                   "of several accuracies (Ba & Caruana's Fig. 3); dotted: student = teacher.")

@@ -18,9 +18,8 @@ from .common import _save_figure, _write_csv, load_reproduce, render, tex
 
 matplotlib.use("Agg")
 
-# A study's own table and figure beside the generic ones, where it has them: study -> (pivot(rows) ->
-# (header, rows), pivot_markdown(rows), figure(rows)).
-EXTRAS = {"modern": (modern.pivot, modern.pivot_markdown, modern.figure)}
+# A study's own table and figure beside the generic ones, where it has them (report/modern.py's EXTRA).
+EXTRAS = {"modern": modern.EXTRA}
 
 
 def _ms(row: Row) -> str:
@@ -72,7 +71,7 @@ def study_record_pivot(results_dir: Path, repro: dict) -> str:
     """A study record's own summary table (the modern study's pivot), or '' for a study without one."""
     p = preset_from_record(repro)
     extra = EXTRAS.get(p.study or p.name)
-    return extra[1](build_tables(Path(results_dir), p)) if extra is not None else ""
+    return extra.markdown(build_tables(Path(results_dir), p)) if extra is not None else ""
 
 
 def study_figure(p: StudyPreset, rows: list[Row]):
@@ -134,11 +133,11 @@ def build_study_report(results_dir, p: StudyPreset | None = None, out_dir=None) 
     extra = EXTRAS.get(p.study or p.name)
     pivot, png2 = None, None
     if extra is not None:
-        pivot_rows, pivot_md, own_figure = extra
-        artifacts.write_text(out / "table2.md", pivot_md(rows) + "\n")
-        png2 = _save_figure(own_figure(rows), out / "figure2")
-        pivot = pivot_rows(rows)
+        artifacts.write_text(out / "table2.md", extra.markdown(rows) + "\n")
+        png2 = _save_figure(extra.figure(rows), out / "figure2")
+        pivot = extra.pivot(rows)
     page = render("study.html.j2", preset=p, results_dir=results_dir, png=png, png2=png2, pivot=pivot, rule=noise.RULE,
+                  extra=extra,
                   rows=[_row_view(r) for r in rows],
                   claims=[{**c, "cls": _verdict_class(c["verdict"])} for c in study_claims(p, rows)],
                   command=str(repro.get("command", "")),

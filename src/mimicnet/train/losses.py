@@ -44,10 +44,6 @@ def get_loss(name: str) -> Loss:
         raise ConfigError(f"loss must be one of {', '.join(LOSSES)}; not {name!r}") from None
 
 
-def mimic_losses() -> tuple[str, ...]:
-    return tuple(n for n, l in LOSSES.items() if l.mimic)
-
-
 @register_loss("ce", mimic=False)
 def cross_entropy(cfg):
     return lambda out, y: F.cross_entropy(out, y, label_smoothing=cfg.optim.label_smoothing)

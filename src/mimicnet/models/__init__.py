@@ -1,6 +1,7 @@
 """Models: the network families (registered by name), parameter counting, the budget solver, and
 checkpoints (rebuild a model from the config stored inside its file). Imports core and data."""
 
-from . import modern  # noqa: E402  (registers the airbench family beside families.py's)
+from . import families  # noqa: E402  (registers the paper's and S5/S6 families)
+from . import modern  # noqa: E402  (registers the airbench family beside them)
 
-__all__ = ["modern"]
+__all__ = ["families", "modern"]

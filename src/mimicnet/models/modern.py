@@ -33,7 +33,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .families import Family, MimicNet, ModelError, _check_widths, init_weights, register
+from .layers import MimicNet, _check_widths, init_weights
+from .registry import TEACHER, Family, ModelError, register
 
 WHITEN_CHANNELS = 24   # 12 eigen-filters of the 2×2×3 patches and their negatives
 WHITEN_EPS = 5e-4      # added to the eigenvalues: the smallest ones are noise, not signal to amplify
@@ -110,6 +111,8 @@ def whiten_from_data(model: nn.Module, x: torch.Tensor) -> None:
     w.copy_(torch.cat([filters, -filters]).to(w.dtype))
 
 
-_FAMILY = register(Family("airbench", ("w1", "w2", "w3"), None, _build_airbench, 0,
-                          "whiten-[c-mp-c]×3-gmp", ((0,), (1,), (2,)), teacher=True,
-                          data_init=whiten_from_data))
+_FAMILY = register(Family(name="airbench", width_names=("w1", "w2", "w3"), dependent=None, build=_build_airbench,
+                          n_dropout=0, description="whiten-[c-mp-c]×3-gmp", constants=((0,), (1,), (2,)),
+                          role=TEACHER, data_init=whiten_from_data,
+                          # whitening, then three conv-pool-conv blocks, global max pool
+                          arch=lambda w: "w24-" + "-".join(f"{x}c-mp-{x}c" for x in w) + "-gmp"))

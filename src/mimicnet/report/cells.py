@@ -34,7 +34,7 @@ from ..core.index import num as _float
 from ..core.index import pct as _pct
 from ..core.index import read_index
 from ..core.units import parse_budget
-from ..models.families import FAMILIES
+from ..models.families import FAMILIES, student_families
 
 CUT = "†"            # cell's trials were cut short
 
@@ -42,7 +42,6 @@ CUT = "†"            # cell's trials were cut short
 TOP_K = 5
 
 
-FAMILY_ORDER = ("conv0", "conv1", "conv2", "conv3", "conv4")
 
 
 FINISHED_STATUSES = ("", "complete", "completed", "finished", "ok")
@@ -331,7 +330,8 @@ class _Schedules:
 
 
 def _family_key(f: str):
-    return (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f)
+    order = student_families()  # the registry's order: conv0 ... conv4, then any other family by name
+    return (order.index(f) if f in order else len(order), f)
 
 
 def _same_teacher(t: str, want: str) -> bool:

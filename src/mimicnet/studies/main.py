@@ -37,14 +37,16 @@ from ..distill.transfer import TransferConfig, generate
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
 from ..search.run import best_trial, check_rungs_after_warmup, run_search, trial_run_dir
+from ..models.families import baseline_families, student_families
 from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
 from ..train.run import DIVERGED, RunInfo
 from .overrides import override
 
-STUDENT_FAMILIES = ("conv0", "conv1", "conv2", "conv3", "conv4")
-BASELINE_FAMILIES = ("conv1", "conv2", "conv3", "conv4")
+# from the registry (models/paper.py): the families with the paper's student / baseline bounds
+STUDENT_FAMILIES = student_families()      # conv0 ... conv4
+BASELINE_FAMILIES = baseline_families()    # conv1 ... conv4
 
 
 @dataclass

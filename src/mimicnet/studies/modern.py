@@ -35,10 +35,11 @@ import statistics
 
 from ..core import noise
 from ..core.units import budget_name
+from ..models.families import student_families
 from .fixed import Arm, EnsembleSpec, ModelSpec, Row, StudyPreset, register_claims
 
 BUDGETS = (100_000, 300_000)
-FAMILIES = ("conv0", "conv1", "conv2", "conv3", "conv4")
+FAMILIES = student_families()  # conv0 ... conv4, from the registry
 # The cpu preset record's best trial by validation per cell (docs/results/cpu-preset-2026-11-25/index.csv).
 WIDTHS = {("conv0", 100_000): (28, 357), ("conv1", 100_000): (26, 27, 377), ("conv2", 100_000): (37, 28, 40),
           ("conv3", 100_000): (10, 22, 22, 225), ("conv4", 100_000): (9, 9, 16, 16, 327),

@@ -12,11 +12,11 @@ from .paper import BASELINE_BUDGET, TEACHER_BOUNDS
 from .registry import STUDENT_BOUNDS, Bounds, BudgetError, ModelError, get_family
 
 BUDGETS = (1_000_000, 3_160_000, 10_000_000, 31_600_000)
-__all__ = ["BUDGETS", "BASELINE_BUDGET", "scaled_bounds", "widths_from_constants", "teacher_widths", "solve_budget",
+__all__ = ["BUDGETS", "BASELINE_BUDGET", "round_half_up", "scaled_bounds", "widths_from_constants", "teacher_widths", "solve_budget",
            "scale_to_budget"]
 
 
-def _round(x: float) -> int:
+def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))  # half-up, not banker's rounding: 0.5 maps to the midpoint
 
 
@@ -32,7 +32,7 @@ def scaled_bounds(family, budget: int) -> Bounds:
     if budget in table:
         return table[budget]
     s = math.sqrt(budget / 1_000_000)
-    return tuple((max(4, _round(lo * s)), max(4, _round(hi * s))) for lo, hi in table[1_000_000])
+    return tuple((max(4, round_half_up(lo * s)), max(4, round_half_up(hi * s))) for lo, hi in table[1_000_000])
 
 
 def widths_from_constants(family, constants: Sequence[float], bounds: Bounds
@@ -55,7 +55,7 @@ def widths_from_constants(family, constants: Sequence[float], bounds: Bounds
     widths: list[int | None] = [None] * len(fam.width_names)
     for c, (lo, hi), idx in zip(constants, bounds, fam.constants):
         for i in idx:
-            widths[i] = max(1, _round(lo + c * (hi - lo)))
+            widths[i] = max(1, round_half_up(lo + c * (hi - lo)))
     return tuple(widths)
 
 
@@ -95,7 +95,7 @@ def solve_budget(family, budget: int, constants: Sequence[float], bounds: Bounds
     where = (f"family {fam.name!r}, budget {budget:,}, constants {tuple(constants)}, "
              f"bounds {tuple(bounds)}")
     exact = 1 + (budget - p1) / slope
-    if _round(exact) < 1:
+    if round_half_up(exact) < 1:
         raise BudgetError(
             f"{where}: the fixed widths {fixed} already use {p1 - slope:,} "
             f"parameters before the dependent width {fam.width_names[fam.dependent]!r}; solved "
@@ -133,7 +133,7 @@ def scale_to_budget(family, widths: Sequence[int], budget: int, **opts) -> tuple
     fam = get_family(family)
     ws = _check_widths(fam, widths)
     opts.pop("dropout", None)
-    scaled = lambda s: tuple(max(1, _round(w * s)) for w in ws)  # noqa: E731
+    scaled = lambda s: tuple(max(1, round_half_up(w * s)) for w in ws)  # noqa: E731
     count = lambda s: count_params(fam, scaled(s), **opts)  # noqa: E731
     if budget < count(0.0):
         raise BudgetError(f"family {fam.name!r}: {budget:,} parameters is below the smallest "

@@ -57,7 +57,7 @@ This module imports them all (so every family is registered) and is what the res
 
 from __future__ import annotations
 
-from .budgets import (BUDGETS, scale_to_budget, scaled_bounds, solve_budget, teacher_widths,  # noqa: F401
+from .budgets import (BUDGETS, round_half_up, scale_to_budget, scaled_bounds, solve_budget, teacher_widths,  # noqa: F401
                       widths_from_constants)
 from .describe import arch_string, count_params, describe  # noqa: F401
 from .layers import BasicBlock, MimicNet, fold_linear, init_weights  # noqa: F401

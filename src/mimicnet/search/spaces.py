@@ -127,7 +127,7 @@ def _baseline_bounds(family: str, budget: int) -> tuple[tuple[int, int], ...]:
     if budget == models.BASELINE_BUDGET:
         return b
     s = math.sqrt(budget / models.BASELINE_BUDGET)
-    return tuple((max(4, models._round(lo * s)), max(4, models._round(hi * s))) for lo, hi in b)
+    return tuple((max(4, models.round_half_up(lo * s)), max(4, models.round_half_up(hi * s))) for lo, hi in b)
 
 
 def make_space(kind: str, family: str | None = None, budget: int | None = None) -> Space:
@@ -190,7 +190,7 @@ def get_space(name: str | Space) -> Space:
         return name
     if name in SPACES:
         return SPACES[name]
-    m = re.fullmatch(r"(baseline|student)-(conv\d)(?:-([0-9.]+[kKmM]?))?", name.strip())
+    m = re.fullmatch(r"(baseline|student)-([A-Za-z_]\w*)(?:-([0-9.]+[kKmM]?))?", name.strip())  # any family
     if not m:
         raise SearchError(f"unknown search space {name!r}; spaces: teacher, baseline-convK[-BUDGET], "
                           f"student-convK-BUDGET (e.g. {', '.join(list(SPACES)[:3])}, student-conv2-0.1M)")

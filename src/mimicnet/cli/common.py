@@ -10,7 +10,7 @@ from ..core.artifacts import read_json
 from ..core.errors import ConfigError, UserError
 from ..core.units import parse_budget
 from ..data.cifar import LABELS
-from ..train.config import FLAT_FIELDS, TrainConfig, check_distill
+from ..train.config import FLAGS, FLAT_FIELDS, LATE_DEFAULTS, TrainConfig, check_distill
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -49,54 +49,33 @@ def labels_arg(p) -> None:
                    "20 superclasses)")
 
 
-# flag -> TrainConfig field, for flags that map one to one
-_TRAIN_FLAGS = {
-    "family": (str, "model family (see `mimicnet model list`)"),
-    "widths": (_ints, "layer widths, comma-separated, e.g. 76,126,148,1200 for a teacher"),
-    "constants": (_floats, "width constants in [0,1] (teacher: C1,C2,C3,H1; students: C1[,C2] with --budget)"),
-    "budget": (_budget, "parameter budget (1M, 3.16M, ...): the dependent width is solved to meet it"),
-    "dropout": (_floats, "dropout rates in layer order (teacher: doc1,doc2,doc3,dof1,dof2)"),
-    "data": (str, "CIFAR-10 or CIFAR-100 archive (.tar.gz) or extracted folder"),
-    "max_train": (int, "use only the first N training images"),
-    "labels": (str, "label set: fine (default: CIFAR-10's 10 classes, CIFAR-100's 100) or coarse (CIFAR-100's 20 "
-                    "superclasses)"),
+# How a flag's text becomes a value, where the field's default does not say (a tuple, a budget); every other
+# flag is parsed as its default's type. The help and the switches come from the fields' declarations
+# (train.config.opt); the flags below are those of values that are not one config field each.
+_PARSERS = {"widths": _ints, "constants": _floats, "budget": _budget, "dropout": _floats, "max_train": int}
+_OTHER_FLAGS = {
     "hsv": (_floats, "HSV jitter Dh,Ds,Dv,As,Av (default 0.06,0.26,0.20,0.21,0.13)"),
     "scale_min": (int, "scale jitter: crop size S ~ U{scale_min..32}; 32 disables it"),
-    "label_smoothing": (float, "label smoothing for cross-entropy"),
-    "lr": (float, "initial learning rate"),
-    "momentum": (float, "Nesterov momentum"),
-    "weight_decay": (float, "L2 weight decay"),
-    "batch_size": (int, "minibatch size"),
-    "init_scale": (float, "scale of the Glorot-initialised weights"),
-    "input_scale": (float, "scale of the standardised input pixels"),
-    "schedule": (str, "plateau (S3: halve on plateau, early stop) or onecycle (fixed length)"),
-    "max_epochs": (int, "cap on epochs"),
-    "patience": (int, "S3: epochs without improvement before halving lr (10)"),
-    "cooldown": (int, "S3: no halving within this many epochs after one (8)"),
-    "stop_patience": (int, "S3: stop after this many epochs without improvement (30)"),
-    "max_decay": (float, "S3: stop once lr has been cut by more than this factor (2000)"),
-    "grad_clip": (float, "clip the gradient's global L2 norm to this before each step (default 0: never)"),
     "seed": (int, "random seed (init, shuffling, augmentation, dropout)"),
-    "optimizer": (str, "sgd (Nesterov, S3) or adam (S6)"),
-    "preprocess": (str, "standardize (per image, default) or gcn-zca (S5: ZCA fitted on the training split)"),
-    "loss": (str, "ce (hard labels, default) or a mimic loss: l2-logits, kl, l2-probs, softmax-mse (needs --transfer)"),
-    "transfer": (str, "transfer set folder (`mimicnet transfer`) whose teacher logits a student mimics"),
-    "temperature": (float, "temperature of kl and softmax-mse (1)"),
-    "hard_weight": (float, "weight of cross-entropy on the true labels added to a mimic loss (0)"),
-    "teacher": (str, "--distill online: the teacher (a run, ensemble or external teacher folder)"),
-    "mix": (str, "--distill online: none (default), mixup or cutmix of each augmented batch"),
-    "mix_alpha": (float, "--distill online: mixing weight λ ~ Beta(alpha, alpha) (1)"),
 }
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
-    for name, (typ, help_) in _TRAIN_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
-    p.add_argument("--batchnorm", dest="batchnorm", action="store_true", default=None, help="batch norm after every layer")
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no data augmentation")
+    """Every TrainConfig field with a flag (train.config.FLAGS), in the flat format's order."""
+    defaults = TrainConfig().to_dict() | LATE_DEFAULTS
+    for name in FLAT_FIELDS:
+        if name in _OTHER_FLAGS:
+            typ, help_ = _OTHER_FLAGS[name]
+            p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
+        elif name in FLAGS:
+            help_, switch = FLAGS[name]
+            if switch is not None:  # a bool: the switch turns its default over
+                p.add_argument(switch, dest=name, action="store_false" if defaults[name] else "store_true",
+                               default=None, help=help_)
+            else:
+                typ = _PARSERS.get(name) or type(defaults[name])
+                p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
     p.add_argument("--no-mirror", dest="mirror", action="store_false", default=None, help="no left-right mirroring")
-    p.add_argument("--normalize-logits", dest="normalize_logits", action="store_true", default=None,
-                   help="regress per-logit standardised teacher logits (Ba & Caruana)")
     p.add_argument("--distill", dest="distill_mode", default=None, metavar="{fixed,online}",
                    help="fixed (default): mimic the logits of --transfer, labelled once; online: --teacher labels "
                         "every augmented batch as the student sees it (Beyer et al. 2022)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 
+from ..core.index import RunKind
 from ..search.pruners import PRUNERS
 from ..search.run import run_search
 from ..search.samplers import SAMPLERS
@@ -45,7 +46,7 @@ def _search_base(args, space: Space) -> TrainConfig:
 def cmd_run(args) -> int:
     space = get_space(args.space)
     base = _search_base(args, space)
-    if space.kind == "student" and base.optim.loss == "ce":
+    if space.kind == RunKind.STUDENT and base.optim.loss == "ce":
         print(f"note: {space.name} with hard labels (no --loss/--transfer): the students' space, trained on labels",
               file=sys.stderr)
     study_name = args.study or space.name

@@ -387,7 +387,7 @@ def teacher_info(path: str | Path) -> dict:
         info = artifacts.read_json(path / "ensemble.json")
         if info.get("format") != FORMAT:
             raise CheckpointError(f"{path / 'ensemble.json'}: not a mimicnet ensemble (format {info.get('format')!r})")
-        return {"kind": "ensemble", "path": str(path.resolve()), "sha256": file_sha256(path / "ensemble.json"),
+        return {"kind": RunKind.ENSEMBLE.value, "path": str(path.resolve()), "sha256": file_sha256(path / "ensemble.json"),
                 "val_acc": info["val_acc"], "test_acc": info["test_acc"], "num_classes": info["num_classes"],
                 "params": info["params"], "n_members": info["n_members"], "data_sha256": info["data_sha256"]}
     ckpt = checkpoint_path(path)
@@ -409,7 +409,7 @@ def load_teacher(path: str | Path, device="cpu") -> tuple[Ensemble, dict]:
     info = teacher_info(path)
     if info["kind"] == "external":
         return external.load_teacher_folder(path, device), info
-    if info["kind"] == "ensemble":
+    if info["kind"] == RunKind.ENSEMBLE:
         return load_ensemble(path, device)[0], info
     model, meta = model_from_checkpoint(info["path"], device)
     return Ensemble([model.eval()], [1], [meta.get("input_scale", 1.0)]).to(device).eval(), info

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..core.errors import ConfigError
+from ..core.index import RunKind, read_index
 from ..core.index import num as _float
 from ..core.index import pct as _pct
-from ..core.index import read_index
 from ..core.units import parse_budget
 from ..models.families import FAMILIES, student_families
 
@@ -126,8 +126,8 @@ def capped_runs(runs: Iterable[Run], schedules: _Schedules | None) -> list[Run]:
 def _infer_kind(row: dict) -> str:
     """Rows written as kind 'trial' (search trials) are sorted into teacher / baseline / student."""
     kind = (row.get("kind") or "").strip().lower()
-    if kind in ("teacher", "baseline", "student", "ensemble"):
-        return kind
+    if kind in tuple(RunKind):
+        return RunKind(kind)
     fam = (row.get("family") or "").strip()
     if fam == "ensemble" or "ensemble" in kind:
         return "ensemble"
@@ -310,7 +310,7 @@ class _Schedules:
         self.results_dir, self.cache = results_dir, {}
         preset = (repro or {}).get("config") or {}
         self.by_kind = {kind: (preset.get(f"{kind}_base") or {}).get("schedule")
-                        for kind in ("teacher", "baseline", "student")} if isinstance(preset, dict) else {}
+                        for kind in (RunKind.TEACHER, RunKind.BASELINE, RunKind.STUDENT)} if isinstance(preset, dict) else {}
 
     def fixed_length(self, run: Run) -> bool:
         p = run.row.get("path")
@@ -349,11 +349,11 @@ def build_cells(runs: list[Run], kinds: Iterable[str], planned: dict, schedules:
     for key in planned:
         if key[0] in kinds:
             groups.setdefault(key, [])
-    overall = Counter(r.teacher for r in runs if r.kind == "student")
+    overall = Counter(r.teacher for r in runs if r.kind == RunKind.STUDENT)
     cells = {}
     for key, rs in groups.items():
         c = Cell(*key, planned=planned.get(key))
-        if key[0] == "student" and rs:
+        if key[0] == RunKind.STUDENT and rs:
             # A row without a teacher (a trial that failed before it recorded one) stays in its cell: it is
             # a failed trial of this cell, not a run of another teacher.
             counts = Counter(r.teacher for r in rs if r.teacher) or Counter(r.teacher for r in rs)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..core import noise
+from ..core.index import RunKind
 from ..studies import published as P
 from .cells import Cell, Run, _family_key
 from .tables import T2, T1Row
@@ -103,7 +104,7 @@ def teacher_groups(runs: list[Run], repro: dict | None = None) -> list[list[Run]
     fixed = ((repro or {}).get("config") or {}).get("teachers") if isinstance((repro or {}).get("config"), dict) else None
     groups: dict[object, list[Run]] = defaultdict(list)
     for r in runs:
-        if r.kind != "teacher" or not r.finished or r.val is None:
+        if r.kind != RunKind.TEACHER or not r.finished or r.val is None:
             continue
         if r.repeat_of is not None or r.trial is not None:
             # by study too: two searches' trial numbers are not one config

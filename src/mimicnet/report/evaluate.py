@@ -23,9 +23,10 @@ import torch
 from ..core import artifacts
 from ..core.artifacts import CheckpointError, code_version, file_sha256
 from ..core.errors import UserError
-from ..core.index import num, read_index
+from ..core.index import RunKind, num, read_index
 from ..core.units import budget_name
-from ..distill.ensemble import FORMAT as ENSEMBLE_FORMAT, combine
+from ..distill.ensemble import FORMAT as ENSEMBLE_FORMAT
+from ..distill.ensemble import combine
 from ..models.checkpoint import model_from_checkpoint
 from ..models.inference import accuracy, predict_logits
 
@@ -175,7 +176,7 @@ def evaluate_results(results_dir, x: torch.Tensor, y: torch.Tensor, device="cpu"
         if not stored:
             skipped.append({"path": stored, "reason": "no path in the index"})
             continue
-        ensemble = kind == "ensemble" or r.get("family") == "ensemble"
+        ensemble = kind == RunKind.ENSEMBLE or r.get("family") == "ensemble"
         marker = "ensemble.json" if ensemble else "best.safetensors"
         if not ensemble and stored.endswith(".safetensors"):  # an index that names the checkpoint itself
             stored, marker = str(Path(stored).parent), Path(stored).name

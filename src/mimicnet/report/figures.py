@@ -8,6 +8,7 @@ from collections import defaultdict
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..core.index import RunKind
 from ..studies import published as P
 from .cells import CUT, Cell, Run, _family_key, _mean, _std, runs_by_name
 from .claims import compression_gaps, convolutional_gaps
@@ -197,7 +198,7 @@ def teacher_student_points(runs: list[Run], t: T2) -> dict[tuple[str, int | None
     find = runs_by_name(runs, keep=lambda r: r.test is not None)
     by = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        if r.kind == "student" and r.finished and r.test is not None:
+        if r.kind == RunKind.STUDENT and r.finished and r.test is not None:
             by[(r.family, r.budget)][r.teacher].append(r)
     out = {}
     for key, groups in by.items():
@@ -209,7 +210,7 @@ def teacher_student_points(runs: list[Run], t: T2) -> dict[tuple[str, int | None
             if tacc is None:
                 continue
             c = Cell("student", key[0], key[1], runs=rs)
-            is_ens = t_run is not None and t_run.kind == "ensemble"
+            is_ens = t_run is not None and t_run.kind == RunKind.ENSEMBLE
             pts.append({"teacher": teacher, "teacher_acc": tacc, "ensemble": is_ens, "n": c.n,
                         "mean": _mean(c.top_test), "lo": min(c.top_test), "hi": max(c.top_test),
                         "best": c.best_test})

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..core import noise
 from ..core.artifacts import write_text
 from ..core.hardware import hardware
+from ..core.index import RunKind
 from ..core.index import num as _float
 from ..studies import published as P
 from ..studies.catalog import is_study_record
@@ -211,16 +212,16 @@ def _shown_path(p: str, results_dir: Path) -> str:
 
 def _teacher_reference(runs: list[Run], main_teacher: str | None) -> tuple[str, float | None]:
     """The horizontal line of Figure 1: the teacher the students mimicked (an ensemble, normally)."""
-    find = runs_by_name(runs, keep=lambda r: r.test is not None and r.kind in ("ensemble", "teacher"))
+    find = runs_by_name(runs, keep=lambda r: r.test is not None and r.kind in (RunKind.ENSEMBLE, RunKind.TEACHER))
     if main_teacher:
         r = find(main_teacher)
         if r is not None:
-            return f"{'ensemble' if r.kind == 'ensemble' else 'teacher'} {r.label}", r.test
-        accs = [s.teacher_test for s in runs if s.kind == "student" and s.teacher == main_teacher
+            return f"{r.kind} {r.label}", r.test
+        accs = [s.teacher_test for s in runs if s.kind == RunKind.STUDENT and s.teacher == main_teacher
                 and s.teacher_test is not None]
         if accs:
             return f"teacher {Path(main_teacher).name}", statistics.median(accs)
-    for kind in ("ensemble", "teacher"):
+    for kind in (RunKind.ENSEMBLE, RunKind.TEACHER):
         cands = [r for r in runs if r.kind == kind and r.finished and r.test is not None]
         if cands:
             r = max(cands, key=lambda r: (r.val or -1, -r.order))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from ..core.index import RunKind
 from ..core.units import budget_name
 from ..studies import published as P
 from .cells import CUT, Cell, Run, _family_key, _mean, _same_teacher, _std, build_cells, capped_runs, load_runs
@@ -281,7 +282,7 @@ def table1(runs, planned, schedules, main_teacher: str | None) -> list[T1Row]:
                           paper_model=pt["architecture"], paper_params=pt["params"], paper_acc=pt["test_acc"],
                           paper_exact=_paper_size(r.params if r else None, pt["params"])))
     whole = Cell("teacher", "teacher", None, runs=all_t,
-                 planned=sum(n for k, n in planned.items() if k[0] == "teacher") or None,
+                 planned=sum(n for k, n in planned.items() if k[0] == RunKind.TEACHER) or None,
                  capped=[r for c in tcells.values() for r in c.capped])
     rows.append(T1Row("teachers", "Teacher search, all trials", whole,
                       paper_model=f"{P.TEACHER_SEARCH['trials']} trials; 5th best "
@@ -289,7 +290,7 @@ def table1(runs, planned, schedules, main_teacher: str | None) -> list[T1Row]:
                       paper_acc=P.TEACHER_SEARCH["best_test_acc"],
                       paper_exact=bool(ranked) and _paper_size(ranked[0].params, P.TEACHERS[0]["params"])))
     # -- ensembles: every ensemble run is a row of its own; the one the students mimicked is marked
-    ens = [r for r in runs if r.kind == "ensemble"]
+    ens = [r for r in runs if r.kind == RunKind.ENSEMBLE]
     for r in sorted(ens, key=lambda r: -(r.val or -1)):
         mimicked = main_teacher is not None and _same_teacher(main_teacher, r.label) or \
             (main_teacher is not None and _same_teacher(main_teacher, r.row.get("path", "")))

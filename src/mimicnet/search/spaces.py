@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.index import RunKind
 from ..core.units import budget_name, parse_budget
 from ..models import families as models
 from ..train.config import HSV_FIELDS, TrainConfig, resolve_widths
@@ -133,14 +134,14 @@ def _baseline_bounds(family: str, budget: int) -> tuple[tuple[int, int], ...]:
 def make_space(kind: str, family: str | None = None, budget: int | None = None) -> Space:
     """The search space of a kind (teacher | baseline | student), family and budget. Baselines default to
     10M; students need a budget (a table budget of S4, or any other: bounds from models.scaled_bounds)."""
-    if kind == "teacher":
+    if kind == RunKind.TEACHER:
         if family not in (None, "teacher") or budget is not None:
             raise SearchError("the teacher space has no family or budget to choose (S2: widths are free)")
         return _teacher_space()
-    if kind not in ("baseline", "student"):
+    if kind not in (RunKind.BASELINE, RunKind.STUDENT):
         raise SearchError(f"space kind must be teacher, baseline or student, not {kind!r}")
     fam = models.get_family(family or "")
-    if kind == "baseline":
+    if kind == RunKind.BASELINE:
         if fam.name not in models.BASELINE_BOUNDS:
             raise SearchError(f"no hard-target baseline for {fam.name!r}; baselines: "
                               f"{', '.join(models.BASELINE_BOUNDS)}")
@@ -224,9 +225,9 @@ def apply(space: Space, params: dict, base: TrainConfig, num_classes: int = 10) 
     for name, items in tuples.items():
         changes[name] = tuple(items.get(i, 0.0) for i in range(max(items) + 1))
     constants = changes.pop("constants")
-    if space.kind == "teacher":
+    if space.kind == RunKind.TEACHER:
         changes.update(constants=constants, widths=None, budget=None)
-    elif space.kind == "student":
+    elif space.kind == RunKind.STUDENT:
         changes.update(constants=constants, widths=None, budget=space.budget)
     else:
         # Baselines have their own bounds (S4), carried in the config so the run records its budget.

@@ -51,6 +51,7 @@ from ..core.hardware import hardware
 from ..core.lock import folder_lock
 from ..core.units import budget_name
 from ..data.cifar import LABELS
+from ..data.preprocess import OLD_NAMES, STANDARDIZE
 from ..data.splits import TrainData, load_train_data
 from ..distill import external
 from ..distill.ensemble import load_teacher, teacher_info
@@ -392,7 +393,8 @@ def deployable(ckpt: Path) -> tuple[torch.nn.Module, dict, dict]:
     preprocessing inside (models.export.Standalone); its checkpoint metadata; what was folded and why)."""
     model, meta = model_from_checkpoint(ckpt)
     model.eval()
-    if meta.get("preprocess", "per-image-standardise") != "per-image-standardise":
+    name = meta.get("preprocess", STANDARDIZE)
+    if OLD_NAMES.get(name, name) != STANDARDIZE:
         raise ModelError(f"{ckpt}: preprocess {meta.get('preprocess')!r}: only per-image standardisation exports")
     fold = {"bottleneck": "none"}
     names = dict(model.named_children())

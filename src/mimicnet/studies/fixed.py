@@ -417,7 +417,7 @@ def build_tables(results_dir: Path, p: StudyPreset) -> list[Row]:
         out.append(row)
     arm_rows = defaultdict(list)
     for r in rows:
-        if r.get("study") and r["kind"] in ("student", "baseline"):
+        if r.get("study") and r["kind"] in (RunKind.STUDENT, RunKind.BASELINE):
             arm_rows[r["study"]].append(r)
     row_lr: dict[str, float | None] = {}
     for a in p.arms:

@@ -23,6 +23,7 @@ from ..core.index import RunKind
 from ..core.units import MAX_BUDGET, budget_name, parse_budget
 from ..data.augment import AugmentConfig
 from ..data.cifar import LABELS
+from ..data.preprocess import PREPROCESS
 from ..models.families import FAMILIES, solve_budget, teacher_widths
 from ..models.inference import check_device_name
 from .losses import LOSSES, get_loss
@@ -30,104 +31,178 @@ from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
 
 
+# ---- the rules a flat field's value must meet. A rule is (test, what the value must be); JSON lists arrive as
+# tuples (from_dict) or lists (code), both are taken.
+def _int(v) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _seq(v, item: Callable[[Any], bool]) -> bool:
+    return isinstance(v, (tuple, list)) and all(item(x) for x in v)
+
+
+def _choice(options: Callable[[], Any]) -> tuple[Callable[[Any], bool], Callable[[], str]]:
+    return (lambda v: isinstance(v, str) and v in options()), lambda: "one of " + ", ".join(options())
+
+
+def _rule(test: Callable[[Any], bool], what: str) -> tuple[Callable[[Any], bool], Callable[[], str]]:
+    return test, lambda: what
+
+
+_BOOL = _rule(lambda v: isinstance(v, bool), "true or false")
+_PATH = _rule(lambda v: isinstance(v, str), "a path (a string)")
+_POS = _rule(lambda v: _num(v) and v > 0, "a number > 0")
+_NONNEG = _rule(lambda v: _num(v) and v >= 0, "a number >= 0")
+_COUNT = _rule(lambda v: _int(v) and v >= 0, "an integer >= 0")
+_UNIT = _rule(lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
+DISTILL_MODES = ("fixed", "online")
+MIXES = ("none", "mixup", "cutmix")
+
+
+def opt(default: Any = dataclasses.MISSING, *, rule, help: str | None = None, flag: str | None = None,
+        late: bool = False, default_factory: Any = dataclasses.MISSING):
+    """A config field, declared once: its default, its rule (checked on every way into a config), the help of
+    its command-line flag (None: no flag; `flag` names a switch, e.g. --no-augment, for a bool), and `late`:
+    added after the flat format was fixed, so written to config.json only when set otherwise (the files of
+    every run that does not use it keep their exact bytes). A new field is this one declaration."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"rule": rule, "help": help, "flag": flag, "late": late})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str = "teacher"
-    widths: tuple[int, ...] | None = None         # explicit layer widths, or
-    constants: tuple[float, ...] | None = None    # width constants in [0,1] (teacher: C1,C2,C3,H1; students with a budget)
-    budget: int | None = None                     # parameter budget: the dependent width is solved to meet it
-    bounds: tuple | None = None                   # (lo, hi) per width constant; None: the student table of S4
-                                                  # (hard-target baselines bring their own, S4)
-    dropout: tuple[float, ...] = ()               # family's dropout rates, in layer order (empty = none)
-    batchnorm: bool = False
-    init_scale: float = 1.0                       # multiplies the Glorot-initialised weights
+    family: str = opt("teacher", rule=_choice(lambda: sorted(FAMILIES)), help="model family (see `mimicnet model list`)")
+    widths: tuple[int, ...] | None = opt(  # explicit layer widths, or
+        None, rule=_rule(lambda v: v is None or _seq(v, lambda w: _int(w) and w >= 1), "a list of integers >= 1, or null"),
+        help="layer widths, comma-separated, e.g. 76,126,148,1200 for a teacher")
+    constants: tuple[float, ...] | None = opt(  # width constants in [0,1] (teacher: C1,C2,C3,H1; students with a budget)
+        None, rule=_rule(lambda v: v is None or _seq(v, lambda c: _num(c) and 0 <= c <= 1),
+                         "a list of numbers in [0, 1], or null"),
+        help="width constants in [0,1] (teacher: C1,C2,C3,H1; students: C1[,C2] with --budget)")
+    budget: int | None = opt(  # parameter budget: the dependent width is solved to meet it
+        None, rule=_rule(lambda v: v is None or (_int(v) and 1 <= v <= MAX_BUDGET),
+                         f"an integer from 1 to {MAX_BUDGET:,} ({budget_name(MAX_BUDGET)}) parameters, or null"),
+        help="parameter budget (1M, 3.16M, ...): the dependent width is solved to meet it")
+    bounds: tuple | None = opt(  # (lo, hi) per width constant; None: the student table of S4 (baselines bring theirs)
+        None, rule=_rule(lambda v: v is None or _seq(v, lambda b: _seq(b, _num) and len(b) == 2 and b[0] <= b[1]),
+                         "a list of [lo, hi] width pairs with lo <= hi, or null"))
+    dropout: tuple[float, ...] = opt(  # family's dropout rates, in layer order (empty = none)
+        (), rule=_rule(lambda v: _seq(v, lambda r: _num(r) and 0 <= r < 1), "a list of rates in [0, 1)"),
+        help="dropout rates in layer order (teacher: doc1,doc2,doc3,dof1,dof2)")
+    batchnorm: bool = opt(False, rule=_BOOL, help="batch norm after every layer", flag="--batchnorm")
+    init_scale: float = opt(1.0, rule=_POS, help="scale of the Glorot-initialised weights")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = ""                                # CIFAR archive (.tar.gz) or extracted folder (flat name: data)
-    max_train: int | None = None                  # use only the first N training images (after the val split)
-    labels: str = "fine"                          # label set: "fine" (CIFAR-10's 10, CIFAR-100's 100 classes) |
-                                                  # "coarse" (CIFAR-100's 20 superclasses)
-    augment: bool = True                          # augment the training images with `augmentation` (S1)
+    path: str = opt("", rule=_PATH,  # flat name: data
+                    help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or extracted folder")
+    max_train: int | None = opt(None, rule=_rule(lambda v: v is None or (_int(v) and v >= 1),
+                                                 "an integer >= 1, or null (all images)"),
+                                help="use only the first N training images")
+    labels: str = opt("fine", rule=_choice(lambda: LABELS), late=True,
+                      help="label set: fine (default: CIFAR-10's 10 classes, CIFAR-100's 100) or coarse (CIFAR-100's "
+                           "20 superclasses)")
+    augment: bool = opt(True, rule=_BOOL, help="no data augmentation", flag="--no-augment")  # S1's augmentation
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
-    preprocess: str = "standardize"               # "standardize" (per image) | "gcn-zca" (+ ZCA fitted on train; S5)
-    input_scale: float = 1.0                      # multiplies the standardised pixels
+    preprocess: str = opt("standardize", rule=_choice(lambda: PREPROCESS),
+                          help="standardize (per image, default) or gcn-zca (S5: ZCA fitted on the training split)")
+    input_scale: float = opt(1.0, rule=_POS, help="scale of the standardised input pixels")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    loss: str = "ce"                              # "ce": hard labels (teachers, baselines); mimic losses: distill
-    label_smoothing: float = 0.0
-    lr: float = 0.01
-    optimizer: str = "sgd"                        # "sgd" (Nesterov momentum, S3) | "adam" (Ratusznik et al., S6)
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    schedule: str = "plateau"                     # "plateau" = S3 exactly; "onecycle" for short fixed-length runs
-    max_epochs: int = 500
-    patience: int = 10                            # halve lr after this many epochs without a better val error
-    cooldown: int = 8                             # ... but not within this many epochs after a halving
-    stop_patience: int = 30                       # stop after this many epochs without improvement
-    max_decay: float = 2000.0                     # ... or once lr has been cut by more than this factor
-    grad_clip: float = 0.0                        # clip the gradient's global norm to this (0: never)
+    loss: str = opt("ce", rule=_choice(lambda: list(LOSSES)),
+                    help="ce (hard labels, default) or a mimic loss: l2-logits, kl, l2-probs, softmax-mse (needs "
+                         "--transfer)")
+    label_smoothing: float = opt(0.0, rule=_UNIT, help="label smoothing for cross-entropy")
+    lr: float = opt(0.01, rule=_POS, help="initial learning rate")
+    optimizer: str = opt("sgd", rule=_choice(lambda: list(OPTIMIZERS)), help="sgd (Nesterov, S3) or adam (S6)")
+    momentum: float = opt(0.9, rule=_UNIT, help="Nesterov momentum")
+    weight_decay: float = opt(0.0, rule=_NONNEG, help="L2 weight decay")
+    batch_size: int = opt(128, rule=_rule(lambda v: _int(v) and v >= 1, "an integer >= 1"), help="minibatch size")
+    schedule: str = opt("plateau", rule=_choice(lambda: list(SCHEDULES)),
+                        help="plateau (S3: halve on plateau, early stop) or onecycle (fixed length)")
+    max_epochs: int = opt(500, rule=_rule(lambda v: _int(v) and v >= 1, "an integer >= 1"), help="cap on epochs")
+    patience: int = opt(10, rule=_COUNT, help="S3: epochs without improvement before halving lr (10)")
+    cooldown: int = opt(8, rule=_COUNT, help="S3: no halving within this many epochs after one (8)")
+    stop_patience: int = opt(30, rule=_COUNT, help="S3: stop after this many epochs without improvement (30)")
+    max_decay: float = opt(2000.0, rule=_rule(lambda v: _num(v) and v >= 1, "a number >= 1"),
+                           help="S3: stop once lr has been cut by more than this factor (2000)")
+    grad_clip: float = opt(0.0, rule=_rule(lambda v: _num(v) and v >= 0, "a number >= 0 (0: no clipping)"), late=True,
+                           help="clip the gradient's global L2 norm to this before each step (default 0: never)")
 
 
 @dataclass(frozen=True)
 class DistillConfig:
     """Mimic learning: students read a transfer set's teacher logits instead of the archive's labels."""
-    transfer: str = ""                            # transfer-set folder (`mimicnet transfer`)
-    temperature: float = 1.0                      # for "kl" and "softmax-mse"
-    hard_weight: float = 0.0                      # weight of a cross-entropy term on the true labels (Hinton)
-    normalize_logits: bool = False                # regress per-logit standardised teacher logits (Ba & Caruana)
-    distill_mode: str = "fixed"                   # "fixed": read `transfer` (the papers' method); "online": the
-                                                  # teacher labels each augmented batch as the student sees it
-    teacher: str = ""                             # online: the teacher (run, ensemble or external teacher folder)
-    mix: str = "none"                             # online: "none" | "mixup" | "cutmix" of the augmented batch
-    mix_alpha: float = 1.0                        # online: λ ~ Beta(mix_alpha, mix_alpha)
+    transfer: str = opt("", rule=_PATH,
+                        help="transfer set folder (`mimicnet transfer`) whose teacher logits a student mimics")
+    temperature: float = opt(1.0, rule=_POS, help="temperature of kl and softmax-mse (1)")
+    hard_weight: float = opt(0.0, rule=_NONNEG,
+                             help="weight of cross-entropy on the true labels added to a mimic loss (0)")
+    normalize_logits: bool = opt(False, rule=_BOOL, flag="--normalize-logits",
+                                 help="regress per-logit standardised teacher logits (Ba & Caruana)")
+    # "fixed": read `transfer` (the papers' method); "online": the teacher labels each augmented batch
+    distill_mode: str = opt("fixed", rule=_choice(lambda: DISTILL_MODES), late=True)
+    teacher: str = opt("", rule=_PATH, late=True,
+                       help="--distill online: the teacher (a run, ensemble or external teacher folder)")
+    mix: str = opt("none", rule=_choice(lambda: MIXES), late=True,
+                   help="--distill online: none (default), mixup or cutmix of each augmented batch")
+    mix_alpha: float = opt(1.0, rule=_POS, late=True,
+                           help="--distill online: mixing weight λ ~ Beta(alpha, alpha) (1)")
 
 
 @dataclass(frozen=True)
 class ExecutionConfig:
     """How a run computes, not what it trains: a run may resume on another device."""
-    device: str = "auto"
-    amp: bool = True                              # bf16 autocast for forward and loss on CUDA
-    channels_last: bool = True                    # NHWC memory format on CUDA (tensor cores like it)
-    compile: bool = False                         # torch.compile the model (pays off on long GPU runs)
+    device: str = opt("auto", rule=None)                    # checked by check_device_name (its own flag)
+    amp: bool = opt(True, rule=_BOOL)                       # bf16 autocast for forward and loss on CUDA
+    channels_last: bool = opt(True, rule=_BOOL)             # NHWC memory format on CUDA (tensor cores like it)
+    compile: bool = opt(False, rule=_BOOL)                  # torch.compile the model (pays off on long GPU runs)
 
 
 # The HSV jitter's five ranges: one 5-tuple `hsv` in the flat format (Dh, Ds, Dv, As, Av; S1), five fields
 # of AugmentConfig in code. A search space may target each by its AugmentConfig name.
 HSV_FIELDS = ("dh", "ds", "dv", "as_", "av")
 _AUG_FIELDS = ("scale_min", "mirror")          # flat name = AugmentConfig field
+SECTIONS = (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig), ("distill", DistillConfig),
+            ("execution", ExecutionConfig))
 
 
-def _flat_table() -> dict[str, tuple[str, str]]:
-    """flat name -> (section, field) for every flat field but hsv and the AugmentConfig ones."""
-    table = {}
-    for section, cls in (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig),
-                         ("distill", DistillConfig), ("execution", ExecutionConfig)):
+def _flat_table() -> tuple[dict[str, tuple[str, str]], dict[str, dataclasses.Field]]:
+    """flat name -> (section, field), and flat name -> its declaration (opt), for every flat field but hsv
+    and the AugmentConfig ones."""
+    table, decl = {}, {}
+    for section, cls in SECTIONS:
         for f in dataclasses.fields(cls):
             if f.name != "augmentation":
-                table["data" if (section, f.name) == ("data", "path") else f.name] = (section, f.name)
-    return table
+                name = "data" if (section, f.name) == ("data", "path") else f.name
+                table[name], decl[name] = (section, f.name), f
+    return table, decl
 
 
-FLAT = _flat_table()
-# Every name of the on-disk format, in the order config.json and checkpoint metadata have always had (the
-# bytes of a checkpoint, and so the sha256 an ensemble identifies its members by, do not change).
-FLAT_FIELDS = ("family", "widths", "constants", "budget", "bounds", "dropout", "batchnorm", "data", "max_train",
-               "labels", "augment", "hsv", "scale_min", "mirror", "loss", "label_smoothing", "transfer", "temperature",
-               "hard_weight", "normalize_logits", "distill_mode", "teacher", "mix", "mix_alpha", "preprocess", "lr", "optimizer", "momentum", "weight_decay",
-               "batch_size", "init_scale", "input_scale", "schedule", "max_epochs", "patience", "cooldown",
-               "stop_patience", "max_decay", "grad_clip", "seed", "device", "amp", "channels_last", "compile")
-assert sorted(FLAT_FIELDS) == sorted(("seed", *FLAT, "hsv", *_AUG_FIELDS)), "FLAT_FIELDS must list every field"
+FLAT, _DECL = _flat_table()
+# The on-disk order of the flat format, as config.json and checkpoint metadata have always had it (the bytes of
+# a checkpoint, and so the sha256 an ensemble identifies its members by, do not change); a field added later
+# comes after these, in declaration order.
+_FORMAT_ORDER = ("family", "widths", "constants", "budget", "bounds", "dropout", "batchnorm", "data", "max_train",
+                 "labels", "augment", "hsv", "scale_min", "mirror", "loss", "label_smoothing", "transfer",
+                 "temperature", "hard_weight", "normalize_logits", "distill_mode", "teacher", "mix", "mix_alpha",
+                 "preprocess", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "init_scale", "input_scale",
+                 "schedule", "max_epochs", "patience", "cooldown", "stop_patience", "max_decay", "grad_clip", "seed",
+                 "device", "amp", "channels_last", "compile")
+FLAT_FIELDS = _FORMAT_ORDER + tuple(n for n in FLAT if n not in _FORMAT_ORDER)
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionConfig))
-# Fields added after the flat format was fixed, with their defaults: written (config.json, checkpoint metadata)
-# only when set otherwise, so the files of every run that does not use them keep their exact bytes. (The
-# config hash leaves out every field at its default anyway: run ids do not change either way.)
-LATE_DEFAULTS = {"labels": "fine", "distill_mode": "fixed", "teacher": "", "mix": "none", "mix_alpha": 1.0,
-                 "grad_clip": 0.0}
+# Fields added after the flat format was fixed (opt(late=True)), with their defaults: written only when set
+# otherwise. (The config hash leaves out every field at its default anyway: run ids do not change either way.)
+LATE_DEFAULTS = {name: f.default for name, f in _DECL.items() if f.metadata.get("late")}
+# The flags of the training commands (cli/common.add_train_flags): flat name -> (help, switch or None)
+FLAGS = {name: (f.metadata["help"], f.metadata["flag"]) for name, f in _DECL.items() if f.metadata.get("help")}
 
 
 @dataclass(frozen=True)
@@ -137,7 +212,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
-    seed: int = 0                                 # init, shuffling, augmentation, dropout
+    seed: int = 0                                 # init, shuffling, augmentation, dropout (rule: _RULES["seed"])
 
     # ---- the flat format (disk, flags, search spaces)
     @classmethod
@@ -220,79 +295,8 @@ class TrainConfig:
         return RunKind.TEACHER if FAMILIES[self.model.family].teacher else RunKind.BASELINE
 
 
-# ---- the rules of each flat field (the AugmentConfig ones: AugmentConfig itself). A rule is (test, what the
-# value must be); JSON lists arrive as tuples (from_dict) or lists (code), both are taken.
-PREPROCESS = ("standardize", "gcn-zca")
-DISTILL_MODES = ("fixed", "online")
-MIXES = ("none", "mixup", "cutmix")
-
-
-def _int(v) -> bool:
-    return isinstance(v, Integral) and not isinstance(v, bool)
-
-
-def _num(v) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _seq(v, item: Callable[[Any], bool]) -> bool:
-    return isinstance(v, (tuple, list)) and all(item(x) for x in v)
-
-
-def _choice(options: Callable[[], Any]) -> tuple[Callable[[Any], bool], Callable[[], str]]:
-    return (lambda v: isinstance(v, str) and v in options()), lambda: "one of " + ", ".join(options())
-
-
-def _rule(test: Callable[[Any], bool], what: str) -> tuple[Callable[[Any], bool], Callable[[], str]]:
-    return test, lambda: what
-
-
-_RULES: dict[str, tuple[Callable[[Any], bool], Callable[[], str]]] = {
-    "family": _choice(lambda: sorted(FAMILIES)),
-    "widths": _rule(lambda v: v is None or _seq(v, lambda w: _int(w) and w >= 1), "a list of integers >= 1, or null"),
-    "constants": _rule(lambda v: v is None or _seq(v, lambda c: _num(c) and 0 <= c <= 1),
-                       "a list of numbers in [0, 1], or null"),
-    "budget": _rule(lambda v: v is None or (_int(v) and 1 <= v <= MAX_BUDGET),
-                    f"an integer from 1 to {MAX_BUDGET:,} ({budget_name(MAX_BUDGET)}) parameters, or null"),
-    "bounds": _rule(lambda v: v is None or _seq(v, lambda b: _seq(b, _num) and len(b) == 2 and b[0] <= b[1]),
-                    "a list of [lo, hi] width pairs with lo <= hi, or null"),
-    "dropout": _rule(lambda v: _seq(v, lambda r: _num(r) and 0 <= r < 1), "a list of rates in [0, 1)"),
-    "batchnorm": _rule(lambda v: isinstance(v, bool), "true or false"),
-    "data": _rule(lambda v: isinstance(v, str), "a path (a string)"),
-    "max_train": _rule(lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1, or null (all images)"),
-    "labels": _choice(lambda: LABELS),
-    "augment": _rule(lambda v: isinstance(v, bool), "true or false"),
-    "loss": _choice(lambda: list(LOSSES)),
-    "label_smoothing": _rule(lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "transfer": _rule(lambda v: isinstance(v, str), "a path (a string)"),
-    "temperature": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
-    "hard_weight": _rule(lambda v: _num(v) and v >= 0, "a number >= 0"),
-    "normalize_logits": _rule(lambda v: isinstance(v, bool), "true or false"),
-    "distill_mode": _choice(lambda: DISTILL_MODES),
-    "teacher": _rule(lambda v: isinstance(v, str), "a path (a string)"),
-    "mix": _choice(lambda: MIXES),
-    "mix_alpha": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
-    "preprocess": _choice(lambda: PREPROCESS),
-    "lr": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
-    "optimizer": _choice(lambda: list(OPTIMIZERS)),
-    "momentum": _rule(lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "weight_decay": _rule(lambda v: _num(v) and v >= 0, "a number >= 0"),
-    "batch_size": _rule(lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "init_scale": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
-    "input_scale": _rule(lambda v: _num(v) and v > 0, "a number > 0"),
-    "schedule": _choice(lambda: list(SCHEDULES)),
-    "max_epochs": _rule(lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "patience": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "cooldown": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "stop_patience": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "max_decay": _rule(lambda v: _num(v) and v >= 1, "a number >= 1"),
-    "grad_clip": _rule(lambda v: _num(v) and v >= 0 and math.isfinite(v), "a number >= 0 (0: no clipping)"),
-    "seed": _rule(lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "amp": _rule(lambda v: isinstance(v, bool), "true or false"),
-    "channels_last": _rule(lambda v: isinstance(v, bool), "true or false"),
-    "compile": _rule(lambda v: isinstance(v, bool), "true or false"),
-}
-assert set(_RULES) == set(FLAT_FIELDS) - {"hsv", "scale_min", "mirror", "device"}, "every flat field has a rule"
+_RULES = {name: f.metadata["rule"] for name, f in _DECL.items() if f.metadata.get("rule") is not None}
+_RULES["seed"] = _rule(lambda v: _int(v) and v >= 0, "an integer >= 0")
 
 
 def check_field(name: str, v: Any) -> None:

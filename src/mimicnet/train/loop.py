@@ -262,10 +262,10 @@ def finish(cfg: TrainConfig, run: RunFolder, data: TrainData, s: Setup, best_epo
 def with_preprocess(cfg: TrainConfig, model, data: TrainData, run_dir: Path, meta: dict, device):
     """The network the loop trains: `model`, or for gcn-zca `Whitened(model)` with the ZCA state fitted on
     `data.train` only (never val, test or a transfer set), saved once in the run folder and reused on resume."""
-    if cfg.data.preprocess == "standardize":
+    if cfg.data.preprocess == prep.STANDARDIZE:
         return model
-    if cfg.data.preprocess != "gcn-zca":
-        raise ConfigError(f"preprocess must be 'standardize' or 'gcn-zca', not {cfg.data.preprocess!r}")
+    if cfg.data.preprocess != prep.GCN_ZCA:
+        raise ConfigError(f"preprocess must be one of {', '.join(prep.PREPROCESS)}, not {cfg.data.preprocess!r}")
     path = run_dir / prep.ZCA_FILE
     if path.exists():
         state = prep.load_zca(path)

@@ -192,7 +192,7 @@ def model_meta(cfg: TrainConfig, widths, num_classes: int, n_params: int) -> dic
     """What a checkpoint needs to rebuild its model (models.checkpoint), plus the whole config."""
     m = cfg.model
     return {"family": m.family, "widths": list(widths), "dropout": list(m.dropout), "batchnorm": m.batchnorm,
-            "num_classes": num_classes, "input_scale": cfg.data.input_scale, "preprocess": "per-image-standardise",
+            "num_classes": num_classes, "input_scale": cfg.data.input_scale, "preprocess": cfg.data.preprocess,
             "params": n_params, "config": cfg.to_dict()}
 
 

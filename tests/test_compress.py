@@ -21,7 +21,8 @@ from mimicnet.core import artifacts
 from mimicnet.data.splits import load_train_data
 from mimicnet.distill import external
 from mimicnet.models.checkpoint import model_from_checkpoint
-from mimicnet.models.export import Standalone, fold_batchnorm
+from mimicnet.models.export import (OnnxError, Standalone, fold_batchnorm, onnxruntime_missing, run_onnx_fresh,
+                                    save_onnx)
 from mimicnet.models.families import build_model, count_params
 from mimicnet.models.inference import predict_logits
 from mimicnet.studies.compress import export_student
@@ -88,6 +89,10 @@ def one_line_error(argv, *phrases) -> str:
     return err
 
 
+def html_of(out) -> str:
+    return (out / "report.html").read_text()
+
+
 def table(stdout: str) -> str:
     """The result table printed at the end (from its heading to the student line)."""
     return stdout[stdout.index("\nbudget "):stdout.index("\nreport: ")]
@@ -145,7 +150,12 @@ def test_compress_writes_student_exports_and_report(done, teacher_ts):
         assert (out / "student" / name).is_file()
     assert s["family"] == res["best_family"] and s["normalize"] == "none"
     assert s["fold"]["bottleneck"] in ("none", "kept", "folded")
-    assert max(s["max_abs_diff"].values()) <= 1e-4
+    assert max(v for k, v in s["max_abs_diff"].items() if k != "student.onnx") <= 1e-4
+    if onnxruntime_missing():
+        print(f"ONNX parity not checked: {onnxruntime_missing()}")
+    else:  # the ONNX file, run by onnxruntime in a fresh process, matched the checkpoint (batch 256 and 1)
+        assert "student.onnx" in s["files"] and s["max_abs_diff"]["student.onnx"] <= 1e-4 * max(1, s["max_abs_logit"])
+        assert "fresh process" in s["onnx"]["check"] and "student.onnx" in html_of(out)
     html = (out / "report.html").read_text()
     for phrase in ("conv0", "conv2", "agree %", "cpu b1 ms", "cpu b256 ms", "student.pt2", "[0, 1]"):
         assert phrase in html
@@ -426,3 +436,36 @@ def test_a_failed_run_row_keeps_the_widths_it_trained_with(tmp_path):
     cfg = TrainConfig.of(family="conv1", budget=20_000, constants=(0.5, 0.5))
     assert failed_row(cfg, run).widths == (11, 22, 33)
     assert failed_row(cfg, tmp_path / "none").widths not in (None, (11, 22, 33))
+
+
+def test_onnx_export_has_a_dynamic_batch_its_metadata_and_the_same_logits(tmp_path):
+    if onnxruntime_missing():
+        pytest.skip(f"ONNX parity: {onnxruntime_missing()}")
+    import onnx
+    torch.manual_seed(0)
+    net = build_model("conv2", (6, 8, 12), num_classes=10, batchnorm=True)
+    for m in net.modules():  # batch-norm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model = Standalone(fold_batchnorm(net.eval()), 1.1).eval()
+    save_onnx(model, tmp_path / "m.onnx", {"format": "x", "num_classes": 10})
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert proto.graph.input[0].name == "images" and not dims[0].HasField("dim_value")  # batch is symbolic
+    assert [d.dim_value for d in dims[1:]] == [3, 32, 32]
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["mimicnet.json"])["num_classes"] == 10
+    x = torch.randint(0, 256, (9, 3, 32, 32), dtype=torch.uint8).float() / 255
+    y, said = run_onnx_fresh(tmp_path / "m.onnx", x)
+    with torch.no_grad():
+        want = model(x)
+    assert said["metadata"] == ["mimicnet.json"]
+    assert float((y - torch.cat([want, want[:1]])).abs().max()) <= 1e-4
+
+
+def test_onnx_errors_name_the_file(tmp_path):
+    if onnxruntime_missing():
+        pytest.skip(f"ONNX parity: {onnxruntime_missing()}")
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(OnnxError, match="bad.onnx: onnxruntime could not run it"):
+        run_onnx_fresh(tmp_path / "bad.onnx", torch.rand(1, 3, 32, 32))

@@ -55,6 +55,12 @@ def table_rows(result: dict) -> tuple[list[str], list[dict]]:
     return lat_cols, rows
 
 
+def _exported(student: dict) -> list[str]:
+    """The student's files, in a fixed order (student.onnx only where it was written)."""
+    return [n for n in ("best.safetensors", "student.ts", "student.pt2", "student.onnx")
+            if n in (student.get("files") or ("best.safetensors", "student.ts", "student.pt2"))]
+
+
 def compress_table(result: dict) -> str:
     """The terminal's table: accuracies in %, mean ± sd over seed reruns; * marks the family chosen (validation)."""
     lat_cols, rows = table_rows(result)
@@ -69,7 +75,7 @@ def compress_table(result: dict) -> str:
              "mean ± sd over seed reruns; * = best family by validation", fmt(head), fmt(["-" * w for w in widths]),
              *[fmt(b) for b in body],
              f"student: {s['family']} {s['widths']}, {s['params']:,} parameters, test {_pct(s.get('test_acc'))} % -> "
-             f"{Path(result['out']) / 'student'} (best.safetensors, student.ts, student.pt2)"]
+             f"{Path(result['out']) / 'student'} ({', '.join(_exported(s))})"]
     return "\n".join(lines)
 
 

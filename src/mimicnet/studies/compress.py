@@ -16,7 +16,9 @@ Everything lands in OUT:
     seeds/<space>/     the family's best trial (by validation) trained again with `seeds` other seeds
     index.csv          one row per finished run
     student/           the best student: best.safetensors + config.json (a mimicnet checkpoint: `mimicnet evaluate`),
-                       student.ts and student.pt2 (standalone: models.export), student.json (what, from where, checks).
+                       student.ts, student.pt2 and student.onnx (standalone: models.export; ONNX when onnx and
+                       onnxscript are installed, checked in onnxruntime in a fresh process when that is),
+                       student.json (what, from where, checks).
                        A conv0/conv1 linear bottleneck is folded into the next layer only when that lowers the
                        parameter count (a narrow bottleneck folded would add parameters: it is kept, and
                        student.json says so); batch norm is always folded in the exports.
@@ -57,8 +59,9 @@ from ..distill.ensemble import load_teacher, teacher_info
 from ..distill.student import Teachers
 from ..distill.transfer import TransferConfig, generate
 from ..models.checkpoint import fold_checkpoint, model_from_checkpoint
-from ..models.export import (INPUT_CONTRACT, Standalone, fold_batchnorm, load_exported, load_torchscript,
-                             save_exported, save_torchscript)
+from ..models.export import (INPUT_CONTRACT, OnnxError, Standalone, fold_batchnorm, load_exported, load_torchscript,
+                             onnx_missing, onnxruntime_missing, run_onnx_fresh, save_exported, save_onnx,
+                             save_torchscript)
 from ..models.families import STUDENT_BOUNDS, ModelError, count_params, fold_linear
 from ..models.inference import check_device_name, predict_logits, resolve_device
 from ..models.latency import BATCHES, measure
@@ -447,20 +450,33 @@ def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: C
                 "teacher_agreement": run["agreement"], "code_version": artifacts.code_version()}
     save_torchscript(standalone, dest / "student.ts", metadata)
     save_exported(standalone, dest / "student.pt2", metadata)
-    diffs = _check_exports(dest, data)
-    files = ("best.safetensors", "config.json", "student.ts", "student.pt2")
+    files = ["best.safetensors", "config.json", "student.ts", "student.pt2"]
+    onnx = {"file": "student.onnx"}
+    why = onnx_missing()
+    if why:
+        onnx["written"] = f"no: {why}"
+        (dest / "student.onnx").unlink(missing_ok=True)  # not an earlier student's
+    else:
+        save_onnx(standalone, dest / "student.onnx", metadata, tuple(meta.get("in_shape", (3, 32, 32))))
+        onnx["written"] = "yes"
+        files.append("student.onnx")
+    diffs, onnx["check"], scale = _check_exports(dest, data, "student.onnx" in files)
     rec = {**metadata, "source": str(src_dir), "source_sha256": src_sha, "run": run["what"], "fold": fold,
-           "max_abs_diff": diffs, "teacher": teacher,
+           "max_abs_diff": diffs, "max_abs_logit": scale, "onnx": onnx, "teacher": teacher,
            "files": {n: artifacts.file_sha256(dest / n) for n in files}}
     artifacts.write_json(done, rec)
     log(f"student: {meta['family']} {meta['widths']}, {params:,} parameters -> {dest} (exports match the checkpoint "
-        f"to {max(diffs.values()):.1e})")
+        f"to {max(diffs.values()):.1e}{'' if 'student.onnx' in diffs else '; ONNX: ' + onnx['check']})")
     return rec
 
 
 @torch.no_grad()
-def _check_exports(dest: Path, data: TrainData) -> dict:
-    """Both exports, loaded back, against the checkpoint as mimicnet runs it, on validation images."""
+def _check_exports(dest: Path, data: TrainData, onnx: bool = False) -> tuple[dict, str, float]:
+    """The exports, loaded back, against the checkpoint as mimicnet runs it, on validation images: ({file: max
+    |difference|}, how the ONNX file was checked, the largest |logit|). The ONNX file is run by onnxruntime in a
+    fresh process (models.export.run_onnx_fresh), on the images as a batch and on the first alone (its batch is
+    dynamic). The tolerance is 1e-4 of the largest |logit| (at least 1e-4): onnxruntime sums a convolution in
+    another order than torch, which moves float32 logits of size 50 by about 1e-6 of their size."""
     model, meta = model_from_checkpoint(dest / "best.safetensors")
     x = data.val.x[:256]
     ref = predict_logits(model, x, meta.get("input_scale", 1.0), torch.device("cpu"))
@@ -468,12 +484,23 @@ def _check_exports(dest: Path, data: TrainData) -> dict:
     for name, load in (("student.ts", load_torchscript), ("student.pt2", load_exported)):
         m, _ = load(dest / name)
         diffs[name] = float((m(x.float() / 255.0).float() - ref).abs().max()) if len(x) else 0.0
+    check = "not written"
+    if onnx and onnxruntime_missing():
+        check = f"not checked: {onnxruntime_missing()}"
+    elif onnx and len(x):
+        try:
+            y, said = run_onnx_fresh(dest / "student.onnx", x.float() / 255.0)
+        except OnnxError as e:
+            raise ModelError(str(e)) from None
+        diffs["student.onnx"] = float((y - torch.cat([ref, ref[:1]])).abs().max())
+        check = (f"onnxruntime {said['onnxruntime']} in a fresh process (no torch, no mimicnet), {len(x)} validation "
+                 f"images as one batch and the first alone, input {said['input']} {said['shape']}")
     tol = 1e-4 * max(1.0, float(ref.abs().max()) if len(x) else 1.0)
     bad = {k: v for k, v in diffs.items() if not v <= tol}
     if bad:
         name, v = next(iter(bad.items()))
         raise ModelError(f"{dest / name}: its outputs differ from the checkpoint's by {v:g} (tolerance {tol:g})")
-    return diffs
+    return diffs, check, float(ref.abs().max()) if len(x) else 0.0
 
 
 # ----------------------------------------------------------------------------------------------

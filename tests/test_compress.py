@@ -139,6 +139,8 @@ def test_compress_writes_student_exports_and_report(done, teacher_ts):
     # the config and the code version, exactly
     rec = artifacts.read_json(out / "compress.json")
     assert rec["config"]["budget"] == 20_000 and rec["config"]["families"] == ["conv0", "conv2"]
+    trial = artifacts.read_json(out / "studies" / "student-conv2-20k" / "trials" / "0" / "config.json")
+    assert trial["config"]["grad_clip"] == 20.0   # as the cpu preset's students
     assert rec["code_version"] and rec["teacher"]["file_sha256"] == artifacts.file_sha256(teacher_ts)
     # the transfer set names the teacher file's sha256
     man = artifacts.read_json(out / "transfer" / "manifest.json")
@@ -335,7 +337,10 @@ def test_a_teacher_file_without_normalisation_says_how_to_give_it(c10, tmp_path)
     (["--budget", "20k", "--teacher-mean", "0.5,0.5,0.5"], "a mean needs a std"),
     (["--budget", "20k", "--teacher-mean", "0.5,0.5,0.5", "--teacher-std", "0.2,0.2,0.2",
       "--teacher-normalize", "none"], "not both"),
-], ids=["budget", "family", "tiny-budget", "trials", "seeds", "mean-length", "mean-scale", "mean-alone", "mean-and-normalize"])
+    (["--budget", "20k", "--epochs", "30"], "--pruner-min-epochs 5: the first rung falls inside"),
+    (["--budget", "20k", "--grad-clip", "-1"], "--grad-clip must be a number >= 0"),
+], ids=["budget", "family", "tiny-budget", "trials", "seeds", "mean-length", "mean-scale", "mean-alone", "mean-and-normalize",
+        "rung-in-warmup", "grad-clip"])
 def test_bad_flags_are_one_line(c10, teacher_ts, tmp_path, flags, phrase):
     out = tmp_path / "out"
     one_line_error(["compress", "--teacher", teacher_ts, "--data", c10, "--out", out, *flags], phrase)

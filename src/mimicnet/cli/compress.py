@@ -27,7 +27,7 @@ def cmd_compress(args) -> int:
         transfer_epochs=args.transfer_epochs, batch_size=args.batch_size, sampler=args.sampler, pruner=args.pruner,
         seed=args.seed, teacher_mean=args.teacher_mean, teacher_std=args.teacher_std,
         teacher_normalize=args.teacher_normalize, device=args.device or "auto", latency=not args.no_latency,
-        logits_dtype=args.logits_dtype)
+        logits_dtype=args.logits_dtype, pruner_min_epochs=args.pruner_min_epochs, grad_clip=args.grad_clip)
     check_config(cfg)  # every flag, before any data is read
     check_out_folder(args.out)
     command = " ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]])
@@ -73,7 +73,13 @@ def register(sub) -> None:
     c.add_argument("--batch-size", dest="batch_size", type=int, default=128, help="student minibatch (default 128)")
     c.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="search sampler (default tpe)")
     c.add_argument("--pruner", choices=tuple(PRUNERS), default="sha",
-                   help="stop poor trials early (default sha: successive halving at 2, 6, 18 ... epochs)")
+                   help="stop poor trials early (default sha: successive halving at 5, 15, ... epochs: the first "
+                   "rung after the one-cycle warm-up, then times --pruner-eta 3)")
+    c.add_argument("--pruner-min-epochs", dest="pruner_min_epochs", type=int, default=5, metavar="E",
+                   help="the pruner's first rung (default 5: after the warm-up of 20 one-cycle epochs; it must come "
+                   "after the warm-up, a fifth of --epochs)")
+    c.add_argument("--grad-clip", dest="grad_clip", type=float, default=20.0, metavar="G",
+                   help="clip each student's gradient norm at G before a step (default 20, as the cpu preset; 0: never)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--teacher-mean", dest="teacher_mean", type=_floats, default=None, metavar="R,G,B",
                    help="the teacher's input mean per channel, on [0, 1] images (with --teacher-std)")

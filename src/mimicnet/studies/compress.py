@@ -66,7 +66,7 @@ from ..models.families import STUDENT_BOUNDS, ModelError, count_params, fold_lin
 from ..models.inference import check_device_name, predict_logits, resolve_device
 from ..models.latency import BATCHES, measure
 from ..search.pruners import check_pruner
-from ..search.run import best_trial, progress, run_search, trial_run_dir
+from ..search.run import best_trial, check_rungs_after_warmup, progress, run_search, trial_run_dir
 from ..search.samplers import SAMPLERS
 from ..search.spaces import SearchError, budget_violation, make_space
 from ..train.config import TrainConfig
@@ -97,6 +97,9 @@ class CompressConfig:
     pruner: str = "sha"                     # none | median | sha | hyperband
     pruner_min_epochs: int = 5                # the first rung after the one-cycle warm-up (4 of 20 epochs)
     pruner_eta: int = 3
+    # the gradient's global norm clipped before each step, as the cpu preset's students (studies.main): measured
+    # there, 5 of 6 conv4 configs had a seed collapse or diverge without it (bench/bench_stability.py)
+    grad_clip: float = 20.0
     seed: int = 0
     logits_dtype: str = "float16"
     # regress per-logit standardised teacher logits (Ba & Caruana; the saved student outputs plain logits): a
@@ -133,6 +136,10 @@ def check_config(cfg: CompressConfig) -> None:
     _int(cfg, "max_epochs", 1, "--epochs")
     _int(cfg, "transfer_epochs", 1)
     _int(cfg, "batch_size", 1)
+    _int(cfg, "pruner_min_epochs", 1)
+    if isinstance(cfg.grad_clip, bool) or not isinstance(cfg.grad_clip, (int, float)) or not cfg.grad_clip >= 0 \
+            or cfg.grad_clip == float("inf"):
+        raise ConfigError(f"--grad-clip must be a number >= 0 (0: no clipping), got {cfg.grad_clip!r}")
     if cfg.max_train is not None:
         _int(cfg, "max_train", 1)
     fams = tuple(cfg.families)
@@ -152,6 +159,7 @@ def check_config(cfg: CompressConfig) -> None:
         check_device_name(cfg.device)
         for fam in fams:
             student_config(cfg, "", fam)
+        check_rungs_after_warmup(cfg.pruner, cfg.pruner_min_epochs, student_config(cfg, "", fams[0]))
         check_budget(cfg, 10)  # again with the data's classes once it is read (compress())
     except (SearchError, ModelError) as e:
         raise ConfigError(str(e)) from None
@@ -178,7 +186,8 @@ def student_config(cfg: CompressConfig, transfer, family: str) -> TrainConfig:
     return TrainConfig.from_dict({
         "data": cfg.data, "max_train": cfg.max_train, "labels": cfg.labels, "device": cfg.device, "seed": cfg.seed,
         "schedule": cfg.schedule, "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size, "loss": "l2-logits",
-        "normalize_logits": cfg.normalize_logits, "transfer": str(transfer), "family": family, "budget": cfg.budget})
+        "normalize_logits": cfg.normalize_logits, "transfer": str(transfer), "family": family, "budget": cfg.budget,
+        "grad_clip": cfg.grad_clip})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """`mimicnet compress`: distil your own teacher into the best shallow student at a parameter budget."""
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 from pathlib import Path
 
 import optuna
 
+from ..core.errors import ConfigError
 from ..core.lock import folder_lock
+from ..core.units import parse_count, parse_ms
 from ..report.compress import build_compress_report, compress_table
 from ..studies.compress import FAMILIES, CompressConfig, check_config, compress
 from ..data.cifar import LABELS
@@ -16,18 +19,35 @@ from ..search.samplers import SAMPLERS
 from .common import _budget, _floats, check_out_folder
 
 
+def _count(s: str) -> int:
+    try:
+        return parse_count(s, "--flops")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _ms(s: str) -> float:
+    try:
+        return parse_ms(s, "--latency")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _families(s: str) -> tuple[str, ...]:
     return tuple(f.strip() for f in s.split(",") if f.strip())
 
 
 def cmd_compress(args) -> int:
     cfg = CompressConfig(
-        teacher=str(args.teacher), data=args.data, budget=args.budget, families=args.families, trials=args.trials,
+        teacher=str(args.teacher), data=args.data,
+        budget=args.budget[0] if len(args.budget) == 1 else tuple(args.budget), families=args.families, trials=args.trials,
         seeds=args.seeds, labels=args.labels, max_train=args.max_train, max_epochs=args.epochs,
         transfer_epochs=args.transfer_epochs, batch_size=args.batch_size, sampler=args.sampler, pruner=args.pruner,
         seed=args.seed, teacher_mean=args.teacher_mean, teacher_std=args.teacher_std,
         teacher_normalize=args.teacher_normalize, device=args.device or "auto", latency=not args.no_latency,
-        logits_dtype=args.logits_dtype, pruner_min_epochs=args.pruner_min_epochs, grad_clip=args.grad_clip)
+        logits_dtype=args.logits_dtype, pruner_min_epochs=args.pruner_min_epochs, grad_clip=args.grad_clip,
+        max_flops=args.flops, max_latency_ms=args.latency, latency_device=args.latency_device,
+        latency_batch=args.latency_batch, latency_threads=args.latency_threads, pick=args.pick)
     check_config(cfg)  # every flag, before any data is read
     check_out_folder(args.out)
     command = " ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]])
@@ -58,7 +78,25 @@ def register(sub) -> None:
         "to continue a killed run; a finished one trains nothing more.")
     c.add_argument("--teacher", type=Path, required=True, metavar="T",
                    help="TorchScript file, torch.export .pt2, or a mimicnet run or ensemble folder")
-    c.add_argument("--budget", type=_budget, required=True, metavar="B", help="parameters of the student (100k, 1M, ...)")
+    c.add_argument("--budget", type=_budget, required=True, metavar="B", action="append",
+                   help="parameters of the student (100k, 1M, ...); give it more than once to search several budgets "
+                   "(every family at each: points of the front)")
+    c.add_argument("--flops", type=_count, default=None, metavar="N",
+                   help="ceiling on the student's multiply-adds per image (20M, 1.5G, ...), counted from the built "
+                   "model as shipped: widths above it are infeasible before any epoch")
+    c.add_argument("--latency", type=_ms, default=None, metavar="T",
+                   help="ceiling on the student's median latency (0.5ms, 500us, ...) on --latency-device at "
+                   "--latency-batch: measured once per architecture before any epoch, widths above it infeasible")
+    c.add_argument("--latency-device", dest="latency_device", default="auto", metavar="DEV",
+                   help="where --latency is measured: auto (default: the run's --device), cpu, cuda[:N]")
+    c.add_argument("--latency-batch", dest="latency_batch", type=int, default=1, metavar="N",
+                   help="images per forward pass for --latency (default 1: one request)")
+    c.add_argument("--latency-threads", dest="latency_threads", type=int, default=1, metavar="N",
+                   help="CPU threads while timing (torch's intra-op threads; default 1)")
+    c.add_argument("--pick", default="best", metavar="HOW",
+                   help="the exported student: best (default: the highest validation accuracy) or smallest-within=D "
+                   "(the fewest parameters, or the lowest latency with --latency, within D validation points of the "
+                   "best)")
     c.add_argument("--data", required=True, metavar="D", help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder")
     c.add_argument("--out", type=Path, required=True, metavar="DIR", help="results folder")
     c.add_argument("--families", type=_families, default=FAMILIES,

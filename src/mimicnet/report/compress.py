@@ -10,7 +10,10 @@ from pathlib import Path
 from ..core import artifacts
 from ..core.units import budget_name
 from ..models.latency import BATCHES
-from .common import MISSING, render
+from .common import MISSING, _data_uri, _save_figure, _write_csv, render
+
+FRONT_COLUMNS = ["family", "budget", "params", "macs", "latency_ms", "val_mean", "val_sd", "test_mean", "n",
+                 "front_latency", "front_params", "exported"]
 
 
 def _pct(mean, sd=None) -> str:
@@ -41,17 +44,20 @@ def table_rows(result: dict) -> tuple[list[str], list[dict]]:
     rows = [{"name": "teacher", "model": t["kind"], "params": f"{t['params']:,}" if t.get("params") else MISSING,
              "test": _pct(t.get("test_acc")), "val": _pct(t.get("val_acc")), "agree": "100", "n": "",
              "latency": _latency_cells(t.get("latency"), devices), "best": False, "note": ""}]
+    several = len(result.get("budgets") or [result["budget"]]) > 1
+    best = result.get("best_space")
     for r in result["families"]:
         n = r.get("n") or 0
         note = "" if r.get("val_mean") is not None else "no trained student (all trials infeasible or failed)"
         if r.get("n_failed"):
             note = f"{r['n_failed']} seed run(s) diverged"
-        rows.append({"name": r["family"], "model": "×".join(map(str, r["widths"])) if r.get("widths") else MISSING,
+        rows.append({"name": r["family"] + (f" {budget_name(r['budget'])}" if several else ""), "model": "×".join(map(str, r["widths"])) if r.get("widths") else MISSING,
                      "params": f"{r['params']:,}" if r.get("params") else MISSING,
                      "test": _pct(r.get("test_mean"), r.get("test_sd")), "val": _pct(r.get("val_mean"), r.get("val_sd")),
                      "agree": _pct(r.get("agree_mean"), r.get("agree_sd")), "n": str(n) if n else "",
                      "latency": _latency_cells(r.get("latency"), devices),
-                     "best": r["family"] == result.get("best_family"), "note": note})
+                     "best": r.get("space") == best if best else r["family"] == result.get("best_family"),
+                     "note": note})
     return lat_cols, rows
 
 
@@ -89,13 +95,61 @@ def _run_views(result: dict) -> list[dict]:
     return out
 
 
+def front_figure(front: list[dict], setting: dict):
+    """Validation accuracy against latency (left) and parameters (right), one point per family and budget, each
+    front joined by a line, the exported student circled."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, cost, mark, label in ((axes[0], "latency_ms", "front_latency",
+                                   f"latency, ms (batch {setting.get('batch')}, {setting.get('device')}, "
+                                   f"{setting.get('threads')} thread(s))"),
+                                  (axes[1], "params", "front_params", "parameters")):
+        for r in front:
+            ax.scatter(r[cost], 100 * r["val_mean"], color="C0" if r[mark] else "0.6", zorder=3)
+            ax.annotate(f"{r['family']} {budget_name(r['budget'])}", (r[cost], 100 * r["val_mean"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+            if r["exported"]:
+                ax.scatter(r[cost], 100 * r["val_mean"], s=160, facecolors="none", edgecolors="C3", zorder=4)
+        on = sorted((r[cost], 100 * r["val_mean"]) for r in front if r[mark])
+        if on:
+            ax.plot(*zip(*on), color="C0", lw=1, zorder=2, drawstyle="steps-post")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy, %")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("the front: accuracy against latency")
+    axes[1].set_title("accuracy against parameters")
+    fig.tight_layout()
+    return fig
+
+
+def _front_view(front: list[dict]) -> list[dict]:
+    return [{"name": f"{r['family']} {budget_name(r['budget'])}", "params": f"{r['params']:,}",
+             "macs": f"{r['macs']:,}", "latency": f"{r['latency_ms']:.3f}", "val": _pct(r["val_mean"], r.get("val_sd")),
+             "test": _pct(r.get("test_mean")), "front": " · ".join(
+                 n for n, k in (("latency", "front_latency"), ("parameters", "front_params")) if r[k]),
+             "exported": r["exported"]} for r in front]
+
+
 def build_compress_report(out, result: dict | None = None) -> Path:
-    """OUT/report.html from results.json (or `result`)."""
+    """OUT/report.html from results.json (or `result`), with OUT/front.csv and OUT/front.png/.svg (the Pareto
+    front of validation accuracy against latency and parameters)."""
+    import matplotlib.pyplot as plt
     out = Path(out)
     result = result if result is not None else artifacts.read_json(out / "results.json")
+    front = result.get("front") or []
+    front_png = None
+    if front:
+        _write_csv(out / "front.csv", front, FRONT_COLUMNS)
+        fig = front_figure(front, result.get("ceilings") or {})
+        front_png = _data_uri(_save_figure(fig, out / "front"))
+        plt.close(fig)
     lat_cols, rows = table_rows(result)
     s = result["student"]
-    page = render("compress.html.j2", result=result, lat_cols=lat_cols, rows=rows, runs=_run_views(result),
+    page = render("compress.html.j2", front=_front_view(front), front_png=front_png,
+                  ceilings=result.get("ceilings") or {}, budgets=", ".join(
+                      budget_name(b) for b in result.get("budgets") or [result["budget"]]),
+                  onnx_latency=s.get("latency_onnx"), result=result, lat_cols=lat_cols, rows=rows, runs=_run_views(result),
                   budget=budget_name(result["budget"]), student=s, teacher=result["teacher"],
                   sv={"params": f"{s['params']:,}", "val": _pct(s.get("val_acc")), "test": _pct(s.get("test_acc")),
                       "agree": _pct(s.get("teacher_agreement"))},

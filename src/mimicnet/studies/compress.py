@@ -59,17 +59,19 @@ from ..distill.ensemble import load_teacher, teacher_info
 from ..distill.student import Teachers
 from ..distill.transfer import TransferConfig, generate
 from ..models.checkpoint import fold_checkpoint, model_from_checkpoint
-from ..models.export import (INPUT_CONTRACT, OnnxError, Standalone, fold_batchnorm, load_exported, load_torchscript,
+from ..models.export import (INPUT_CONTRACT, OnnxError, Standalone, load_exported, load_torchscript,
                              onnx_missing, onnxruntime_missing, run_onnx_fresh, save_exported, save_onnx,
                              save_torchscript)
-from ..models.families import STUDENT_BOUNDS, ModelError, count_params, fold_linear
+from ..models.cost import count_macs, shipped
+from ..models.families import STUDENT_BOUNDS, ModelError, count_params
 from ..models.inference import check_device_name, predict_logits, resolve_device
-from ..models.latency import BATCHES, measure
+from ..models.families import build_model
+from ..models.latency import BATCHES, METHOD, latency_ms, measure, onnx_latency_ms
 from ..search.pruners import check_pruner
 from ..search.run import best_trial, check_rungs_after_warmup, progress, run_search, trial_run_dir
 from ..search.samplers import SAMPLERS
 from ..search.spaces import SearchError, budget_violation, make_space
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, resolve_widths
 from .main import pruning_kwargs, rerun_best
 
 __all__ = ["CompressConfig", "check_config", "compress", "open_teacher", "OpenedTeacher", "FAMILIES"]
@@ -110,12 +112,43 @@ class CompressConfig:
     teacher_normalize: str | None = None    # standardize | none
     device: str = "auto"
     latency: bool = True
+    # Deployment ceilings, beside the parameter budget (several may be given): multiply-adds of one forward pass
+    # of the shipped student (models.cost), and its median latency on `latency_device` (auto: the run's device)
+    # at `latency_batch` images with `latency_threads` CPU threads. A width whose architecture overshoots one is
+    # infeasible before any epoch (search.run's ceiling); measured once per architecture (OUT/shapes.json).
+    max_flops: int | None = None
+    max_latency_ms: float | None = None
+    latency_device: str = "auto"
+    latency_batch: int = 1
+    latency_threads: int = 1
+    # the exported student: "best" (the highest validation mean) or "smallest-within=D" (the fewest parameters,
+    # or the lowest latency when max_latency_ms is set, among those within D points of the best's validation)
+    pick: str = "best"
 
 
 # Fields that say how much, where or how to compute, not what: a rerun with other values continues the same
 # run (the teacher and data paths: their content is checked instead, by sha256).
 NOT_IDENTITY = ("teacher", "data", "device", "trials", "seeds", "families", "latency", "teacher_mean",
-                "teacher_std", "teacher_normalize")
+                "teacher_std", "teacher_normalize", "pick")
+
+
+def budgets(cfg: CompressConfig) -> tuple[int, ...]:
+    """The parameter budgets searched: one (an int) or several (a tuple; --budget given more than once)."""
+    return tuple(cfg.budget) if isinstance(cfg.budget, (tuple, list)) else (cfg.budget,)
+
+
+def pick_within(pick: str) -> float | None:
+    """None for "best"; D for "smallest-within=D" (validation points); a ConfigError otherwise."""
+    if pick == "best":
+        return None
+    head, _, d = str(pick).partition("=")
+    try:
+        v = float(d)
+    except ValueError:
+        v = -1.0
+    if head != "smallest-within" or not 0 <= v <= 100:
+        raise ConfigError(f"--pick must be best or smallest-within=D (D validation points, 0 to 100), not {pick!r}")
+    return v
 
 
 def _int(cfg: CompressConfig, name: str, lo: int, flag: str | None = None) -> None:
@@ -130,7 +163,22 @@ def check_config(cfg: CompressConfig) -> None:
         raise ConfigError("--teacher is required (a mimicnet run or ensemble folder, a TorchScript file or a .pt2)")
     if not cfg.data:
         raise ConfigError("--data is required (a CIFAR-10 or CIFAR-100 archive or folder)")
-    _int(cfg, "budget", 1)
+    bs = budgets(cfg)
+    if not bs:
+        raise ConfigError("--budget: give at least one parameter budget")
+    for b in bs:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"--budget must be an integer >= 1, got {b!r}")
+    if len(set(bs)) != len(bs):
+        raise ConfigError(f"--budget: {', '.join(budget_name(b) for b in bs)} names a budget twice")
+    if cfg.max_flops is not None:
+        _int(cfg, "max_flops", 1, "--flops")
+    if cfg.max_latency_ms is not None and (isinstance(cfg.max_latency_ms, bool) or not isinstance(
+            cfg.max_latency_ms, (int, float)) or not 0 < cfg.max_latency_ms < float("inf")):
+        raise ConfigError(f"--latency must be a positive time, got {cfg.max_latency_ms!r}")
+    _int(cfg, "latency_batch", 1)
+    _int(cfg, "latency_threads", 1)
+    pick_within(cfg.pick)
     _int(cfg, "trials", 1)
     _int(cfg, "seeds", 0)
     _int(cfg, "max_epochs", 1, "--epochs")
@@ -157,6 +205,9 @@ def check_config(cfg: CompressConfig) -> None:
     try:
         check_pruner(cfg.pruner, cfg.pruner_min_epochs, cfg.pruner_eta)
         check_device_name(cfg.device)
+        if cfg.latency_device not in ("auto", "cpu") and not str(cfg.latency_device).startswith("cuda"):
+            raise ConfigError(f"--latency-device must be auto, cpu or cuda[:N], not {cfg.latency_device!r}")
+        check_device_name(cfg.latency_device)
         for fam in fams:
             student_config(cfg, "", fam)
         check_rungs_after_warmup(cfg.pruner, cfg.pruner_min_epochs, student_config(cfg, "", fams[0]))
@@ -172,21 +223,27 @@ def check_config(cfg: CompressConfig) -> None:
 
 
 def check_budget(cfg: CompressConfig, num_classes: int) -> None:
-    """Every family fits the budget at its narrowest fixed layers, with `num_classes` outputs."""
-    for fam in cfg.families:
-        space = make_space("student", fam, cfg.budget)
-        if budget_violation(space, {p.name: 0.0 for p in space.params}, num_classes) > 0:
-            raise ConfigError(f"--budget {cfg.budget:,}: too small for a {fam} student with {num_classes} classes "
-                              "(its fixed layers alone, at their narrowest, have more parameters); give a larger "
-                              "--budget or leave the family out")
+    """Every family fits every budget at its narrowest fixed layers, with `num_classes` outputs."""
+    for budget in budgets(cfg):
+        for fam in cfg.families:
+            _check_one_budget(budget, fam, num_classes)
 
 
-def student_config(cfg: CompressConfig, transfer, family: str) -> TrainConfig:
+def _check_one_budget(budget: int, fam: str, num_classes: int) -> None:
+    space = make_space("student", fam, budget)
+    if budget_violation(space, {p.name: 0.0 for p in space.params}, num_classes) > 0:
+        raise ConfigError(f"--budget {budget:,}: too small for a {fam} student with {num_classes} classes "
+                          "(its fixed layers alone, at their narrowest, have more parameters); give a larger "
+                          "--budget or leave the family out")
+
+
+def student_config(cfg: CompressConfig, transfer, family: str, budget: int | None = None) -> TrainConfig:
     """The base config of a family's search (the space sets lr, momentum, scales and widths)."""
     return TrainConfig.from_dict({
         "data": cfg.data, "max_train": cfg.max_train, "labels": cfg.labels, "device": cfg.device, "seed": cfg.seed,
         "schedule": cfg.schedule, "max_epochs": cfg.max_epochs, "batch_size": cfg.batch_size, "loss": "l2-logits",
-        "normalize_logits": cfg.normalize_logits, "transfer": str(transfer), "family": family, "budget": cfg.budget,
+        "normalize_logits": cfg.normalize_logits, "transfer": str(transfer), "family": family,
+        "budget": budgets(cfg)[0] if budget is None else budget,
         "grad_clip": cfg.grad_clip})
 
 
@@ -317,18 +374,93 @@ class CompressRun:
 # Search and seeds
 
 def search_families(cfg: CompressConfig, out: Path, tdir: Path, data: TrainData, teachers: Teachers,
-                    log: Callable[[str], None]) -> list[tuple]:
-    """One search per family at the budget; returns (family, space, base config, study) per family."""
+                    log: Callable[[str], None], costs: "ShapeCosts | None" = None) -> list[tuple]:
+    """One search per budget and family; returns (family, space, base config, study) per search. With ceilings
+    (--flops, --latency) every config is priced by `costs` before it trains."""
     cells = []
-    for fam in cfg.families:
-        space = make_space("student", fam, cfg.budget)
-        base = student_config(cfg, tdir, fam)
-        log(f"-- {space.name}: {cfg.trials} trial(s)")
-        study = run_search(space, base, out / "studies" / space.name, cfg.trials, sampler=cfg.sampler,
-                           n_startup=cfg.n_startup, seed=cfg.seed, index=out / "index.csv", data=data,
-                           teachers=teachers, log=log, **pruning_kwargs(cfg))
-        cells.append((fam, space, base, study))
+    ceiling = costs.ceiling(data) if costs is not None and costs.limited else None
+    for budget in budgets(cfg):
+        for fam in cfg.families:
+            space = make_space("student", fam, budget)
+            base = student_config(cfg, tdir, fam, budget)
+            log(f"-- {space.name}: {cfg.trials} trial(s)")
+            study = run_search(space, base, out / "studies" / space.name, cfg.trials, sampler=cfg.sampler,
+                               n_startup=cfg.n_startup, seed=cfg.seed, index=out / "index.csv", data=data,
+                               teachers=teachers, log=log, ceiling=ceiling, **pruning_kwargs(cfg))
+            cells.append((fam, space, base, study))
     return cells
+
+
+# ----------------------------------------------------------------------------------------------
+# What an architecture costs: multiply-adds and latency, once per shape
+
+class ShapeCosts:
+    """OUT/shapes.json: per architecture (family, widths, classes, input shape) as shipped (models.cost.shipped),
+    its parameters, multiply-adds and latency at the run's latency setting (device, batch, threads), measured
+    once (models.latency's method). Written whole under a temporary name; on load every entry is checked (its
+    key's setting, finite positive numbers) and one that is not is measured again."""
+
+    FORMAT = "mimicnet-shape-costs-1"
+
+    def __init__(self, cfg: CompressConfig, path: Path, device: torch.device, log: Callable[[str], None] = print):
+        self.cfg, self.path, self.log = cfg, path, log
+        dev = device if cfg.latency_device == "auto" else torch.device(cfg.latency_device)
+        self.device = str(dev)
+        self.setting = {"device": self.device, "batch": cfg.latency_batch, "threads": cfg.latency_threads,
+                        "method": f"{METHOD} (3 warm-up, up to 20 timed, at least 3, about 1 s)",
+                        "torch": torch.__version__}
+        self.limited = cfg.max_flops is not None or cfg.max_latency_ms is not None
+        self.d: dict = {}
+        raw = artifacts.read_json(path) if path.exists() else None
+        if raw is not None:
+            shapes = raw.get("shapes") if isinstance(raw, dict) and raw.get("format") == self.FORMAT else None
+            if not isinstance(shapes, dict):
+                log(f"{path}: not a shape-cost record of this version; measuring again")
+                shapes = {}
+            self.d = {k: v for k, v in shapes.items() if self._valid(k, v)}
+            if len(self.d) < len(shapes):
+                log(f"{path}: {len(shapes) - len(self.d)} entr(ies) malformed or of another setting; measuring again")
+
+    def _key(self, family: str, widths, num_classes: int, in_shape) -> str:
+        return (f"{family}:{'x'.join(map(str, widths))}:k{num_classes}:{'x'.join(map(str, in_shape))}:"
+                f"{self.device}:b{self.cfg.latency_batch}:t{self.cfg.latency_threads}")
+
+    def _valid(self, key: str, v) -> bool:
+        tail = f":{self.device}:b{self.cfg.latency_batch}:t{self.cfg.latency_threads}"
+        return (isinstance(v, dict) and key.endswith(tail) and all(
+            isinstance(v.get(f), (int, float)) and not isinstance(v.get(f), bool) and 0 < v[f] < float("inf")
+            for f in ("params", "macs", "latency_ms")))
+
+    def of(self, family: str, widths, num_classes: int, in_shape, input_scale: float = 1.0) -> dict:
+        """{params, macs, latency_ms} of the architecture as shipped (a freshly built model: the costs depend on
+        the shapes alone)."""
+        key = self._key(family, widths, num_classes, in_shape)
+        if key not in self.d:
+            model = build_model(family, tuple(widths), num_classes=num_classes, in_shape=tuple(in_shape))
+            net, _ = shipped(model, input_scale, tuple(in_shape))
+            self.d[key] = {"params": count_params(net), "macs": count_macs(net, tuple(in_shape)),
+                           "latency_ms": round(latency_ms(net, self.device, self.cfg.latency_batch,
+                                                          threads=self.cfg.latency_threads, in_shape=tuple(in_shape)), 5)}
+            artifacts.write_json(self.path, {"format": self.FORMAT, "setting": self.setting, "shapes": self.d})
+        return self.d[key]
+
+    def ceiling(self, data: TrainData) -> Callable[[TrainConfig], tuple[float, str]]:
+        """search.run's ceiling: (relative overshoot of the worst ceiling, what overshoots) of a trial's config."""
+        cfg = self.cfg
+
+        def check(tc: TrainConfig) -> tuple[float, str]:
+            widths = resolve_widths(tc, data.num_classes)
+            c = self.of(tc.model.family, widths, data.num_classes, data.in_shape, tc.data.input_scale)
+            over = []
+            if cfg.max_flops is not None:
+                over.append((c["macs"] / cfg.max_flops - 1, f"{c['macs']:,} multiply-adds, ceiling {cfg.max_flops:,}"))
+            if cfg.max_latency_ms is not None:
+                over.append((c["latency_ms"] / cfg.max_latency_ms - 1,
+                             f"{c['latency_ms']:.3f} ms at batch {cfg.latency_batch} on {self.device} "
+                             f"({cfg.latency_threads} thread(s)), ceiling {cfg.max_latency_ms:g} ms"))
+            v, what = max(over)
+            return v, f"widths {widths}: {what}"
+        return check
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,7 +488,7 @@ def family_summary(cfg: CompressConfig, out: Path, cell: tuple) -> dict:
     """One family: its search, its best trial's run and seed reruns; the statistics over the seed reruns
     (or over the best trial's run when there are none)."""
     fam, space, _, study = cell
-    row = {"family": fam, "space": space.name, "trials": progress(study)["finished"],
+    row = {"family": fam, "space": space.name, "budget": space.budget, "trials": progress(study)["finished"],
            "pruned": sum(t.state == TrialState.PRUNED for t in study.get_trials(deepcopy=False)),
            "best_trial": None, "runs": [], "n_failed": 0}
     best = best_trial(study)
@@ -388,41 +520,57 @@ def family_summary(cfg: CompressConfig, out: Path, cell: tuple) -> dict:
     return row
 
 
-def best_family(rows: list[dict]) -> dict | None:
-    """By validation only: the seed mean (or the search's best), ties to fewer parameters, then order given."""
+def best_family(rows: list[dict], pick: str = "best", by_latency: bool = False) -> dict | None:
+    """By validation only. "best": the highest seed mean (or search's best), ties to fewer parameters, then the
+    order given. "smallest-within=D": among the rows within D points of that, the fewest parameters (the lowest
+    latency when `by_latency`: a --latency run), ties to the higher validation."""
     done = [r for r in rows if r.get("val_mean") is not None]
     if not done:
         return None
-    return max(done, key=lambda r: (r["val_mean"], -r["params"], -rows.index(r)))
+    best = max(done, key=lambda r: (r["val_mean"], -r["params"], -rows.index(r)))
+    within = pick_within(pick)
+    if within is None:
+        return best
+    near = [r for r in done if r["val_mean"] >= best["val_mean"] - within / 100 - 1e-12]
+    size = (lambda r: (r.get("costs") or {}).get("latency_ms", float("inf"))) if by_latency else \
+        (lambda r: r["params"])
+    return min(near, key=lambda r: (size(r), -r["val_mean"], rows.index(r)))
+
+
+def pareto(points: list[tuple[float, float]]) -> list[bool]:
+    """Which (cost, accuracy) points are on the front: no other point has cost <= and accuracy >= with one
+    strictly better."""
+    return [not any(c2 <= c and a2 >= a and (c2 < c or a2 > a) for c2, a2 in points) for c, a in points]
+
+
+def front_rows(rows: list[dict], chosen: dict) -> list[dict]:
+    """One point per trained family and budget: validation (mean) against latency and against parameters, each
+    front marked, the exported one named; the content of OUT/front.csv and the report's front."""
+    pts = [r for r in rows if r.get("val_mean") is not None and r.get("costs")]
+    on_lat = pareto([(r["costs"]["latency_ms"], r["val_mean"]) for r in pts])
+    on_par = pareto([(r["params"], r["val_mean"]) for r in pts])
+    return [{"family": r["family"], "budget": r["budget"], "space": r["space"], "params": r["params"],
+             "macs": r["costs"]["macs"], "latency_ms": r["costs"]["latency_ms"], "val_mean": r["val_mean"],
+             "val_sd": r.get("val_sd"), "test_mean": r.get("test_mean"), "n": r.get("n"),
+             "front_latency": fl, "front_params": fp, "exported": r["space"] == chosen["space"]}
+            for r, fl, fp in zip(pts, on_lat, on_par)]
+
+
+
 
 
 # ----------------------------------------------------------------------------------------------
 # The student, standalone
 
 def deployable(ckpt: Path) -> tuple[torch.nn.Module, dict, dict]:
-    """(the checkpoint's model as shipped: bottleneck folded when that makes it smaller, batch norm folded,
-    preprocessing inside (models.export.Standalone); its checkpoint metadata; what was folded and why)."""
+    """(the checkpoint's model as shipped (models.cost.shipped: bottleneck folded when that makes it smaller,
+    batch norm folded, preprocessing inside); its checkpoint metadata; what was folded and why)."""
     model, meta = model_from_checkpoint(ckpt)
-    model.eval()
     if meta.get("preprocess", "per-image-standardise") != "per-image-standardise":
         raise ModelError(f"{ckpt}: preprocess {meta.get('preprocess')!r}: only per-image standardisation exports")
-    fold = {"bottleneck": "none"}
-    names = dict(model.named_children())
-    if "lfc" in names and not meta.get("folded"):
-        folded = fold_linear(model).eval()
-        before, after = count_params(model), count_params(folded)
-        if after < before:
-            model, fold = folded, {"bottleneck": "folded", "params_unfolded": before, "params": after}
-        else:
-            fold = {"bottleneck": "kept", "params": before, "params_if_folded": after,
-                    "why": f"folding the {names['lfc'].out_features}-unit linear bottleneck would make {after:,} "
-                           f"parameters of {before:,}"}
-    elif meta.get("folded"):
-        fold = {"bottleneck": "folded", "params": count_params(model)}
-    if any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in model.modules()):
-        fold["batchnorm"] = "folded into the conv/linear layer before it"
-    net = fold_batchnorm(model)
-    return Standalone(net, meta.get("input_scale", 1.0), tuple(meta.get("in_shape", (3, 32, 32)))).eval(), meta, fold
+    net, fold = shipped(model, meta.get("input_scale", 1.0), tuple(meta.get("in_shape", (3, 32, 32))),
+                        already_folded=bool(meta.get("folded")))
+    return net, meta, fold
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -566,6 +714,28 @@ def measure_latencies(out: Path, teacher: OpenedTeacher, rows: list[dict], devic
                                        devices, log)
 
 
+def onnx_latencies(out: Path, student: dict, cfg: CompressConfig, log: Callable[[str], None]) -> dict | None:
+    """The exported student.onnx timed in onnxruntime on the CPU (models.latency's method, `latency_threads`
+    threads) at batch 1, 256 and the run's --latency-batch; cached in OUT/latency.json by the file's sha256.
+    None without the file or without onnxruntime."""
+    sha = (student.get("files") or {}).get("student.onnx")
+    if not sha or onnxruntime_missing():
+        return None
+    cache = LatencyCache(out / "latency.json")
+    key = f"student-onnx-{sha}-t{cfg.latency_threads}"
+    have = cache.d.get(key)
+    batches = sorted({*BATCHES, cfg.latency_batch})
+    if not (isinstance(have, dict) and all(isinstance(have.get(str(b)), (int, float)) for b in batches)):
+        have = {str(b): round(onnx_latency_ms(out / "student" / "student.onnx", b, cfg.latency_threads,
+                                              tuple(student.get("in_shape") or (3, 32, 32))), 4) for b in batches}
+        have["threads"] = cfg.latency_threads
+        cache.d[key] = have
+        artifacts.write_json(cache.path, cache.d)
+        log("   latency of student.onnx in onnxruntime (cpu, "
+            f"{cfg.latency_threads} thread(s)): " + ", ".join(f"b{b} {have[str(b)]:.3f} ms" for b in batches))
+    return have
+
+
 # ----------------------------------------------------------------------------------------------
 # The whole run
 
@@ -590,23 +760,32 @@ def _compress(cfg: CompressConfig, out: Path, command: str, data: TrainData, tea
                           seed=cfg.seed, logits_dtype=cfg.logits_dtype, device=cfg.device)
     run.stage("transfer", lambda: generate(tcfg, tpath, tdir, data=data, log=log), log)
     teachers = Teachers()
-    cells = run.stage("search", lambda: search_families(cfg, out, tdir, data, teachers, log), log)
+    costs = ShapeCosts(cfg, out / "shapes.json", resolve_device(cfg.device), log)
+    cells = run.stage("search", lambda: search_families(cfg, out, tdir, data, teachers, log, costs), log)
     run.stage("seeds", lambda: [rerun_best(space, base, study, cfg.seeds, cfg.seed, out, data, out / "index.csv",
                                            teachers, log) for _, space, base, study in cells], log)
     rows = [family_summary(cfg, out, c) for c in cells]
-    best = best_family(rows)
+    for r in rows:
+        if r.get("widths"):
+            r["costs"] = costs.of(r["family"], r["widths"], data.num_classes, data.in_shape)
+    best = best_family(rows, cfg.pick, by_latency=cfg.max_latency_ms is not None)
     if best is None:
-        raise ConfigError(f"{out}: no family has a trained student at {budget_name(cfg.budget)} (every trial "
-                          "infeasible or diverged); give more --trials or a larger --budget")
+        raise ConfigError(f"{out}: no family has a trained student at {', '.join(map(budget_name, budgets(cfg)))} "
+                          "(every trial infeasible or diverged); give more --trials, a larger --budget or looser "
+                          "--flops/--latency")
+    front = front_rows(rows, best)  # OUT/front.csv and its figure: report.compress, from results.json
     tinfo = {"kind": teacher.kind, "path": str(teacher.path), "identity": teacher.identity,
              "val_acc": teacher.val_acc, "test_acc": teacher.test_acc}
     student = run.stage("export", lambda: export_student(best["student"], out / "student", data, tinfo, log), log)
     if cfg.latency:
         run.stage("latency", lambda: measure_latencies(out, teacher, rows, resolve_device(cfg.device), log), log)
-    result = {"format": "mimicnet-compress-results-1", "out": str(out), "budget": cfg.budget,
+        student["latency_onnx"] = onnx_latencies(out, student, cfg, log)
+    result = {"format": "mimicnet-compress-results-1", "out": str(out), "budget": best["budget"],
               "teacher": {**tinfo, "num_classes": teacher.num_classes, "params": teacher.params,
                           "description": teacher.describe(), "latency": teacher.info.get("latency")},
-              "families": rows, "best_family": best["family"], "student": student,
+              "families": rows, "best_family": best["family"], "best_space": best["space"], "student": student,
+              "budgets": list(budgets(cfg)), "pick": cfg.pick, "front": front,
+              "ceilings": {"flops": cfg.max_flops, "latency_ms": cfg.max_latency_ms, **costs.setting},
               "data": run.record["data"], "config": run.record["config"], "command": command,
               "hardware": run.record["hardware"], "stages": run.record["stages"],
               "code_version": artifacts.code_version()}

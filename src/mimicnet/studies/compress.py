@@ -411,7 +411,10 @@ class ShapeCosts:
                         "torch": torch.__version__}
         self.limited = cfg.max_flops is not None or cfg.max_latency_ms is not None
         self.d: dict = {}
-        raw = artifacts.read_json(path) if path.exists() else None
+        try:
+            raw = artifacts.read_json(path) if path.exists() else None
+        except artifacts.CheckpointError as e:  # a cache: what cannot be read is measured again
+            raw = str(e)
         if raw is not None:
             shapes = raw.get("shapes") if isinstance(raw, dict) and raw.get("format") == self.FORMAT else None
             if not isinstance(shapes, dict):

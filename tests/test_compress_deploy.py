@@ -17,21 +17,9 @@ from mimicnet.models.cost import count_macs, shipped
 from mimicnet.models.families import build_model
 from mimicnet.studies import compress as C
 
-from synth import write_archive
-from test_compress import MEAN, STD, one_line_error, run, save_script, trained_teacher
+from test_compress import c10, one_line_error, run, teacher_ts  # noqa: F401  (the fixtures too: one teacher per module)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def c10(tmp_path_factory):
-    return write_archive(tmp_path_factory.mktemp("c10") / "c10.tar.gz", n_train=200, n_test=100)
-
-
-@pytest.fixture(scope="module")
-def teacher_ts(c10, tmp_path_factory):
-    return save_script(trained_teacher(c10), tmp_path_factory.mktemp("t") / "teacher.ts",
-                       {"mean": list(MEAN), "std": list(STD)})
 
 
 def base(teacher, data, out, *flags):

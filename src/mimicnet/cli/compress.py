@@ -47,7 +47,8 @@ def cmd_compress(args) -> int:
         teacher_normalize=args.teacher_normalize, device=args.device or "auto", latency=not args.no_latency,
         logits_dtype=args.logits_dtype, pruner_min_epochs=args.pruner_min_epochs, grad_clip=args.grad_clip,
         max_flops=args.flops, max_latency_ms=args.latency, latency_device=args.latency_device,
-        latency_batch=args.latency_batch, latency_threads=args.latency_threads, pick=args.pick)
+        latency_batch=args.latency_batch, latency_threads=args.latency_threads, pick=args.pick,
+        image_size=args.image_size)
     check_config(cfg)  # every flag, before any data is read
     check_out_folder(args.out)
     command = " ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]])
@@ -97,7 +98,13 @@ def register(sub) -> None:
                    help="the exported student: best (default: the highest validation accuracy) or smallest-within=D "
                    "(the fewest parameters, or the lowest latency with --latency, within D validation points of the "
                    "best)")
-    c.add_argument("--data", required=True, metavar="D", help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder")
+    c.add_argument("--data", required=True, metavar="D",
+                   help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder, or a folder of class subfolders of PNG/JPEG "
+                   "images (DIR/<class>/*.png, or DIR/train/<class>/ and DIR/test/<class>/; without test/, every 6th "
+                   "file of each class by name is held out for test; validation: the last 20%% of the training files "
+                   "by name; OUT/split.json lists them)")
+    c.add_argument("--image-size", dest="image_size", type=int, default=32, metavar="S",
+                   help="images of a folder are resized to S×S (default 32, the only size this version trains)")
     c.add_argument("--out", type=Path, required=True, metavar="DIR", help="results folder")
     c.add_argument("--families", type=_families, default=FAMILIES,
                    help=f"student families to search, comma-separated (default {','.join(FAMILIES)})")

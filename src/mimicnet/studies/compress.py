@@ -83,7 +83,9 @@ EXPORT_FORMAT = "mimicnet-student-export-1"
 @dataclass
 class CompressConfig:
     teacher: str = ""                       # run/ensemble folder, TorchScript file or .pt2 program
-    data: str = ""                          # CIFAR-10 or CIFAR-100 archive or folder
+    data: str = ""                          # CIFAR-10 or CIFAR-100 archive or folder, or a folder of class
+                                            # subfolders of PNG/JPEG images (data.images)
+    image_size: int = 32                    # such images resized to this (32 only, for now: see check_config)
     budget: int = 1_000_000                 # parameters of every student
     families: tuple = FAMILIES
     trials: int = 8                         # per family
@@ -179,6 +181,11 @@ def check_config(cfg: CompressConfig) -> None:
     _int(cfg, "latency_batch", 1)
     _int(cfg, "latency_threads", 1)
     pick_within(cfg.pick)
+    _int(cfg, "image_size", 1)
+    if cfg.image_size != 32:
+        raise ConfigError(f"--image-size {cfg.image_size}: this version trains students on 32×32 images only (its "
+                          "augmentation crops and resizes 32×32 images); use --image-size 32: larger images are "
+                          "resized to it")
     _int(cfg, "trials", 1)
     _int(cfg, "seeds", 0)
     _int(cfg, "max_epochs", 1, "--epochs")
@@ -356,6 +363,10 @@ class CompressRun:
                      "n_train": len(data.train.y), "n_val": len(data.val.y),
                      "n_test": 0 if data.test is None else len(data.test.y)},
             "stages": old.get("stages", {})}
+        if data.files:  # an image folder: its splits by file name (data.images)
+            self.record["data"].update(kind="image folder", split_rule=data.files["rule"],
+                                       classes=data.files["classes"], split_files="split.json")
+            artifacts.write_json(out / "split.json", data.files)
         self.save()
 
     def save(self) -> None:

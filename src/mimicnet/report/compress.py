@@ -77,11 +77,22 @@ def compress_table(result: dict) -> str:
     fmt = lambda cells: "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
     s = result["student"]
-    lines = [f"budget {budget_name(result['budget'])}: test accuracy and agreement with the teacher on the test split, "
-             "mean ± sd over seed reruns; * = best family by validation", fmt(head), fmt(["-" * w for w in widths]),
+    budgets = ", ".join(budget_name(b) for b in result.get("budgets") or [result["budget"]])
+    pick = result.get("pick") or "best"
+    lines = [f"budget {budgets}: test accuracy and agreement with the teacher on the test split, mean ± sd over seed "
+             f"reruns; * = exported (--pick {pick}, by validation)", fmt(head), fmt(["-" * w for w in widths]),
              *[fmt(b) for b in body],
              f"student: {s['family']} {s['widths']}, {s['params']:,} parameters, test {_pct(s.get('test_acc'))} % -> "
              f"{Path(result['out']) / 'student'} ({', '.join(_exported(s))})"]
+    front = result.get("front") or []
+    c = result.get("ceilings") or {}
+    for key, what in (("front_latency", f"latency (ms, batch {c.get('batch')}, {c.get('device')}, "
+                                        f"{c.get('threads')} thread(s))"), ("front_params", "parameters")):
+        on = sorted((r for r in front if r[key]), key=lambda r: r["latency_ms" if key == "front_latency" else "params"])
+        if on:
+            lines.append(f"front, validation against {what}: " + "; ".join(
+                f"{r['family']} {budget_name(r['budget'])} {_pct(r['val_mean'])} % at "
+                + (f"{r['latency_ms']:.3f}" if key == "front_latency" else f"{r['params']:,}") for r in on))
     return "\n".join(lines)
 
 

@@ -184,3 +184,13 @@ def test_bad_deployment_flags_are_one_line(c10, teacher_ts, tmp_path, flags, phr
     out = tmp_path / "out"
     one_line_error(["compress", "--teacher", teacher_ts, "--data", c10, "--out", out, *flags], phrase)
     assert not out.exists()
+
+
+def test_every_export_can_be_timed(tmp_path):
+    """bench/bench_latency.py times the exports as loaded: a torch.export module refuses .eval()."""
+    from mimicnet.models.export import Standalone, load_exported, save_exported
+    from mimicnet.models.latency import latency_ms
+    net = Standalone(build_model("conv2", (4, 6, 20)).eval()).eval()
+    save_exported(net, tmp_path / "m.pt2", {})
+    model, _ = load_exported(tmp_path / "m.pt2")
+    assert latency_ms(model, "cpu", 2, warmup=1, reps=3, max_seconds=0.0, threads=1) > 0

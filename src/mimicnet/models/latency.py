@@ -47,7 +47,11 @@ def latency_ms(model: torch.nn.Module, device, batch: int, warmup: int = 3, reps
     """Median milliseconds of one forward pass of `batch` random images on `device` (the model is moved
     there); `threads`: torch's intra-op threads during the measurement (None: as they are)."""
     device = torch.device(device)
-    model = model.to(device).eval()
+    model = model.to(device)
+    try:
+        model.eval()
+    except NotImplementedError:  # torch.export's module (student.pt2): already an inference graph
+        pass
     x = _images(batch, in_shape).to(device)
     before = torch.get_num_threads()
     if threads is not None:

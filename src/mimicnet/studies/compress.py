@@ -678,15 +678,17 @@ def _check_exports(dest: Path, data: TrainData, onnx: bool = False) -> tuple[dic
 # Latency
 
 class LatencyCache:
-    """OUT/latency.json: {model key: {device: {batch: ms}}}, measured once per model and device."""
+    """OUT/latency.json: {model key: {device: {batch: ms}}}, measured once per model and device, with `threads`
+    CPU threads (the run's --latency-threads; part of the key)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, threads: int | None = None):
+        self.path, self.threads = path, threads
         d = artifacts.read_json(path) if path.exists() else {}
         self.d = d if isinstance(d, dict) else {}
 
     def get(self, key: str, model_fn: Callable[[], torch.nn.Module], devices: list[str],
             log: Callable[[str], None]) -> dict:
+        key = key if self.threads is None else f"{key}-t{self.threads}"
         have = self.d.get(key, {})
         missing = [dev for dev in devices
                    if "error" not in have.get(dev, {}) and not all(str(b) in have.get(dev, {}) for b in BATCHES)]
@@ -694,7 +696,7 @@ class LatencyCache:
             model = model_fn()
             for dev in missing:
                 try:
-                    have[dev] = {str(b): ms for b, ms in measure(model, dev).items()}
+                    have[dev] = {str(b): ms for b, ms in measure(model, dev, threads=self.threads).items()}
                 except (RuntimeError, ValueError, TypeError) as e:
                     # e.g. a traced teacher with a device baked in, or out of memory at batch 256: a timing
                     # is not worth the run; recorded (the page shows "—") and not tried again
@@ -713,9 +715,10 @@ def latency_devices(device: torch.device) -> list[str]:
 
 
 def measure_latencies(out: Path, teacher: OpenedTeacher, rows: list[dict], device: torch.device,
-                      log: Callable[[str], None]) -> None:
-    """Latency of the teacher and of every family's best student (as exported), into the rows and teacher."""
-    cache, devices = LatencyCache(out / "latency.json"), latency_devices(device)
+                      log: Callable[[str], None], threads: int | None = None) -> None:
+    """Latency of the teacher and of every family's best student (as exported), into the rows and teacher, with
+    `threads` CPU threads."""
+    cache, devices = LatencyCache(out / "latency.json", threads), latency_devices(device)
 
     def teacher_model():
         m = teacher.model
@@ -792,7 +795,8 @@ def _compress(cfg: CompressConfig, out: Path, command: str, data: TrainData, tea
              "val_acc": teacher.val_acc, "test_acc": teacher.test_acc}
     student = run.stage("export", lambda: export_student(best["student"], out / "student", data, tinfo, log), log)
     if cfg.latency:
-        run.stage("latency", lambda: measure_latencies(out, teacher, rows, resolve_device(cfg.device), log), log)
+        run.stage("latency", lambda: measure_latencies(out, teacher, rows, resolve_device(cfg.device), log,
+                                                       cfg.latency_threads), log)
         student["latency_onnx"] = onnx_latencies(out, student, cfg, log)
     result = {"format": "mimicnet-compress-results-1", "out": str(out), "budget": best["budget"],
               "teacher": {**tinfo, "num_classes": teacher.num_classes, "params": teacher.params,

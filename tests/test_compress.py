@@ -32,7 +32,7 @@ from synth import write_archive, write_cifar100_archive
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MEAN, STD = (0.5, 0.45, 0.4), (0.25, 0.25, 0.25)
-FAST = ["--epochs", "1", "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu"]
+FAST = ["--epochs", "1", "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu", "--no-onnx"]  # ONNX: `done`
 
 
 class TinyTeacher(nn.Module):
@@ -396,7 +396,7 @@ def test_batchnorm_and_a_wide_bottleneck_are_folded_for_export(c10, tmp_path):
                                   meta)
         artifacts.write_json(run_dir / "config.json", {"config": {}})
         row = {"path": str(run_dir), "what": "trial 0", "val_acc": 0.5, "test_acc": 0.5, "agreement": 0.5}
-        s = export_student(row, tmp_path / f"{fam}-student", data, {}, log=lambda m: None)
+        s = export_student(row, tmp_path / f"{fam}-student", data, {}, log=lambda m: None, onnx=False)
         x = data.test.x[:20]
         want = predict_logits(net, x, 1.1, torch.device("cpu"))
         shipped, smeta = model_from_checkpoint(tmp_path / f"{fam}-student" / "best.safetensors")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def base(teacher, data, out, *flags):
     return ["compress", "--teacher", teacher, "--data", data, "--out", out, "--trials", "3", "--seeds", "0",
-            "--epochs", "1", "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu", *flags]
+            "--epochs", "1", "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu", "--no-onnx", *flags]
 
 
 # ---- counting
@@ -134,6 +134,8 @@ def test_a_flops_ceiling_makes_widths_infeasible_before_any_epoch(c10, teacher_t
     with open(out / "front.csv") as f:
         front = list(csv.DictReader(f))
     assert [r["family"] for r in front] == ["conv0"] and front[0]["exported"] == "yes"
+    student = artifacts.read_json(out / "student" / "student.json")   # --no-onnx: none written, and said
+    assert not (out / "student" / "student.onnx").exists() and "--no-onnx" in student["onnx"]["written"]
 
 
 def test_a_latency_ceiling_several_budgets_the_front_and_pick(c10, teacher_ts, tmp_path, monkeypatch):

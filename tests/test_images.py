@@ -63,7 +63,7 @@ def test_compress_on_the_pngs_gives_the_archives_result(c10, teacher_ts, tmp_pat
     for data, out in ((c10, tmp_path / "a"), (folder, tmp_path / "f")):
         rc, _, err = run(["compress", "--teacher", teacher_ts, "--data", data, "--out", out, "--budget", "20k",
                           "--families", "conv2", "--trials", "2", "--seeds", "0", "--epochs", "1",
-                          "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu", "--no-latency"])
+                          "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu", "--no-latency", "--no-onnx"])
         assert rc == 0, err
         results.append(artifacts.read_json(out / "results.json"))
     a, f = results

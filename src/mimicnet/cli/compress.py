@@ -48,7 +48,7 @@ def cmd_compress(args) -> int:
         logits_dtype=args.logits_dtype, pruner_min_epochs=args.pruner_min_epochs, grad_clip=args.grad_clip,
         max_flops=args.flops, max_latency_ms=args.latency, latency_device=args.latency_device,
         latency_batch=args.latency_batch, latency_threads=args.latency_threads, pick=args.pick,
-        image_size=args.image_size)
+        image_size=args.image_size, onnx=not args.no_onnx)
     check_config(cfg)  # every flag, before any data is read
     check_out_folder(args.out)
     command = " ".join(shlex.quote(a) for a in ["mimicnet", *sys.argv[1:]])
@@ -135,5 +135,7 @@ def register(sub) -> None:
     c.add_argument("--logits-dtype", dest="logits_dtype", choices=("float16", "float32"), default="float16",
                    help="how the transfer set stores the teacher's logits (float32 for logits beyond ±65504)")
     c.add_argument("--no-latency", dest="no_latency", action="store_true", help="do not measure latencies")
+    c.add_argument("--no-onnx", dest="no_onnx", action="store_true",
+                   help="do not write student.onnx (written by default where onnx and onnxscript are installed)")
     c.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
     c.set_defaults(func=cmd_compress)

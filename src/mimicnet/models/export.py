@@ -41,6 +41,7 @@ import sys
 import tempfile
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -205,7 +206,7 @@ def run_onnx_fresh(path, x: torch.Tensor, threads: int = 1, timeout: float = 300
         xp, yp = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
         np.save(xp, x.detach().to(torch.float32).cpu().numpy())
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        r = subprocess.run([sys.executable, "-c", _ORT_SCRIPT, str(path), xp, yp, str(int(threads))],
+        r = subprocess.run([sys.executable, "-c", _ORT_SCRIPT, str(Path(path).resolve()), xp, yp, str(int(threads))],
                            capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp)
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]

@@ -114,6 +114,7 @@ class CompressConfig:
     teacher_normalize: str | None = None    # standardize | none
     device: str = "auto"
     latency: bool = True
+    onnx: bool = True                       # also export student.onnx (needs onnx + onnxscript; --no-onnx: not)
     # Deployment ceilings, beside the parameter budget (several may be given): multiply-adds of one forward pass
     # of the shipped student (models.cost), and its median latency on `latency_device` (auto: the run's device)
     # at `latency_batch` images with `latency_threads` CPU threads. A width whose architecture overshoots one is
@@ -131,7 +132,7 @@ class CompressConfig:
 # Fields that say how much, where or how to compute, not what: a rerun with other values continues the same
 # run (the teacher and data paths: their content is checked instead, by sha256).
 NOT_IDENTITY = ("teacher", "data", "device", "trials", "seeds", "families", "latency", "teacher_mean",
-                "teacher_std", "teacher_normalize", "pick")
+                "teacher_std", "teacher_normalize", "pick", "onnx")
 
 
 def budgets(cfg: CompressConfig) -> tuple[int, ...]:
@@ -591,9 +592,12 @@ def _copy(src: Path, dest: Path) -> None:
     artifacts.atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
 
 
-def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: Callable[[str], None]) -> dict:
-    """DEST/best.safetensors (+ config.json), student.ts, student.pt2 and, last, student.json, from the run
-    `run` (a family_summary run row); kept as they are when student.json says they are this run's."""
+def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: Callable[[str], None],
+                   onnx: bool = True) -> dict:
+    """DEST/best.safetensors (+ config.json), student.ts, student.pt2, student.onnx (with `onnx`, where onnx and
+    onnxscript are installed) and, last, student.json, from the run `run` (a family_summary run row); kept as
+    they are when student.json says they are this run's (and holds the ONNX file when one is wanted)."""
+    want_onnx = onnx and not onnx_missing()
     src_dir = Path(run["path"])
     src = src_dir / "best.safetensors"
     src_sha = artifacts.file_sha256(src)
@@ -601,7 +605,8 @@ def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: C
     if done.exists():
         rec = artifacts.read_json(done)
         if isinstance(rec, dict) and rec.get("source_sha256") == src_sha and all(
-                (dest / n).is_file() and artifacts.file_sha256(dest / n) == sha for n, sha in rec.get("files", {}).items()):
+                (dest / n).is_file() and artifacts.file_sha256(dest / n) == sha for n, sha in rec.get("files", {}).items()) \
+                and (not want_onnx or "student.onnx" in rec.get("files", {})):
             log(f"{dest}: the student is already exported")
             return rec
     dest.mkdir(parents=True, exist_ok=True)
@@ -622,22 +627,22 @@ def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: C
     save_torchscript(standalone, dest / "student.ts", metadata)
     save_exported(standalone, dest / "student.pt2", metadata)
     files = ["best.safetensors", "config.json", "student.ts", "student.pt2"]
-    onnx = {"file": "student.onnx"}
-    why = onnx_missing()
+    orec = {"file": "student.onnx"}
+    why = onnx_missing() if onnx else "not asked for (--no-onnx)"
     if why:
-        onnx["written"] = f"no: {why}"
+        orec["written"] = f"no: {why}"
         (dest / "student.onnx").unlink(missing_ok=True)  # not an earlier student's
     else:
         save_onnx(standalone, dest / "student.onnx", metadata, tuple(meta.get("in_shape", (3, 32, 32))))
-        onnx["written"] = "yes"
+        orec["written"] = "yes"
         files.append("student.onnx")
-    diffs, onnx["check"], scale = _check_exports(dest, data, "student.onnx" in files)
+    diffs, orec["check"], scale = _check_exports(dest, data, "student.onnx" in files)
     rec = {**metadata, "source": str(src_dir), "source_sha256": src_sha, "run": run["what"], "fold": fold,
-           "max_abs_diff": diffs, "max_abs_logit": scale, "onnx": onnx, "teacher": teacher,
+           "max_abs_diff": diffs, "max_abs_logit": scale, "onnx": orec, "teacher": teacher,
            "files": {n: artifacts.file_sha256(dest / n) for n in files}}
     artifacts.write_json(done, rec)
     log(f"student: {meta['family']} {meta['widths']}, {params:,} parameters -> {dest} (exports match the checkpoint "
-        f"to {max(diffs.values()):.1e}{'' if 'student.onnx' in diffs else '; ONNX: ' + onnx['check']})")
+        f"to {max(diffs.values()):.1e}{'' if 'student.onnx' in diffs else '; ONNX: ' + orec['check']})")
     return rec
 
 
@@ -793,7 +798,8 @@ def _compress(cfg: CompressConfig, out: Path, command: str, data: TrainData, tea
     front = front_rows(rows, best)  # OUT/front.csv and its figure: report.compress, from results.json
     tinfo = {"kind": teacher.kind, "path": str(teacher.path), "identity": teacher.identity,
              "val_acc": teacher.val_acc, "test_acc": teacher.test_acc}
-    student = run.stage("export", lambda: export_student(best["student"], out / "student", data, tinfo, log), log)
+    student = run.stage("export", lambda: export_student(best["student"], out / "student", data, tinfo, log,
+                                                         cfg.onnx), log)
     if cfg.latency:
         run.stage("latency", lambda: measure_latencies(out, teacher, rows, resolve_device(cfg.device), log,
                                                        cfg.latency_threads), log)

@@ -196,3 +196,35 @@ def test_every_export_can_be_timed(tmp_path):
     save_exported(net, tmp_path / "m.pt2", {})
     model, _ = load_exported(tmp_path / "m.pt2")
     assert latency_ms(model, "cpu", 2, warmup=1, reps=3, max_seconds=0.0, threads=1) > 0
+
+
+def test_a_ceiling_is_one_constraint_the_gp_sampler_models(tmp_path):
+    """search.run_search's ceiling: a config over it is infeasible before it trains, recorded in the same
+    'budget' constraint as a parameter overshoot (its relative overshoot), and never the best trial."""
+    from pathlib import Path
+
+    from mimicnet import search
+    from mimicnet.train.config import TrainConfig, resolve_widths
+    from optuna.trial import TrialState
+    trained = []
+
+    def fit(cfg, run_dir, index=None, info=None):
+        trained.append(resolve_widths(cfg))
+        return {"val_acc": 0.5 + resolve_widths(cfg)[0] / 1000, "params": 1}
+
+    def ceiling(cfg):  # the first conv's width (6 to 38 at 100k) stands in for a latency: at most 20
+        c1 = resolve_widths(cfg)[0]
+        return c1 / 20 - 1, f"c1 {c1} over 20"
+    space = search.get_space("student-conv2-100k")
+    study = search.create_or_load(space, TrainConfig.of(), search.default_storage(tmp_path), space.name, None, {})
+    for c1 in (1.0, 0.0):
+        study.enqueue_trial({"lr": 0.004, "momentum": 0.9, "input_scale": 1.0, "init_scale": 1.0, "C1": c1, "C2": 0.5})
+    st = search.run_search(space, TrainConfig.of(), tmp_path, 6, sampler="gp", n_startup=3, train_fn=fit,
+                           log=lambda s: None, ceiling=ceiling)
+    trials = st.get_trials()
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    over = [t for t in trials if "over 20" in t.user_attrs.get("infeasible", "")]
+    assert over and all(t.constraints["budget"] > 0 and "run_dir" not in t.user_attrs for t in over)
+    assert len(trained) == 6 - len(over) and all(w[0] <= 20 for w in trained)
+    assert search.best_trial(st).constraints["budget"] <= 0
+    assert not any(Path(tmp_path / "trials" / str(t.number)).exists() for t in over)

@@ -72,6 +72,10 @@ def test_compress_on_the_pngs_gives_the_archives_result(c10, teacher_ts, tmp_pat
     keys = ("family", "widths", "params", "val_mean", "test_mean", "agree_mean", "best_trial")
     assert [{k: r.get(k) for k in keys} for r in a["families"]] == [{k: r.get(k) for k in keys} for r in f["families"]]
     assert a["student"]["widths"] == f["student"]["widths"] and a["student"]["test_acc"] == f["student"]["test_acc"]
+    # the student scored on the folder by `mimicnet evaluate`: the test accuracy compress reported
+    rc, stdout, err = run(["evaluate", tmp_path / "f" / "student", "--data", folder, "--device", "cpu"])
+    assert rc == 0, err
+    assert f"accuracy {f['student']['test_acc']:.4f} on the test split" in stdout
     split = artifacts.read_json(tmp_path / "f" / "split.json")
     assert len(split["val"]) == f["data"]["n_val"] and f["data"]["kind"] == "image folder"
 

@@ -29,10 +29,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .cifar import DataError, split_train_val
+from .cifar import Cifar, DataError, split_train_val
 from .splits import Split, TrainData
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_folder", "load_image_folder", "TEST_EVERY"]
+__all__ = ["IMAGE_SUFFIXES", "is_image_folder", "load_image_folder", "image_folder_as_cifar", "TEST_EVERY"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEST_EVERY = 6          # without DIR/test: every 6th file of each class (by name) is a test image
@@ -167,3 +167,14 @@ def load_image_folder(path, image_size: int = 32, log: Callable[[str], None] = p
     return TrainData(Split(x_tr, y_tr), Split(x_val, y_val), test_split, len(classes), h.hexdigest(),
                      (3, image_size, image_size), str(root), labels="fine", dataset="images",
                      label_sets={"fine": (y_tr, y_val, y_te, len(classes))}, files=files)
+
+
+def image_folder_as_cifar(path, image_size: int = 32) -> Cifar:
+    """The folder as `mimicnet evaluate` reads data (data.cifar.Cifar): the training order (train then
+    validation, so split_train_val gives back the same validation split) and the test split."""
+    d = load_image_folder(path, image_size)
+    x_train, y_train = torch.cat([d.train.x, d.val.x]), torch.cat([d.train.y, d.val.y])
+    classes = tuple(d.files["classes"])
+    x_te, y_te = (d.test.x, d.test.y) if d.test is not None else (None, None)
+    return Cifar(x_train, y_train, x_te, y_te, classes, d.source, d.sha256, dataset="images", labels="fine",
+                 label_sets={"fine": (y_train, y_te, classes)})

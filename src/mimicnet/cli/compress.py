@@ -1,4 +1,5 @@
-"""`mimicnet compress`: distil your own teacher into the best shallow student at a parameter budget."""
+"""`mimicnet compress`: distil your own teacher into the best shallow student at a parameter, FLOPs or latency
+budget, with the front of accuracy against latency and parameters, and ONNX beside TorchScript and .pt2."""
 from __future__ import annotations
 
 import argparse
@@ -64,14 +65,17 @@ def cmd_compress(args) -> int:
 def register(sub) -> None:
     c = sub.add_parser(
         "compress", help="distil your own teacher (TorchScript, .pt2, or a mimicnet run/ensemble) into the best "
-        "shallow student at a parameter budget",
+        "shallow student at a parameter, FLOPs or latency budget",
         description="Check the teacher on the validation split (its accuracy is printed; an output that is not "
         "N×K logits for the data's K classes, or not finite, is an error), label a transfer set with it, search "
         "each student family at the budget (successive-halving pruner), train each family's best config again with "
         "--seeds seeds, and write the best student by validation as a mimicnet checkpoint (OUT/student/"
-        "best.safetensors + config.json), as TorchScript (student.ts) and as a torch.export program (student.pt2), "
-        "plus OUT/report.html: per family test accuracy, agreement with the teacher, parameters and latency on "
-        "this machine. The exports take float32 N×3×32×32 RGB images in [0, 1] and include their preprocessing. "
+        "best.safetensors + config.json), as TorchScript (student.ts), as a torch.export program (student.pt2) and "
+        "as ONNX (student.onnx, checked in onnxruntime in a fresh process), plus OUT/report.html: per family test "
+        "accuracy, agreement with the teacher, parameters and latency on this machine, and the front of validation "
+        "accuracy against latency and parameters (also OUT/front.csv). --flops and --latency are ceilings like "
+        "--budget: widths above them are infeasible before any epoch. "
+        "The exports take float32 N×3×32×32 RGB images in [0, 1] and include their preprocessing. "
         "A teacher file's input normalisation comes from --teacher-mean/--teacher-std or --teacher-normalize, or "
         "from a mimicnet.json stored with it ({\"mean\": [...], \"std\": [...]} or {\"normalize\": \"standardize\"|"
         "\"none\"}: a TorchScript/torch.export extra file, or a file beside it named like it plus .json, e.g. "

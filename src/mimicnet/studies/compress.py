@@ -1,4 +1,4 @@
-"""`mimicnet compress`: distil any teacher into the best shallow student at a parameter budget.
+"""`mimicnet compress`: distil any teacher into the best shallow student at a parameter, FLOPs or latency budget.
 
     check the teacher -> teacher record -> transfer set -> search per family -> seed reruns -> export -> latency
 
@@ -23,15 +23,23 @@ Everything lands in OUT:
                        parameter count (a narrow bottleneck folded would add parameters: it is kept, and
                        student.json says so); batch norm is always folded in the exports.
     latency.json       measured latencies (ms per batch), cached per model so a rerun prints the same numbers
-    results.json       the summary the table and the report are made from (written last)
+    shapes.json        per architecture as shipped: parameters, multiply-adds, latency at the run's latency setting
+                       (ShapeCosts: what --flops and --latency are checked against before any epoch, and the front)
+    split.json         an image folder's splits by file name (data.images)
+    results.json       the summary the table and the report are made from (written last), with the front: every
+                       trained family and budget as validation against latency and parameters (report.compress
+                       writes front.csv and the figure from it)
 
 Every stage is skipped when its artifact is complete, so a killed `compress` continues when run again, and a
 finished one trains nothing more. More --trials extend each search, more --seeds add seed runs, more families
 add searches: those fields are not part of the run's identity; everything else is (another teacher, other data,
 another budget or epoch count needs another --out).
 
+Several --budget values search every family at each. --flops and --latency are ceilings checked on each
+config's architecture before it trains (search.run's ceiling), like the parameter budget.
+
 The best family is chosen on validation only: the mean validation accuracy of its seed reruns (seeds > 0), else
-its search's best trial. The exported student is that family's run (search trial or seed rerun) with the best
+its search's best trial (--pick smallest-within=D: the smallest within D points of that). The exported student is that family's run (search trial or seed rerun) with the best
 validation accuracy. Test accuracy and teacher agreement are reported, never used to choose.
 """
 from __future__ import annotations

@@ -4,6 +4,8 @@ splits fixed by file name and recorded; grey-scale and palette images converted 
 line naming the file."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,8 @@ from mimicnet.data.cifar import DataError, load_cifar
 from mimicnet.data.images import TEST_EVERY, is_image_folder, load_image_folder
 from mimicnet.data.splits import load_train_data
 
+from conftest import CIFAR_SUBSET
+from synth import write_cifar_archive
 from test_compress import c10, one_line_error, run, teacher_ts  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,10 +61,28 @@ def test_the_real_subset_as_pngs_is_pixel_identical(cifar_subset_path, tmp_path)
                                                                                        tmp_path / "pngs")))
 
 
-def test_compress_on_the_pngs_gives_the_archives_result(c10, teacher_ts, tmp_path):  # noqa: F811
-    folder = write_pngs(c10, tmp_path / "pngs")
+@pytest.fixture
+def slice_archive(c10, tmp_path):  # noqa: F811
+    """A slice of the real CIFAR-10 subset (its first 300 training and 100 test images, as a CIFAR archive) when
+    it is there (always under CI), else the synthetic archive: compress on either, twice, stays fast."""
+    if not CIFAR_SUBSET.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but the real CIFAR-10 subset is missing: {CIFAR_SUBSET}")
+        return c10
+    c = load_cifar(CIFAR_SUBSET)
+    batch = lambda x, y, name: {b"data": x.reshape(len(x), 3072).numpy(), b"labels": y.tolist(),  # noqa: E731
+                                b"batch_label": name}
+    return write_cifar_archive(tmp_path / "slice.tar.gz", {
+        "batches.meta": {b"label_names": [n.encode() for n in c.classes], b"num_vis": 3072},
+        "data_batch_1": batch(c.x_train[:300], c.y_train[:300], b"slice"),
+        "test_batch": batch(c.x_test[:100], c.y_test[:100], b"test")})
+
+
+def test_compress_on_the_pngs_gives_the_archives_result(slice_archive, teacher_ts, tmp_path):  # noqa: F811
+    folder = write_pngs(slice_archive, tmp_path / "pngs")
+    assert_same_tensors(load_train_data(slice_archive), load_train_data(folder))
     results = []
-    for data, out in ((c10, tmp_path / "a"), (folder, tmp_path / "f")):
+    for data, out in ((slice_archive, tmp_path / "a"), (folder, tmp_path / "f")):
         rc, _, err = run(["compress", "--teacher", teacher_ts, "--data", data, "--out", out, "--budget", "20k",
                           "--families", "conv2", "--trials", "2", "--seeds", "0", "--epochs", "1",
                           "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu", "--no-latency", "--no-onnx"])

@@ -98,9 +98,10 @@ def compress_table(result: dict) -> str:
 
 def _run_views(result: dict) -> list[dict]:
     out = []
+    several = len(result.get("budgets") or [result["budget"]]) > 1
     for r in result["families"]:
         for run in r.get("runs", []):
-            out.append({"family": r["family"], "what": run["what"], "val": _pct(run["val_acc"]),
+            out.append({"family": r["family"] + (f" {budget_name(r['budget'])}" if several else ""), "what": run["what"], "val": _pct(run["val_acc"]),
                         "test": _pct(run.get("test_acc")), "agree": _pct(run.get("agreement")),
                         "path": run["path"], "exported": run["path"] == result["student"].get("source")})
     return out

@@ -21,7 +21,8 @@ from mimicnet.core import artifacts
 from mimicnet.data.splits import load_train_data
 from mimicnet.distill import external
 from mimicnet.models.checkpoint import model_from_checkpoint
-from mimicnet.models.export import Standalone, fold_batchnorm
+from mimicnet.models.export import (OnnxError, Standalone, fold_batchnorm, onnxruntime_missing, run_onnx_fresh,
+                                    save_onnx)
 from mimicnet.models.families import build_model, count_params
 from mimicnet.models.inference import predict_logits
 from mimicnet.studies.compress import export_student
@@ -31,7 +32,7 @@ from synth import write_archive, write_cifar100_archive
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MEAN, STD = (0.5, 0.45, 0.4), (0.25, 0.25, 0.25)
-FAST = ["--epochs", "1", "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu"]
+FAST = ["--epochs", "1", "--transfer-epochs", "1", "--batch-size", "64", "--device", "cpu", "--no-onnx"]  # ONNX: `done`
 
 
 class TinyTeacher(nn.Module):
@@ -88,6 +89,10 @@ def one_line_error(argv, *phrases) -> str:
     return err
 
 
+def html_of(out) -> str:
+    return (out / "report.html").read_text()
+
+
 def table(stdout: str) -> str:
     """The result table printed at the end (from its heading to the student line)."""
     return stdout[stdout.index("\nbudget "):stdout.index("\nreport: ")]
@@ -134,6 +139,8 @@ def test_compress_writes_student_exports_and_report(done, teacher_ts):
     # the config and the code version, exactly
     rec = artifacts.read_json(out / "compress.json")
     assert rec["config"]["budget"] == 20_000 and rec["config"]["families"] == ["conv0", "conv2"]
+    trial = artifacts.read_json(out / "studies" / "student-conv2-20k" / "trials" / "0" / "config.json")
+    assert trial["config"]["grad_clip"] == 20.0   # as the cpu preset's students
     assert rec["code_version"] and rec["teacher"]["file_sha256"] == artifacts.file_sha256(teacher_ts)
     # the transfer set names the teacher file's sha256
     man = artifacts.read_json(out / "transfer" / "manifest.json")
@@ -145,7 +152,12 @@ def test_compress_writes_student_exports_and_report(done, teacher_ts):
         assert (out / "student" / name).is_file()
     assert s["family"] == res["best_family"] and s["normalize"] == "none"
     assert s["fold"]["bottleneck"] in ("none", "kept", "folded")
-    assert max(s["max_abs_diff"].values()) <= 1e-4
+    assert max(v for k, v in s["max_abs_diff"].items() if k != "student.onnx") <= 1e-4
+    if onnxruntime_missing():
+        print(f"ONNX parity not checked: {onnxruntime_missing()}")
+    else:  # the ONNX file, run by onnxruntime in a fresh process, matched the checkpoint (batch 256 and 1)
+        assert "student.onnx" in s["files"] and s["max_abs_diff"]["student.onnx"] <= 1e-4 * max(1, s["max_abs_logit"])
+        assert "fresh process" in s["onnx"]["check"] and "student.onnx" in html_of(out)
     html = (out / "report.html").read_text()
     for phrase in ("conv0", "conv2", "agree %", "cpu b1 ms", "cpu b256 ms", "student.pt2", "[0, 1]"):
         assert phrase in html
@@ -325,7 +337,10 @@ def test_a_teacher_file_without_normalisation_says_how_to_give_it(c10, tmp_path)
     (["--budget", "20k", "--teacher-mean", "0.5,0.5,0.5"], "a mean needs a std"),
     (["--budget", "20k", "--teacher-mean", "0.5,0.5,0.5", "--teacher-std", "0.2,0.2,0.2",
       "--teacher-normalize", "none"], "not both"),
-], ids=["budget", "family", "tiny-budget", "trials", "seeds", "mean-length", "mean-scale", "mean-alone", "mean-and-normalize"])
+    (["--budget", "20k", "--epochs", "30"], "--pruner-min-epochs 5: the first rung falls inside"),
+    (["--budget", "20k", "--grad-clip", "-1"], "--grad-clip must be a number >= 0"),
+], ids=["budget", "family", "tiny-budget", "trials", "seeds", "mean-length", "mean-scale", "mean-alone", "mean-and-normalize",
+        "rung-in-warmup", "grad-clip"])
 def test_bad_flags_are_one_line(c10, teacher_ts, tmp_path, flags, phrase):
     out = tmp_path / "out"
     one_line_error(["compress", "--teacher", teacher_ts, "--data", c10, "--out", out, *flags], phrase)
@@ -381,7 +396,7 @@ def test_batchnorm_and_a_wide_bottleneck_are_folded_for_export(c10, tmp_path):
                                   meta)
         artifacts.write_json(run_dir / "config.json", {"config": {}})
         row = {"path": str(run_dir), "what": "trial 0", "val_acc": 0.5, "test_acc": 0.5, "agreement": 0.5}
-        s = export_student(row, tmp_path / f"{fam}-student", data, {}, log=lambda m: None)
+        s = export_student(row, tmp_path / f"{fam}-student", data, {}, log=lambda m: None, onnx=False)
         x = data.test.x[:20]
         want = predict_logits(net, x, 1.1, torch.device("cpu"))
         shipped, smeta = model_from_checkpoint(tmp_path / f"{fam}-student" / "best.safetensors")
@@ -426,3 +441,36 @@ def test_a_failed_run_row_keeps_the_widths_it_trained_with(tmp_path):
     cfg = TrainConfig.of(family="conv1", budget=20_000, constants=(0.5, 0.5))
     assert failed_row(cfg, run).widths == (11, 22, 33)
     assert failed_row(cfg, tmp_path / "none").widths not in (None, (11, 22, 33))
+
+
+def test_onnx_export_has_a_dynamic_batch_its_metadata_and_the_same_logits(tmp_path):
+    if onnxruntime_missing():
+        pytest.skip(f"ONNX parity: {onnxruntime_missing()}")
+    import onnx
+    torch.manual_seed(0)
+    net = build_model("conv2", (6, 8, 12), num_classes=10, batchnorm=True)
+    for m in net.modules():  # batch-norm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model = Standalone(fold_batchnorm(net.eval()), 1.1).eval()
+    save_onnx(model, tmp_path / "m.onnx", {"format": "x", "num_classes": 10})
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert proto.graph.input[0].name == "images" and not dims[0].HasField("dim_value")  # batch is symbolic
+    assert [d.dim_value for d in dims[1:]] == [3, 32, 32]
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["mimicnet.json"])["num_classes"] == 10
+    x = torch.randint(0, 256, (9, 3, 32, 32), dtype=torch.uint8).float() / 255
+    y, said = run_onnx_fresh(tmp_path / "m.onnx", x)
+    with torch.no_grad():
+        want = model(x)
+    assert said["metadata"] == ["mimicnet.json"]
+    assert float((y - torch.cat([want, want[:1]])).abs().max()) <= 1e-4
+
+
+def test_onnx_errors_name_the_file(tmp_path):
+    if onnxruntime_missing():
+        pytest.skip(f"ONNX parity: {onnxruntime_missing()}")
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(OnnxError, match="bad.onnx: onnxruntime could not run it"):
+        run_onnx_fresh(tmp_path / "bad.onnx", torch.rand(1, 3, 32, 32))

@@ -30,3 +30,34 @@ def parse_budget(s: str | int | float) -> int:
 def budget_name(budget: int | float) -> str:
     """1M, 3.16M, 31.6M, 100k: the spelling of folders, space names and tables."""
     return f"{budget / 1e6:g}M" if budget >= 1_000_000 else f"{budget / 1e3:g}k"
+
+
+def parse_count(s: str | int | float, what: str = "--flops") -> int:
+    """'20M', '1.5G', '300k', '20000000' -> a positive integer (multiply-adds of a forward pass, ...); a
+    ConfigError naming `what` on anything else."""
+    t = str(s).strip().lower().replace("_", "")
+    mult = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:], 1)
+    try:
+        v = float(t[:-1] if mult != 1 else t) * mult
+    except ValueError:
+        raise ConfigError(f"{what} must look like 20M, 1.5G, 300k or 20000000, got {s!r}") from None
+    if not v >= 1 or v > 1e15:
+        raise ConfigError(f"{what} must be a count from 1 to 1e15, got {s!r}")
+    return int(round(v))
+
+
+def parse_ms(s: str | int | float, what: str = "--latency") -> float:
+    """'0.5ms', '500us', '0.002s', '2' (milliseconds) -> milliseconds; a ConfigError naming `what` otherwise."""
+    t = str(s).strip().lower().replace(" ", "").replace("µs", "us")
+    scale = 1.0
+    for unit, mult in (("ms", 1.0), ("us", 1e-3), ("s", 1e3)):
+        if t.endswith(unit):
+            t, scale = t[:-len(unit)], mult
+            break
+    try:
+        v = float(t) * scale
+    except ValueError:
+        raise ConfigError(f"{what} must look like 0.5ms, 500us or 0.002s, got {s!r}") from None
+    if not 0 < v < 1e7:
+        raise ConfigError(f"{what} must be a positive time, got {s!r}")
+    return v

@@ -17,6 +17,7 @@ import torch
 
 from .cifar import (C100_TEST, C100_TRAIN, CIFAR100_FOLDER, CLASSES, FOLDER, TEST_BATCH, TRAIN_BATCHES, Cifar, _error,
                     check_labels, load_cifar, no_labels_error)
+from .images import image_folder_as_cifar, is_image_folder
 
 DATA_SUFFIX = "_data.npy"
 LABELS_SUFFIX = "_labels.npy"
@@ -113,7 +114,8 @@ def load_npy_pair(path) -> Cifar:
 
 def load_test_source(path, labels: str = "fine") -> Cifar:
     """Any data `mimicnet evaluate` takes: a CIFAR-10 or CIFAR-100 archive or folder (`load_cifar`, with the
-    labels of set `labels`) or a .npy pair (CIFAR-10's classes: fine labels only)."""
+    labels of set `labels`), a .npy pair (CIFAR-10's classes: fine labels only), or a folder of class folders of
+    images (data.images)."""
     check_labels(labels)
     path = Path(path).expanduser()
     if not path.exists() and path.suffix.lower() != ".npy":
@@ -122,4 +124,8 @@ def load_test_source(path, labels: str = "fine") -> Cifar:
         if labels != "fine":
             raise no_labels_error(path, "a CIFAR-10.1 .npy pair", labels)
         return load_npy_pair(path)
+    if is_image_folder(path):  # class folders of PNG/JPEG (data.images): the same splits as a run on them
+        if labels != "fine":
+            raise no_labels_error(path, "a folder of images", labels)
+        return image_folder_as_cifar(path)
     return load_cifar(path, labels)

@@ -35,6 +35,8 @@ class TrainData:
     labels: str = field(default="fine", kw_only=True)
     dataset: str = field(default="", kw_only=True)  # "cifar10" | "cifar100" | "" (a feature file)
     label_sets: dict = field(default_factory=dict, kw_only=True, repr=False, compare=False)
+    # an image folder's splits by file name and their rule (data.images); {} for an archive
+    files: dict = field(default_factory=dict, kw_only=True, repr=False, compare=False)
 
     def limited(self, max_train: int | None) -> "TrainData":
         """The same data with only the first `max_train` training rows (validation and test unchanged)."""
@@ -45,7 +47,8 @@ class TrainData:
         sets = {k: (y_tr[:max_train], y_val, y_te, n) for k, (y_tr, y_val, y_te, n) in self.label_sets.items()}
         return TrainData(Split(self.train.x[:max_train], self.train.y[:max_train]), self.val, self.test,
                          self.num_classes, self.sha256, self.in_shape, self.source, labels=self.labels,
-                         dataset=self.dataset, label_sets=sets)
+                         dataset=self.dataset, label_sets=sets,
+                         files={**self.files, "train": self.files["train"][:max_train]} if self.files else {})
 
     def with_labels(self, labels: str) -> "TrainData":
         """The same images with the labels of set `labels` (fine | coarse) and its number of classes: a
@@ -59,14 +62,19 @@ class TrainData:
         y_tr, y_val, y_te, n = self.label_sets[labels]
         test = None if self.test is None else Split(self.test.x, y_te)
         return TrainData(Split(self.train.x, y_tr), Split(self.val.x, y_val), test, n, self.sha256, self.in_shape,
-                         self.source, labels=labels, dataset=self.dataset, label_sets=self.label_sets)
+                         self.source, labels=labels, dataset=self.dataset, label_sets=self.label_sets,
+                         files=self.files)
 
 
 def load_train_data(path, max_train: int | None = None, labels: str = "fine") -> TrainData:
     """A CIFAR-10 or CIFAR-100 archive or folder as train (first N after the validation split) / val / test
-    splits, with the labels of set `labels` (fine | coarse: CIFAR-100's 20 superclasses)."""
+    splits, with the labels of set `labels` (fine | coarse: CIFAR-100's 20 superclasses); or a folder of class
+    subfolders of PNG/JPEG images (data.images, 32×32)."""
     if not path:
         raise DataError("no data: pass --data ARCHIVE (a CIFAR-10 or CIFAR-100 .tar.gz or folder)")
+    from .images import is_image_folder, load_image_folder  # images imports this module
+    if is_image_folder(path):
+        return load_image_folder(path).with_labels(labels).limited(max_train)
     c = load_cifar(path, labels)
     if c.x_train is None:
         what = "train" if c.dataset == "cifar100" else "data_batch_*"

@@ -178,7 +178,8 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                train_fn: Callable[..., dict] | None = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                grace_period: int | None = GRACE_PERIOD, log: Callable[[str], None] = print,
                data: TrainData | None = None, teachers: Teachers | None = None, pruner: str = "none",
-               pruner_min_epochs: int | None = None, pruner_eta: int = 3):
+               pruner_min_epochs: int | None = None, pruner_eta: int = 3,
+               ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None):
     """Run (or continue, or join) the study until it holds ``trials`` finished trials; returns the study.
 
     Every worker runs the same call. ``train_fn(cfg, run_dir, index=, info=)`` trains one trial and returns
@@ -186,7 +187,11 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
     once here when not given), with the teacher of a student space loaded once (``teachers``) for all trials.
     ``pruner``: none | median | sha | hyperband, with its first rung at ``pruner_min_epochs`` (pruners.py;
     None: the first epoch after the schedule's warm-up, first_rung_after_warmup); with
-    one, ``train_fn`` is also given ``on_epoch=`` (train.loop.fit's hook) to report each epoch."""
+    one, ``train_fn`` is also given ``on_epoch=`` (train.loop.fit's hook) to report each epoch.
+    ``ceiling(cfg) -> (v, what)``: a deployment limit the architecture alone decides (compress's --flops and
+    --latency), asked of every config that meets the parameter budget before it trains: ``v > 0`` (the relative
+    overshoot) makes the trial infeasible like a budget overshoot (its "budget" constraint is v, `what` its
+    reason); ``v <= 0`` is the slack."""
     space = get_space(space)
     if trials < 1:
         raise SearchError(f"--trials must be >= 1, got {trials}")
@@ -207,7 +212,7 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                            make_sampler(space, sampler, n_startup, seed),
                            {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}, pruner_obj)
     objective = _Objective(space, base_cfg, study, study_name, out_dir, sampler, train_fn, index, log,
-                           pruning=pruner != "none", num_classes=num_classes)
+                           pruning=pruner != "none", num_classes=num_classes, ceiling=ceiling)
     _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log)
     return study
 
@@ -329,8 +334,9 @@ class _Objective:
 
     def __init__(self, space: Space, base_cfg: TrainConfig, study, study_name: str, out_dir: Path, sampler: str,
                  train_fn: Callable[..., dict], index, log: Callable[[str], None], pruning: bool = False,
-                 num_classes: int = 10):
+                 num_classes: int = 10, ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None):
         self.space, self.base_cfg, self.study, self.study_name = space, base_cfg, study, study_name
+        self.ceiling = ceiling
         self.pruning, self.num_classes = pruning, num_classes
         self.out_dir, self.sampler, self.train_fn, self.index, self.log = out_dir, sampler, train_fn, index, log
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -346,8 +352,13 @@ class _Objective:
             cfg = apply(self.space, params, self.base_cfg, self.num_classes)
         except BudgetError as e:
             return self.infeasible(trial, params, e)
+        # one constraint, "budget", for every trial (the samplers model one feasibility): the parameter budget's
+        # slack, or a ceiling's overshoot (v > 0) or slack, whichever is nearer the boundary
+        v, what = self.ceiling(cfg) if self.ceiling is not None else (-math.inf, "")
         if self.constrained and "budget" not in trial.constraints:
-            trial.set_constraint("budget", min(budget_violation(self.space, params, self.num_classes), 0.0))
+            trial.set_constraint("budget", max(min(budget_violation(self.space, params, self.num_classes), 0.0), v))
+        if v > 0:
+            return self.over_ceiling(trial, params, what)
         run_dir = self.run_dir(trial, cfg)
         trial.set_user_attr("run_dir", self.stored(run_dir))
         trial.set_user_attr("run_dir_abs", str(run_dir.resolve()))
@@ -364,6 +375,15 @@ class _Objective:
         value = _worst_feasible(self.study, 1.0 / self.num_classes)
         self.log(f"trial {trial.number}: infeasible ({_fmt_params(params)}): the fixed layers alone overshoot the "
                  f"budget by {100 * v:.1f}%; told the sampler, value {value:.4f}")
+        return value
+
+    def over_ceiling(self, trial, params: dict, what: str) -> float:
+        """A config within the parameter budget whose architecture overshoots a deployment ceiling (FLOPs,
+        latency): infeasible before any epoch, as a budget overshoot is; the value is the worst feasible one."""
+        trial.set_user_attr("infeasible", what)
+        value = _worst_feasible(self.study, 1.0 / self.num_classes)
+        self.log(f"trial {trial.number}: infeasible ({_fmt_params(params)}): {what}; told the sampler, "
+                 f"value {value:.4f}")
         return value
 
     def run_dir(self, trial, cfg: TrainConfig) -> Path:

@@ -25,13 +25,15 @@ from torch import nn
 from ..core import artifacts
 from .augment import standardize
 
-__all__ = ["PREPROCESS", "STANDARDIZE", "GCN_ZCA", "OLD_NAMES", "ZCA_FILE", "fit_zca", "apply_zca", "whiten", "Whitened", "save_zca", "load_zca"]
+__all__ = ["PREPROCESS", "STANDARDIZE", "GCN_ZCA", "CHECKPOINT_NAME", "OLD_NAMES", "ZCA_FILE", "fit_zca", "apply_zca", "whiten", "Whitened", "save_zca", "load_zca"]
 
-# The one name of each preprocessing (configs, checkpoints, flags). Checkpoints written before this named
-# per-image standardisation "per-image-standardise": OLD_NAMES maps it.
+# The one name of each preprocessing in code, configs and flags. A checkpoint's metadata spells per-image
+# standardisation "per-image-standardise" (its format, kept byte for byte: an ensemble names its members by
+# their checkpoints' sha256): CHECKPOINT_NAME writes it, OLD_NAMES reads it back.
 STANDARDIZE, GCN_ZCA = "standardize", "gcn-zca"
 PREPROCESS = (STANDARDIZE, GCN_ZCA)
-OLD_NAMES = {"per-image-standardise": STANDARDIZE}
+CHECKPOINT_NAME = "per-image-standardise"
+OLD_NAMES = {CHECKPOINT_NAME: STANDARDIZE}
 ZCA_FILE = "zca.safetensors"
 # eps is on the GCN scale (each image has unit variance, so the eigenvalues sum to about D): 1e-2 keeps
 # the noise amplification of the weakest directions below 10× (pylearn2's filter_bias 0.1 at GCN scale 55

@@ -18,6 +18,7 @@ import torch
 from ..core import artifacts
 from ..core.errors import ConfigError
 from ..core.index import IndexRow, RunKind, append_index
+from ..data import preprocess as prep
 from ..models.families import ModelError
 from ..models.inference import predict_logits
 from .config import TrainConfig, resolve_widths
@@ -192,7 +193,7 @@ def model_meta(cfg: TrainConfig, widths, num_classes: int, n_params: int) -> dic
     """What a checkpoint needs to rebuild its model (models.checkpoint), plus the whole config."""
     m = cfg.model
     return {"family": m.family, "widths": list(widths), "dropout": list(m.dropout), "batchnorm": m.batchnorm,
-            "num_classes": num_classes, "input_scale": cfg.data.input_scale, "preprocess": cfg.data.preprocess,
+            "num_classes": num_classes, "input_scale": cfg.data.input_scale, "preprocess": prep.CHECKPOINT_NAME,
             "params": n_params, "config": cfg.to_dict()}
 
 

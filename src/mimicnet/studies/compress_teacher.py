@@ -3,7 +3,6 @@ opened once, checked on the data (its accuracy, what it was trained on) and give
 names it by."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -12,67 +11,10 @@ import torch
 
 from ..core import artifacts
 from ..core.errors import ConfigError
-from ..core.hardware import hardware
 from ..data.splits import TrainData
 from ..distill import external
 from ..distill.ensemble import load_teacher, teacher_info
-from .compress_config import NOT_IDENTITY, CompressConfig
-
-
-# ----------------------------------------------------------------------------------------------
-# The teacher
-
-# ----------------------------------------------------------------------------------------------
-# The run's record
-
-class CompressRun:
-    """OUT/compress.json: the config, its identity, the teacher's and the data's, stage times."""
-
-    def __init__(self, cfg: CompressConfig, out: Path, command: str, teacher: OpenedTeacher, data: TrainData):
-        self.cfg, self.out = cfg, out
-        self.path = out / "compress.json"
-        old = artifacts.read_json(self.path) if self.path.exists() else {}
-        if not isinstance(old, dict):
-            raise ConfigError(f"{self.path}: not a compress record; choose another --out")
-        key = artifacts.config_hash(cfg, exclude=NOT_IDENTITY)
-        if old and old.get("config_hash") != key:
-            raise ConfigError(f"{out}: holds a compress run of another config (budget, epochs, ...: see "
-                              f"{self.path.name}); choose another --out")
-        old_t = (old.get("teacher") or {}).get("identity")
-        if old_t and old_t != teacher.identity:
-            raise ConfigError(f"{out}: made from another teacher (identity {old_t[:12]}…; {teacher.path} is "
-                              f"{teacher.identity[:12]}…: another file or normalisation); choose another --out")
-        old_d = (old.get("data") or {}).get("sha256")
-        if old_d and old_d != data.sha256:
-            raise ConfigError(f"{out}: made from other data (sha256 {old_d[:12]}…, {cfg.data} is {data.sha256[:12]}…); "
-                              "give the archive it was made from, or choose another --out")
-        self.record = {
-            "format": "mimicnet-compress-1", "command": command, "config": artifacts.to_jsonable(cfg),
-            "config_hash": key, "code_version": artifacts.code_version(), "hardware": hardware(),
-            "teacher": {"identity": teacher.identity, "kind": teacher.kind, "path": str(teacher.path.resolve()),
-                        "file_sha256": teacher.file_sha256 or None,
-                        "normalize": teacher.norm.to_dict() if teacher.norm is not None else None,
-                        "normalize_from": teacher.norm_source or None},
-            "data": {"path": cfg.data, "sha256": data.sha256, "labels": data.labels, "num_classes": data.num_classes,
-                     "n_train": len(data.train.y), "n_val": len(data.val.y),
-                     "n_test": 0 if data.test is None else len(data.test.y)},
-            "stages": old.get("stages", {})}
-        if data.files:  # an image folder: its splits by file name (data.images)
-            self.record["data"].update(kind="image folder", split_rule=data.files["rule"],
-                                       classes=data.files["classes"], split_files="split.json")
-            artifacts.write_json(out / "split.json", data.files)
-        self.save()
-
-    def save(self) -> None:
-        artifacts.write_json(self.path, self.record)
-
-    def stage(self, name: str, fn, log: Callable[[str], None] = print):
-        t0 = time.perf_counter()
-        log(f"\n== {name}")
-        result = fn()
-        self.record["stages"][name] = round(self.record["stages"].get(name, 0) + time.perf_counter() - t0, 1)
-        self.save()
-        return result
+from .compress_config import CompressConfig
 
 
 @dataclass

@@ -241,8 +241,8 @@ def teacher_student_figure(points):
     ax.plot([], [], "s", color="0.3", mfc="white", label="ensemble teacher")
     ax.set_title("This run: student (top-5 mean; bars 5th … best) vs its teacher", fontsize=9)
     for s in P.BA_STUDENTS:
-        axp.plot([s["teacher_test_acc"]], [s["test_acc"]], marker="s" if s["teacher_kind"] == "ensemble" else "o",
-                 ms=6, ls="none", color="#1f77b4", mfc="white" if s["teacher_kind"] == "ensemble" else "#1f77b4")
+        axp.plot([s["teacher_test_acc"]], [s["test_acc"]], marker="s" if s["teacher_kind"] == RunKind.ENSEMBLE else "o",
+                 ms=6, ls="none", color="#1f77b4", mfc="white" if s["teacher_kind"] == RunKind.ENSEMBLE else "#1f77b4")
         axp.annotate(f"{s['name']}\n{s['test_acc']:g}", (s["teacher_test_acc"], s["test_acc"]), xytext=(5, -3),
                      textcoords="offset points", fontsize=6)
     ref = P.BA_STUDENTS[1]  # the 128c student of a single CNN; the ensemble's student has the same architecture

@@ -16,6 +16,7 @@ from mimicnet.core.units import parse_count, parse_ms
 from mimicnet.models.cost import count_macs, shipped
 from mimicnet.models.families import build_model
 from mimicnet.studies import compress as C
+from mimicnet.studies import compress_costs  # where the timer is called: the tests replace it
 
 from test_compress import c10, one_line_error, run, teacher_ts  # noqa: F401  (the fixtures too: one teacher per module)
 
@@ -89,7 +90,7 @@ def test_pareto_front_and_pick_by_validation():
 
 def test_costs_are_measured_once_per_shape_and_checked_on_load(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(C, "latency_ms", lambda net, *a, **k: calls.append(1) or 0.25)
+    monkeypatch.setattr(compress_costs, "latency_ms", lambda net, *a, **k: calls.append(1) or 0.25)
     cfg = C.CompressConfig(teacher="t", data="d", budget=20_000, max_latency_ms=1.0)
     path = tmp_path / "shapes.json"
     costs = C.ShapeCosts(cfg, path, torch.device("cpu"), log=lambda s: None)
@@ -144,7 +145,7 @@ def test_a_latency_ceiling_several_budgets_the_front_and_pick(c10, teacher_ts, t
     def fake_latency(net, device, batch, threads=None, in_shape=(3, 32, 32)):  # 1 ms per million multiply-adds
         timed.append((batch, threads))
         return count_macs(net, in_shape) / 1e6
-    monkeypatch.setattr(C, "latency_ms", fake_latency)
+    monkeypatch.setattr(compress_costs, "latency_ms", fake_latency)
     out = tmp_path / "out"
     argv = base(teacher_ts, c10, out, "--budget", "20k", "--budget", "40k", "--families", "conv0,conv2",
                 "--latency", "0.3ms", "--latency-batch", "2", "--latency-threads", "1", "--pick", "smallest-within=100")

@@ -58,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, Diverged) as e:
         print(f"mimicnet: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if e.errno not in RESOURCE_ERRNOS:
-            raise
-        print(f"mimicnet: error: {e.filename or 'a file'}: {e.strerror or os.strerror(e.errno)}; "
-              f"{RESOURCE_ERRNOS[e.errno]}, then run the same command again (finished work is kept)", file=sys.stderr)
+    except OSError as e:  # any errno: the machine's state or a path, not a bug; one line naming the file
+        where = f"{e.filename}: " if e.filename else ""
+        why = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
+        if e.errno in RESOURCE_ERRNOS:
+            print(f"mimicnet: error: {where or 'a file: '}{why}; {RESOURCE_ERRNOS[e.errno]}, then run the same "
+                  "command again (finished work is kept)", file=sys.stderr)
+        else:
+            print(f"mimicnet: error: {where}{why}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:
         asked = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 from ..core.artifacts import read_json
 from ..core.errors import ConfigError, UserError
+from ..core.paths import file_problem, folder_problem, input_problem
 from ..core.units import parse_budget
 from ..data.cifar import LABELS
 from ..train.config import FLAT_FIELDS, TrainConfig, check_distill
@@ -49,6 +49,44 @@ def labels_arg(p) -> None:
                    "20 superclasses)")
 
 
+def out_folder(s: str) -> Path:
+    """argparse type of a folder a command writes into: checked where it enters (core.paths)."""
+    why = folder_problem(s)
+    if why:
+        raise argparse.ArgumentTypeError(f"{s}: {why}")
+    return Path(s)
+
+
+def out_file(s: str) -> Path:
+    """argparse type of a file a command writes (--json, a .npz, a checkpoint): checked where it enters."""
+    why = file_problem(s)
+    if why:
+        raise argparse.ArgumentTypeError(f"{s}: {why}")
+    return Path(s)
+
+
+def in_path(s: str) -> str:
+    """argparse type of a file or folder a command reads (--data, --teacher, --transfer): it is there and
+    can be read (what it holds is checked by its reader)."""
+    why = input_problem(s)
+    if why:
+        raise argparse.ArgumentTypeError(f"{s}: {why}")
+    return s
+
+
+def in_path_p(s: str) -> Path:
+    return Path(in_path(s))
+
+
+def storage_url(s: str) -> str:
+    """argparse type of --storage: a database URL; an SQLite file's path is checked like a file written."""
+    if s.startswith("sqlite:///"):
+        why = file_problem(s[len("sqlite:///"):])
+        if why:
+            raise argparse.ArgumentTypeError(f"{s}: {why}")
+    return s
+
+
 # flag -> TrainConfig field, for flags that map one to one
 _TRAIN_FLAGS = {
     "family": (str, "model family (see `mimicnet model list`)"),
@@ -56,7 +94,7 @@ _TRAIN_FLAGS = {
     "constants": (_floats, "width constants in [0,1] (teacher: C1,C2,C3,H1; students: C1[,C2] with --budget)"),
     "budget": (_budget, "parameter budget (1M, 3.16M, ...): the dependent width is solved to meet it"),
     "dropout": (_floats, "dropout rates in layer order (teacher: doc1,doc2,doc3,dof1,dof2)"),
-    "data": (str, "CIFAR-10 or CIFAR-100 archive (.tar.gz) or extracted folder"),
+    "data": (in_path, "CIFAR-10 or CIFAR-100 archive (.tar.gz) or extracted folder"),
     "max_train": (int, "use only the first N training images"),
     "labels": (str, "label set: fine (default: CIFAR-10's 10 classes, CIFAR-100's 100) or coarse (CIFAR-100's 20 "
                     "superclasses)"),
@@ -80,10 +118,10 @@ _TRAIN_FLAGS = {
     "optimizer": (str, "sgd (Nesterov, S3) or adam (S6)"),
     "preprocess": (str, "standardize (per image, default) or gcn-zca (S5: ZCA fitted on the training split)"),
     "loss": (str, "ce (hard labels, default) or a mimic loss: l2-logits, kl, l2-probs, softmax-mse (needs --transfer)"),
-    "transfer": (str, "transfer set folder (`mimicnet transfer`) whose teacher logits a student mimics"),
+    "transfer": (in_path, "transfer set folder (`mimicnet transfer`) whose teacher logits a student mimics"),
     "temperature": (float, "temperature of kl and softmax-mse (1)"),
     "hard_weight": (float, "weight of cross-entropy on the true labels added to a mimic loss (0)"),
-    "teacher": (str, "--distill online: the teacher (a run, ensemble or external teacher folder)"),
+    "teacher": (in_path, "--distill online: the teacher (a run, ensemble or external teacher folder)"),
     "mix": (str, "--distill online: none (default), mixup or cutmix of each augmented batch"),
     "mix_alpha": (float, "--distill online: mixing weight λ ~ Beta(alpha, alpha) (1)"),
 }
@@ -100,7 +138,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill", dest="distill_mode", default=None, metavar="{fixed,online}",
                    help="fixed (default): mimic the logits of --transfer, labelled once; online: --teacher labels "
                         "every augmented batch as the student sees it (Beyer et al. 2022)")
-    p.add_argument("--config", type=Path, help="JSON file of config fields; flags override it")
+    p.add_argument("--config", type=in_path_p, help="JSON file of config fields; flags override it")
     _device_arg(p)
 
 
@@ -124,15 +162,13 @@ def config_file(path: Path) -> dict:
     return dict(d)
 
 
-def check_out_folder(path: Path) -> None:
-    """A folder the command will write into (--out): a UserError naming it before any work is done when it
-    cannot be one (a file in the way, no permission to write)."""
-    path = Path(path)
-    here = next((p for p in (path, *path.parents) if p.exists()), Path.cwd())  # what exists of it
-    if not here.is_dir():
-        raise UserError(f"--out {path}: {here} is a file, not a folder")
-    if not os.access(here, os.W_OK | os.X_OK):
-        raise UserError(f"--out {path}: cannot write in {here} (permission denied)")
+def check_out_folder(path: Path, flag: str = "--out") -> None:
+    """A folder the command will write into (--out): a UserError naming it and why before any work is done
+    when it cannot be one (a file in the way, no permission, a read-only or virtual filesystem, a name too
+    long, a symlink loop: core.paths)."""
+    why = folder_problem(path)
+    if why:
+        raise UserError(f"{flag} {path}: {why}")
 
 
 def train_config_from_args(args) -> TrainConfig:

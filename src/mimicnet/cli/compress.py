@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from pathlib import Path
 
 import optuna
 
@@ -13,7 +12,7 @@ from ..studies.compress import FAMILIES, CompressConfig, check_config, compress
 from ..data.cifar import LABELS
 from ..search.pruners import PRUNERS
 from ..search.samplers import SAMPLERS
-from .common import _budget, _floats, check_out_folder
+from .common import _budget, _floats, check_out_folder, in_path, in_path_p, out_folder
 
 
 def _families(s: str) -> tuple[str, ...]:
@@ -56,11 +55,11 @@ def register(sub) -> None:
         "\"none\"}: a TorchScript/torch.export extra file, or a file beside it named like it plus .json, e.g. "
         "model.pt2.json). Run the same command again "
         "to continue a killed run; a finished one trains nothing more.")
-    c.add_argument("--teacher", type=Path, required=True, metavar="T",
+    c.add_argument("--teacher", type=in_path_p, required=True, metavar="T",
                    help="TorchScript file, torch.export .pt2, or a mimicnet run or ensemble folder")
     c.add_argument("--budget", type=_budget, required=True, metavar="B", help="parameters of the student (100k, 1M, ...)")
-    c.add_argument("--data", required=True, metavar="D", help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder")
-    c.add_argument("--out", type=Path, required=True, metavar="DIR", help="results folder")
+    c.add_argument("--data", type=in_path, required=True, metavar="D", help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder")
+    c.add_argument("--out", type=out_folder, required=True, metavar="DIR", help="results folder")
     c.add_argument("--families", type=_families, default=FAMILIES,
                    help=f"student families to search, comma-separated (default {','.join(FAMILIES)})")
     c.add_argument("--trials", type=int, default=8, help="search trials per family (default 8)")

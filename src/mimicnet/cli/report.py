@@ -6,9 +6,10 @@ from pathlib import Path
 
 from ..report.common import ReportError, load_reproduce
 from ..report.records import export_record
-from ..report.report import _Schedules, build_report, load_runs, planned_trials, table2, table2_markdown
+from ..report.report import _Schedules, build_report, check_index, load_runs, planned_trials, table2, table2_markdown
 from ..studies.catalog import is_study_record
 from ..studies.reindex import rebuild_index
+from .common import in_path_p, out_folder
 
 
 # ============================================================================================ CLI
@@ -21,6 +22,7 @@ def cmd_report(args) -> int:
             print(f"  not readable, left out: {s}", file=sys.stderr)
     if args.record is not None:
         try:
+            check_index(args.results_dir)  # a record of a partial index would be a partial table for good
             files = export_record(args.results_dir, args.record,
                                   lambda d: build_report(d, teacher=args.teacher, out_dir=d))
         except ReportError as e:
@@ -51,11 +53,11 @@ def register(subparsers) -> None:
                               description="Build Table 1, Table 2, Figure 1 and the teacher → student curve from "
                               "RESULTS_DIR/index.csv, beside the paper's numbers, into RESULTS_DIR/report/ "
                               "(report.html is one self-contained file). Prints Table 2 and the page's path.")
-    r.add_argument("results_dir", type=Path, help="the folder holding index.csv (and reproduce.json, if any)")
+    r.add_argument("results_dir", type=in_path_p, help="the folder holding index.csv (and reproduce.json, if any)")
     r.add_argument("--teacher", default=None, help="Table 2 uses students of this teacher (its id in the index's "
                    "teacher column); default: the teacher most trials of each cell mimicked")
-    r.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS_DIR/report)")
-    r.add_argument("--record", type=Path, default=None, metavar="DEST",
+    r.add_argument("--out", type=out_folder, default=None, help="report folder (default RESULTS_DIR/report)")
+    r.add_argument("--record", type=out_folder, default=None, metavar="DEST",
                    help="copy the folder's record (index.csv, reproduce.json, ensemble and transfer-set records) "
                    "into DEST with this machine's paths taken out, and build the report there from those copies "
                    "(what docs/results/ holds)")

@@ -53,6 +53,7 @@ storage is a SQLite file ``OUT/study.db`` (fine for one machine).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -257,6 +258,17 @@ def _optimize_until(study, objective, trials: int, study_name: str, heartbeat_in
             continue
         waiting_logged = False
         study.optimize(objective, n_trials=1, catch=(Diverged,), gc_after_trial=False)
+
+
+class _NoDivergedTraceback(logging.Filter):
+    """Optuna logs a caught exception (catch=(Diverged,)) as a warning with its traceback: ~20 lines that read
+    as a crash. A diverged trial is a result, already said in one line (_Objective.train): drop Optuna's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Diverged))
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_NoDivergedTraceback())  # the logger that says it
 
 
 def _alive(pid: int) -> bool:

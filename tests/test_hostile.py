@@ -246,3 +246,42 @@ def test_a_moved_results_folder_still_matches_its_index(searched, tmp_path):
     shutil.copytree(searched, moved)
     rc, _, err = run(["report", moved])
     assert rc == 0, err
+
+
+# ------------------------------------------------------------------------------- run identity without paths
+
+@pytest.mark.parametrize("spelling", ["relative", "symlink"])
+def test_an_interrupted_trial_resumes_with_the_data_path_spelled_otherwise(spelling, tmp_path, archive,
+                                                                          monkeypatch):
+    """The search compared the exact run id (the path as typed): the interrupted trial was 'a run of another
+    config' and restarted in a new folder, its epochs lost."""
+    from mimicnet import search
+    from mimicnet.core import artifacts
+    from mimicnet.train.config import TrainConfig
+
+    def interrupted(cfg, run_dir, index=None, info=None):
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        artifacts.write_json(Path(run_dir) / "config.json", {"config": cfg.to_dict(), "run_id": cfg.run_id()})
+        (Path(run_dir) / "partial").write_text("epoch 3")
+        raise KeyboardInterrupt
+
+    calls = []
+
+    def resumed(cfg, run_dir, index=None, info=None):
+        calls.append(Path(run_dir))
+        return {"val_acc": 0.5, "test_acc": 0.5, "params": 1}
+    monkeypatch.chdir(archive.parent)
+    with pytest.raises(KeyboardInterrupt):
+        search.run_search("student-conv2-100k", TrainConfig.of(data=str(archive)), tmp_path / "s", 1,
+                          sampler="random", train_fn=interrupted, log=print)
+    if spelling == "symlink":
+        (tmp_path / "link.tar.gz").symlink_to(archive)
+        other = str(tmp_path / "link.tar.gz")
+    else:
+        other = archive.name
+    st = search.run_search("student-conv2-100k", TrainConfig.of(data=other), tmp_path / "s", 1, sampler="random",
+                           train_fn=resumed, log=print)
+    assert calls == [(tmp_path / "s" / "trials" / "0").resolve()]  # the interrupted trial's own folder
+    assert (calls[0] / "partial").read_text() == "epoch 3"
+    assert sorted(p.name for p in (tmp_path / "s" / "trials").iterdir()) == ["0"]
+    assert search.trial_run_dir(search.best_trial(st), tmp_path / "s") == calls[0]

@@ -71,7 +71,7 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..models.families import BudgetError
 from ..models.inference import resolve_device
 from ..train.config import EXECUTION_FIELDS, TrainConfig
-from ..train.run import RunInfo
+from ..train.run import RunInfo, same_run
 from ..train.schedules import warmup_epochs
 from .pruners import make_pruner
 from .samplers import _quiet, make_sampler
@@ -122,11 +122,14 @@ def _fmt_params(params: dict) -> str:
 
 
 def _other_run(run_dir: Path, cfg: TrainConfig) -> bool:
-    """Does run_dir hold a run (config.json) of a config other than cfg?"""
+    """Does run_dir hold a run (config.json) of a config other than cfg? By the path-free identity that
+    `train` resumes by (train.run.same_run): the data given as a relative or an absolute path, or through a
+    symlink, is the same run (what the paths hold is checked by content when the run resumes)."""
     try:
-        return artifacts.read_json(run_dir / "config.json").get("run_id") != cfg.run_id()
+        old = artifacts.read_json(run_dir / "config.json")
     except (OSError, ValueError):
         return False
+    return isinstance(old, dict) and not same_run(old, cfg)
 
 
 def _base_record(base: TrainConfig, space: Space) -> str:

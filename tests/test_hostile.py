@@ -285,3 +285,37 @@ def test_an_interrupted_trial_resumes_with_the_data_path_spelled_otherwise(spell
     assert (calls[0] / "partial").read_text() == "epoch 3"
     assert sorted(p.name for p in (tmp_path / "s" / "trials").iterdir()) == ["0"]
     assert search.trial_run_dir(search.best_trial(st), tmp_path / "s") == calls[0]
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["index now", "older index (absolute teacher)"])
+def test_a_copied_results_folder_keeps_the_students_teacher_marker(older, tmp_path):
+    """Student rows named their teacher by the ensemble's absolute path: in a moved or copied results folder the
+    ensemble's row (its path relative to the folder) no longer matched it, and Table 1 lost 'the students'
+    teacher'. The index keeps it relative now, and an older index's absolute one is matched by name."""
+    import csv
+    import shutil
+    from mimicnet.core.index import IndexRow, append_index
+    from mimicnet.report.report import build_report
+
+    src = tmp_path / "first" / "res"
+    ens = str(src / "ensemble")
+    common = {"seed": 0, "epochs": 2, "max_epochs": 2, "seconds": 1.0, "data_sha256": "ab" * 32}
+    append_index(src / "index.csv", IndexRow(kind="ensemble", family="ensemble", params=1000, val_acc=.5,
+                                             test_acc=.5, run_id="ensemble-0123456789", path=ens, widths="4",
+                                             **common))
+    for fam in ("conv1", "conv2"):
+        append_index(src / "index.csv", IndexRow(kind="student", family=fam, budget=20000, params=20000,
+                                                 val_acc=.4, test_acc=.4, teacher=ens, teacher_test_acc=.5,
+                                                 loss="l2-logits", status="complete", study=f"s-{fam}", trial=0,
+                                                 path=str(src / "studies" / fam / "0"), **common))
+    text = (src / "index.csv").read_text()
+    assert (ens not in text) and ",ensemble," in text  # the teacher as its place in the results folder
+    if older:
+        (src / "index.csv").write_text(text.replace(",ensemble,", f",{ens},"))
+    copy = tmp_path / "second" / "copy"
+    shutil.copytree(src, copy)
+    for folder in (src, copy):
+        build_report(folder)
+        with open(folder / "report" / "table1.csv", newline="") as f:
+            notes = [r for r in csv.DictReader(f) if "students' teacher" in json.dumps(r)]
+        assert len(notes) == 1, folder

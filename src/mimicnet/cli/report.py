@@ -9,7 +9,7 @@ from ..report.records import export_record
 from ..report.report import _Schedules, build_report, check_index, load_runs, planned_trials, table2, table2_markdown
 from ..studies.catalog import is_study_record
 from ..studies.reindex import rebuild_index
-from .common import in_path_p, out_folder
+from .common import out_folder
 
 
 # ============================================================================================ CLI
@@ -53,7 +53,7 @@ def register(subparsers) -> None:
                               description="Build Table 1, Table 2, Figure 1 and the teacher → student curve from "
                               "RESULTS_DIR/index.csv, beside the paper's numbers, into RESULTS_DIR/report/ "
                               "(report.html is one self-contained file). Prints Table 2 and the page's path.")
-    r.add_argument("results_dir", type=in_path_p, help="the folder holding index.csv (and reproduce.json, if any)")
+    r.add_argument("results_dir", type=Path, help="the folder holding index.csv (and reproduce.json, if any)")
     r.add_argument("--teacher", default=None, help="Table 2 uses students of this teacher (its id in the index's "
                    "teacher column); default: the teacher most trials of each cell mimicked")
     r.add_argument("--out", type=out_folder, default=None, help="report folder (default RESULTS_DIR/report)")

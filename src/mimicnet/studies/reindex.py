@@ -167,11 +167,11 @@ def _run_folders(root: Path) -> tuple[dict[tuple, Path], set[tuple]]:
 def index_differences(results_dir) -> dict[str, list[str]]:
     """How RESULTS_DIR/index.csv and its run folders differ: {"no_row": finished run folders without a row,
     "no_folder": rows whose run folder is not there}, both empty when they agree (or when the folder holds no
-    run folder at all: a record). A row's path is matched by its last parts, so a moved or copied results
+    finished run folder at all: a record, or an index made by hand). A row's path is matched by its last parts, so a moved or copied results
     folder, and paths relative to where the command ran, still find their folders."""
     root = Path(results_dir)
     folders, finished = _run_folders(root)
-    if not folders or not (root / "index.csv").exists():
+    if not finished or not (root / "index.csv").exists():
         return {"no_row": [], "no_folder": []}
     seen, no_folder = set(), []
     for row in read_index(root / "index.csv"):

@@ -319,3 +319,18 @@ def test_a_copied_results_folder_keeps_the_students_teacher_marker(older, tmp_pa
         with open(folder / "report" / "table1.csv", newline="") as f:
             notes = [r for r in csv.DictReader(f) if "students' teacher" in json.dumps(r)]
         assert len(notes) == 1, folder
+
+
+# ------------------------------------------------------------------------------- README's first command offline
+
+def test_the_first_command_without_network_says_the_way_round_and_leaves_nothing(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("MIMICNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    one_line_error(["reproduce", "--preset", "cpu"], "cannot download", "name resolution", "--data ARCHIVE")
+    assert not (tmp_path / "results").exists()  # no results/cpu/.lock, no empty results/cpu

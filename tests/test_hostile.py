@@ -334,3 +334,59 @@ def test_the_first_command_without_network_says_the_way_round_and_leaves_nothing
     monkeypatch.chdir(tmp_path)
     one_line_error(["reproduce", "--preset", "cpu"], "cannot download", "name resolution", "--data ARCHIVE")
     assert not (tmp_path / "results").exists()  # no results/cpu/.lock, no empty results/cpu
+
+
+# ------------------------------------------------------------------------------- a full disk, out of memory
+
+@pytest.fixture(scope="module")
+def teacher_run(archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    rc, _, err = run([*TRAIN, "--data", archive, "--out", out, "--device", "cpu"])
+    assert rc == 0, err
+    return out
+
+
+def test_a_full_disk_while_a_transfer_set_is_written_then_space_is_freed(teacher_run, archive, tmp_path,
+                                                                        monkeypatch):
+    """ENOSPC half way through the second epoch (a patched write: no small filesystem can be mounted here): one
+    line naming the file being written and the command to continue; no manifest (the set is not taken as
+    finished); once space is freed the same command continues and ends with the set an uninterrupted run
+    makes, byte for byte."""
+    from mimicnet.distill import transfer
+    real, calls = transfer._pwrite, []
+
+    def full(fd, arr, offset):
+        calls.append(offset)
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, arr, offset)
+    argv = ["transfer", "--teacher", teacher_run, "--data", archive, "--max-train", "40", "--epochs", "3",
+            "--chunk", "16", "--out", tmp_path / "set", "--device", "cpu"]
+    monkeypatch.setattr(transfer, "_pwrite", full)
+    err = one_line_error(argv, f"{tmp_path / 'set'}/", ".partial: No space left on device; free some space",
+                         f"run the same command again (finished work is kept): mimicnet transfer --teacher {teacher_run}")
+    assert not (tmp_path / "set" / "manifest.json").exists()
+    monkeypatch.setattr(transfer, "_pwrite", real)  # space freed
+    rc, _, err = run(argv)
+    assert rc == 0, err
+    rc, _, err = run(argv[:-4] + ["--out", tmp_path / "ref", "--device", "cpu"])  # uninterrupted
+    assert rc == 0, err
+    got, want = (json.loads((tmp_path / d / "manifest.json").read_text())["files"] for d in ("set", "ref"))
+    assert got == want and run(["transfer", "--verify", tmp_path / "set"])[0] == 0
+
+
+def test_out_of_memory_names_the_batch_size_and_the_run_continues(archive, tmp_path, monkeypatch):
+    from mimicnet.train import loop
+    from mimicnet.train.config import TrainConfig
+    real = loop.train_epoch
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nmore")
+    argv = [*TRAIN, "--max-epochs", "2", "--data", archive, "--out", tmp_path / "r", "--device", "cpu"]
+    monkeypatch.setattr(loop, "train_epoch", oom)
+    one_line_error(argv, f"out of GPU memory at batch size {TrainConfig.of().optim.batch_size}", "2.00 GiB",
+                   "smaller --batch-size", "run the same command again (finished work is kept): mimicnet train")
+    assert not (tmp_path / "r" / "results.json").exists()
+    monkeypatch.setattr(loop, "train_epoch", real)
+    rc, out, err = run(argv)
+    assert rc == 0 and (tmp_path / "r" / "results.json").exists(), err

@@ -238,6 +238,9 @@ def test_report_refuses_an_index_that_does_not_match_its_run_folders(searched, t
     rc, _, err = run(["report", res, "--rebuild-index"])
     assert rc == 0 and "2 row(s)" in err, err
     assert run(["report", res])[0] == 0
+    rc, out, err = run(["report", res, "--record", tmp_path / "rec"])  # a mended index makes a record
+    assert rc == 0 and (tmp_path / "rec" / "index.csv").read_text().count("\n") == 3, err
+    assert str(res) not in (tmp_path / "rec" / "index.csv").read_text()
 
 
 def test_a_moved_results_folder_still_matches_its_index(searched, tmp_path):

@@ -241,6 +241,10 @@ def test_report_refuses_an_index_that_does_not_match_its_run_folders(searched, t
     rc, out, err = run(["report", res, "--record", tmp_path / "rec"])  # a mended index makes a record
     assert rc == 0 and (tmp_path / "rec" / "index.csv").read_text().count("\n") == 3, err
     assert str(res) not in (tmp_path / "rec" / "index.csv").read_text()
+    mended = (res / "index.csv").read_text()
+    (res / "trials" / "0" / "config.json").write_text("{damaged")  # a rebuild would leave trials/0 out
+    one_line_error(["report", res, "--rebuild-index"], "1 run folder(s) cannot be read", "trials/0")
+    assert (res / "index.csv").read_text() == mended
 
 
 def test_a_moved_results_folder_still_matches_its_index(searched, tmp_path):

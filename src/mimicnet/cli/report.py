@@ -18,8 +18,6 @@ def cmd_report(args) -> int:
     if args.rebuild_index:
         r = rebuild_index(args.results_dir)
         print(f"index rebuilt from the run folders: {r['rows']} row(s) in {r['index']}", file=sys.stderr)
-        for s in r["skipped"]:
-            print(f"  not readable, left out: {s}", file=sys.stderr)
     if args.record is not None:
         try:
             check_index(args.results_dir)  # a record of a partial index would be a partial table for good

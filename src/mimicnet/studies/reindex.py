@@ -132,13 +132,17 @@ def _ensemble_rows(root: Path, skipped: list[str]) -> list[tuple[float, IndexRow
 
 def rebuild_index(results_dir) -> dict:
     """Write RESULTS_DIR/index.csv anew from its run folders (the old one is kept as index.csv.old).
-    Returns {"rows": n, "skipped": [folders that could not be read, and why]}."""
+    Returns {"rows": n, "skipped": []}; a run folder that cannot be read is a ConfigError naming it, and the
+    index is left as it was."""
     root = Path(results_dir)
     if not root.is_dir():
         raise ConfigError(f"{root}: no such results folder")
     skipped: list[str] = []
     found = (_finished_rows(root, skipped) + _ensemble_rows(root, skipped) + _failed_rows(root, skipped)
              + _search_rows(root, skipped))
+    if skipped:  # an index without them would be a partial table: said before anything is written
+        raise ConfigError(f"{root}: {len(skipped)} run folder(s) cannot be read, so a rebuilt index would leave them "
+                          f"out: {skipped[0]}; mend or move them away, then --rebuild-index again")
     found.sort(key=lambda tr: tr[0])
     index = root / "index.csv"
     if index.exists():

@@ -69,9 +69,9 @@ def test_an_out_that_cannot_be_made_is_one_line_before_any_write(what, tmp_path,
     before = files_under(tmp_path)
     for argv in ([*TRAIN, "--data", archive, "--out", out],
                  ["reproduce", "--preset", "smoke", "--data", archive, "--out", out],
-                 ["compress", "--teacher", archive, "--data", archive, "--out", out],
+                 ["compress", "--teacher", archive, "--data", archive, "--budget", "10k", "--out", out],
                  ["evaluate", archive, "--data", archive, "--json", out / "e.json"],
-                 ["search", "run", "student-conv1-0.1M", "--data", archive, "--storage", f"sqlite:///{out}/s.db"],
+                 ["search", "run", "student-conv1-0.1M", "--data", archive, "--trials", "1", "--storage", f"sqlite:///{out}/s.db"],
                  ["report", tmp_path, "--out", out]):
         err = one_line_error(argv, str(out)[:40], REASONS[what])
         assert err.lower().count("error") == 1

@@ -17,6 +17,7 @@ import torch
 
 from .. import __version__
 from ..core.errors import Diverged, UserError
+from .common import check_paths
 from . import compress, data, docs, ensemble, estimate, evaluate, features, model, report, reproduce, search, train, transfer
 
 # OSErrors that are the machine's state, not a bug: one line naming the file (e.filename), and what to do.
@@ -53,11 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     # what to run to continue, said with every error of the machine's state (full disk, out of memory)
     again = "then run the same command again (finished work is kept): mimicnet " + shlex.join(
         sys.argv[1:] if argv is None else [str(a) for a in argv])
     try:
+        check_paths(parser, args)  # every path given: one line naming it and why, before any work
         return args.func(args)
     except (UserError, Diverged) as e:
         print(f"mimicnet: error: {e}", file=sys.stderr)

@@ -49,42 +49,44 @@ def labels_arg(p) -> None:
                    "20 superclasses)")
 
 
-def out_folder(s: str) -> Path:
-    """argparse type of a folder a command writes into: checked where it enters (core.paths)."""
-    why = folder_problem(s)
-    if why:
-        raise argparse.ArgumentTypeError(f"{s}: {why}")
-    return Path(s)
+# Paths a user gives: argparse converts them (so README's commands parse as written, placeholders and all), and
+# check_paths says what is wrong with any of them, in one line, before the command reads or writes anything.
+def _checked(convert, problem, doc: str):
+    def arg(s: str):
+        return convert(s)
+    arg.problem, arg.__doc__ = problem, doc
+    return arg
 
 
-def out_file(s: str) -> Path:
-    """argparse type of a file a command writes (--json, a .npz, a checkpoint): checked where it enters."""
-    why = file_problem(s)
-    if why:
-        raise argparse.ArgumentTypeError(f"{s}: {why}")
-    return Path(s)
+def _storage_problem(s: str) -> str | None:
+    return file_problem(s[len("sqlite:///"):]) if s.startswith("sqlite:///") else None
 
 
-def in_path(s: str) -> str:
-    """argparse type of a file or folder a command reads (--data, --teacher, --transfer): it is there and
-    can be read (what it holds is checked by its reader)."""
-    why = input_problem(s)
-    if why:
-        raise argparse.ArgumentTypeError(f"{s}: {why}")
-    return s
+out_folder = _checked(Path, folder_problem, "a folder a command writes into (--out)")
+out_file = _checked(Path, file_problem, "a file a command writes (--json, a .npz, a checkpoint)")
+in_path = _checked(str, input_problem, "a file or folder a command reads (--data, --teacher, --transfer)")
+in_path_p = _checked(Path, input_problem, "a file or folder a command reads, as a Path")
+storage_url = _checked(str, _storage_problem, "--storage: a database URL; an SQLite file is checked as written")
 
 
-def in_path_p(s: str) -> Path:
-    return Path(in_path(s))
-
-
-def storage_url(s: str) -> str:
-    """argparse type of --storage: a database URL; an SQLite file's path is checked like a file written."""
-    if s.startswith("sqlite:///"):
-        why = file_problem(s[len("sqlite:///"):])
-        if why:
-            raise argparse.ArgumentTypeError(f"{s}: {why}")
-    return s
+def check_paths(parser: argparse.ArgumentParser, args) -> None:
+    """Every path argument of the command chosen (its parser, and its subcommand's): a UserError naming the flag,
+    the path and why it cannot be used (core.paths: any errno), before the command starts."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                check_paths(chosen, args)
+            continue
+        problem = getattr(action.type, "problem", None)
+        value = getattr(args, action.dest, None)
+        if problem is None or value is None or value == action.default:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            why = problem(str(v))
+            if why:
+                name = action.option_strings[-1] if action.option_strings else action.metavar or action.dest
+                raise UserError(f"{name} {v}: {why}")
 
 
 # flag -> TrainConfig field, for flags that map one to one

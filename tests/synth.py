@@ -4,6 +4,7 @@ Each class gets its own mean colour and a stripe orientation, plus noise, so a s
 few epochs and accuracy is a meaningful number rather than chance."""
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import signal
@@ -90,3 +91,29 @@ def kill_after_epochs(cmd: list[str], run: Path, env: dict, epochs: int = 2) -> 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "results.json").exists(), "the run finished before it could be killed"
+
+
+# ---- the command line in this process
+
+def run(argv) -> tuple[int, str, str]:
+    """`mimicnet ARGV` in this process: (exit status, stdout, stderr); a usage error's SystemExit is its status."""
+    from mimicnet.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as e:  # a usage error (argparse): one line, status 2
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def one_line_error(argv, *phrases) -> str:
+    """`mimicnet ARGV` ends with exit status 2 and one line on stderr holding every phrase, no traceback."""
+    rc, _, err = run(argv)
+    err = err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for p in phrases:
+        assert p in err, err
+    return err

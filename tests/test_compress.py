@@ -4,8 +4,6 @@ exports run in a fresh process with only torch; bad teachers and flags are one l
 of a finished compress trains nothing more."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -16,7 +14,6 @@ import pytest
 import torch
 from torch import nn
 
-from mimicnet.cli import main
 from mimicnet.core import artifacts
 from mimicnet.data.splits import load_train_data
 from mimicnet.distill import external
@@ -27,7 +24,7 @@ from mimicnet.models.families import build_model, count_params
 from mimicnet.models.inference import predict_logits
 from mimicnet.studies.compress import export_student
 
-from synth import write_archive, write_cifar100_archive
+from synth import one_line_error, run, write_archive, write_cifar100_archive
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,26 +64,6 @@ def save_script(model: nn.Module, path, meta: dict | None = None):
         extra = {"mimicnet.json": json.dumps(meta)} if meta is not None else {}
         torch.jit.save(torch.jit.script(model), str(path), _extra_files=extra)
     return path
-
-
-def run(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as e:  # a usage error (argparse): one line, status 2
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
-
-
-def one_line_error(argv, *phrases) -> str:
-    rc, _, err = run(argv)
-    err = err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for p in phrases:
-        assert p in err, err
-    return err
 
 
 def html_of(out) -> str:

@@ -501,7 +501,8 @@ def pg_url():
     try:
         import psycopg2  # noqa: F401
     except ImportError:
-        _unavailable("psycopg2 is not installed (pip install -e '.[postgres]')")
+        _unavailable("psycopg2 is not installed: pip install -e '.[test]' installs it (psycopg2-binary), or "
+                     "pip install psycopg2-binary; PostgreSQL itself must be installed too, or MIMICNET_TEST_POSTGRES set")
     url = os.environ.get("MIMICNET_TEST_POSTGRES")
     if url:
         yield url

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shlex
 import sys
 
 import sqlalchemy.exc
@@ -16,6 +17,7 @@ import torch
 
 from .. import __version__
 from ..core.errors import Diverged, UserError
+from .common import check_paths
 from . import compress, data, docs, ensemble, estimate, evaluate, features, model, report, reproduce, search, train, transfer
 
 # OSErrors that are the machine's state, not a bug: one line naming the file (e.filename), and what to do.
@@ -52,25 +54,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # what to run to continue, said with every error of the machine's state (full disk, out of memory)
+    again = "then run the same command again (finished work is kept): mimicnet " + shlex.join(
+        sys.argv[1:] if argv is None else [str(a) for a in argv])
     try:
+        check_paths(parser, args)  # every path given: one line naming it and why, before any work
         return args.func(args)
     except (UserError, Diverged) as e:
         print(f"mimicnet: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if e.errno not in RESOURCE_ERRNOS:
-            raise
-        print(f"mimicnet: error: {e.filename or 'a file'}: {e.strerror or os.strerror(e.errno)}; "
-              f"{RESOURCE_ERRNOS[e.errno]}, then run the same command again (finished work is kept)", file=sys.stderr)
+    except OSError as e:  # any errno: the machine's state or a path, not a bug; one line naming the file
+        where = f"{e.filename}: " if e.filename else ""
+        why = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
+        if e.errno in RESOURCE_ERRNOS:
+            print(f"mimicnet: error: {where or 'a file: '}{why}; {RESOURCE_ERRNOS[e.errno]}, {again}", file=sys.stderr)
+        else:
+            print(f"mimicnet: error: {where}{why}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:
         asked = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         if isinstance(e, RuntimeError) and not isinstance(e, OUT_OF_MEMORY) and "can't allocate memory" not in asked:
             raise
         where = "GPU" if isinstance(e, OUT_OF_MEMORY) and "CUDA" in asked else "host"
-        print(f"mimicnet: error: out of {where} memory{f' ({asked})' if asked else ''}; use a smaller "
-              "--batch-size or model, or free memory, then run the same command again (finished work is kept)",
+        batch = getattr(e, "batch_size", None) or getattr(args, "batch_size", None)
+        print(f"mimicnet: error: out of {where} memory{f' at batch size {batch}' if batch else ''}"
+              f"{f' ({asked})' if asked else ''}; use a smaller --batch-size or model, or free memory, {again}",
               file=sys.stderr)
         return 2
     except sqlalchemy.exc.OperationalError as e:
@@ -78,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         why = str(e.orig if e.orig is not None else e).strip().splitlines()[0][:200]
         if not any(k in why.lower() for k in DATABASE_TROUBLE):
             raise
-        print(f"mimicnet: error: the study database: {why}; free some space or fix the database, then run the "
-              "same command again (finished work is kept)", file=sys.stderr)
+        print(f"mimicnet: error: the study database: {why}; free some space or fix the database, {again}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mimicnet: interrupted; run the same command again to continue", file=sys.stderr)

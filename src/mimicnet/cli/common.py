@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 from ..core.artifacts import read_json
 from ..core.errors import ConfigError, UserError
+from ..core.paths import file_problem, folder_problem, input_problem
 from ..core.units import parse_budget
 from ..data.cifar import LABELS
 from ..train.config import FLAGS, FLAT_FIELDS, LATE_DEFAULTS, TrainConfig, check_distill
@@ -49,10 +49,51 @@ def labels_arg(p) -> None:
                    "20 superclasses)")
 
 
+# Paths a user gives: argparse converts them (so README's commands parse as written, placeholders and all), and
+# check_paths says what is wrong with any of them, in one line, before the command reads or writes anything.
+def _checked(convert, problem, doc: str):
+    def arg(s: str):
+        return convert(s)
+    arg.problem, arg.__doc__ = problem, doc
+    return arg
+
+
+def _storage_problem(s: str) -> str | None:
+    return file_problem(s[len("sqlite:///"):]) if s.startswith("sqlite:///") else None
+
+
+out_folder = _checked(Path, folder_problem, "a folder a command writes into (--out)")
+out_file = _checked(Path, file_problem, "a file a command writes (--json, a .npz, a checkpoint)")
+in_path = _checked(str, input_problem, "a file or folder a command reads (--data, --teacher, --transfer)")
+in_path_p = _checked(Path, input_problem, "a file or folder a command reads, as a Path")
+storage_url = _checked(str, _storage_problem, "--storage: a database URL; an SQLite file is checked as written")
+
+
+def check_paths(parser: argparse.ArgumentParser, args) -> None:
+    """Every path argument of the command chosen (its parser, and its subcommand's): a UserError naming the flag,
+    the path and why it cannot be used (core.paths: any errno), before the command starts."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                check_paths(chosen, args)
+            continue
+        problem = getattr(action.type, "problem", None)
+        value = getattr(args, action.dest, None)
+        if problem is None or value is None or value == action.default:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            why = problem(str(v))
+            if why:
+                name = action.option_strings[-1] if action.option_strings else action.metavar or action.dest
+                raise UserError(f"{name} {v}: {why}")
+
+
 # How a flag's text becomes a value, where the field's default does not say (a tuple, a budget); every other
 # flag is parsed as its default's type. The help and the switches come from the fields' declarations
 # (train.config.opt); the flags below are those of values that are not one config field each.
-_PARSERS = {"widths": _ints, "constants": _floats, "budget": _budget, "dropout": _floats, "max_train": int}
+_PARSERS = {"widths": _ints, "constants": _floats, "budget": _budget, "dropout": _floats, "max_train": int,
+            "data": in_path, "transfer": in_path, "teacher": in_path}
 _OTHER_FLAGS = {
     "hsv": (_floats, "HSV jitter Dh,Ds,Dv,As,Av (default 0.06,0.26,0.20,0.21,0.13)"),
     "scale_min": (int, "scale jitter: crop size S ~ U{scale_min..32}; 32 disables it"),
@@ -79,7 +120,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill", dest="distill_mode", default=None, metavar="{fixed,online}",
                    help="fixed (default): mimic the logits of --transfer, labelled once; online: --teacher labels "
                         "every augmented batch as the student sees it (Beyer et al. 2022)")
-    p.add_argument("--config", type=Path, help="JSON file of config fields; flags override it")
+    p.add_argument("--config", type=in_path_p, help="JSON file of config fields; flags override it")
     _device_arg(p)
 
 
@@ -103,15 +144,13 @@ def config_file(path: Path) -> dict:
     return dict(d)
 
 
-def check_out_folder(path: Path) -> None:
-    """A folder the command will write into (--out): a UserError naming it before any work is done when it
-    cannot be one (a file in the way, no permission to write)."""
-    path = Path(path)
-    here = next((p for p in (path, *path.parents) if p.exists()), Path.cwd())  # what exists of it
-    if not here.is_dir():
-        raise UserError(f"--out {path}: {here} is a file, not a folder")
-    if not os.access(here, os.W_OK | os.X_OK):
-        raise UserError(f"--out {path}: cannot write in {here} (permission denied)")
+def check_out_folder(path: Path, flag: str = "--out") -> None:
+    """A folder the command will write into (--out): a UserError naming it and why before any work is done
+    when it cannot be one (a file in the way, no permission, a read-only or virtual filesystem, a name too
+    long, a symlink loop: core.paths)."""
+    why = folder_problem(path)
+    if why:
+        raise UserError(f"{flag} {path}: {why}")
 
 
 def train_config_from_args(args) -> TrainConfig:

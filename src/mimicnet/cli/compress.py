@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 
 import optuna
 
@@ -17,7 +16,7 @@ from ..studies.compress import FAMILIES, CompressConfig, check_config, compress
 from ..data.cifar import LABELS
 from ..search.pruners import PRUNERS
 from ..search.samplers import SAMPLERS
-from .common import _budget, _floats, check_out_folder
+from .common import _budget, _floats, check_out_folder, in_path, in_path_p, out_folder
 
 
 def _count(s: str) -> int:
@@ -81,7 +80,7 @@ def register(sub) -> None:
         "\"none\"}: a TorchScript/torch.export extra file, or a file beside it named like it plus .json, e.g. "
         "model.pt2.json). Run the same command again "
         "to continue a killed run; a finished one trains nothing more.")
-    c.add_argument("--teacher", type=Path, required=True, metavar="T",
+    c.add_argument("--teacher", type=in_path_p, required=True, metavar="T",
                    help="TorchScript file, torch.export .pt2, or a mimicnet run or ensemble folder")
     c.add_argument("--budget", type=_budget, required=True, metavar="B", action="append",
                    help="parameters of the student (100k, 1M, ...); give it more than once to search several budgets "
@@ -102,14 +101,14 @@ def register(sub) -> None:
                    help="the exported student: best (default: the highest validation accuracy) or smallest-within=D "
                    "(the fewest parameters, or the lowest latency with --latency, within D validation points of the "
                    "best)")
-    c.add_argument("--data", required=True, metavar="D",
+    c.add_argument("--data", type=in_path, required=True, metavar="D",
                    help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder, or a folder of class subfolders of PNG/JPEG "
                    "images (DIR/<class>/*.png, or DIR/train/<class>/ and DIR/test/<class>/; without test/, every 6th "
                    "file of each class by name is held out for test; validation: the last 20%% of the training files "
                    "by name; OUT/split.json lists them)")
     c.add_argument("--image-size", dest="image_size", type=int, default=32, metavar="S",
                    help="images of a folder are resized to S×S (default 32, the only size this version trains)")
-    c.add_argument("--out", type=Path, required=True, metavar="DIR", help="results folder")
+    c.add_argument("--out", type=out_folder, required=True, metavar="DIR", help="results folder")
     c.add_argument("--families", type=_families, default=FAMILIES,
                    help=f"student families to search, comma-separated (default {','.join(FAMILIES)})")
     c.add_argument("--trials", type=int, default=8, help="search trials per family (default 8)")

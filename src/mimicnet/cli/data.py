@@ -1,10 +1,9 @@
 """`mimicnet data download|info`: fetch an official archive (CIFAR-10, CIFAR-100), describe one."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..data.cifar import DATASETS, download_dataset, load_cifar, split_train_val
-from .common import labels_arg
+from .common import in_path, labels_arg, out_folder
 
 
 def cmd_data_download(args) -> int:
@@ -31,11 +30,11 @@ def register(sub) -> None:
     d = sub.add_parser("data", help="CIFAR-10, CIFAR-100: download, inspect").add_subparsers(dest="data_cmd",
                                                                                             required=True)
     dd = d.add_parser("download", help="fetch the official CIFAR-10 (or CIFAR-100) archive (md5-checked)")
-    dd.add_argument("dir", type=Path)
+    dd.add_argument("dir", type=out_folder)
     dd.add_argument("--dataset", choices=tuple(DATASETS), default="cifar10",
                     help="cifar10 (default) or cifar100 (cifar-100-python.tar.gz)")
     dd.set_defaults(func=cmd_data_download)
     di = d.add_parser("info", help="dataset, classes, sizes, split and checksum of an archive")
-    di.add_argument("path")
+    di.add_argument("path", type=in_path)
     labels_arg(di)
     di.set_defaults(func=cmd_data_info)

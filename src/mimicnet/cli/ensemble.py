@@ -1,12 +1,11 @@
 """`mimicnet ensemble`: average trained runs, members chosen on validation."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..data.splits import load_train_data
 from ..distill.ensemble import METHODS, build_ensemble
 from ..models.inference import resolve_device
-from .common import labels_arg
+from .common import in_path, in_path_p, labels_arg, out_file, out_folder
 
 
 def _fmt(v) -> str:
@@ -34,12 +33,12 @@ def register(subparsers) -> None:
                               "(greedy: Caruana et al. 2004 forward selection with replacement; topk: the K best), "
                               "average their logits, and write ensemble.json and logits.safetensors. The same "
                               "command again reuses the finished folder.")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="training run folders (with best.safetensors)")
-    p.add_argument("--data", required=True, help="CIFAR archive the runs were trained on (its validation split selects)")
+    p.add_argument("runs", nargs="+", type=in_path_p, metavar="RUN_DIR", help="training run folders (with best.safetensors)")
+    p.add_argument("--data", type=in_path, required=True, help="CIFAR archive the runs were trained on (its validation split selects)")
     labels_arg(p)
-    p.add_argument("--out", required=True, type=Path, help="ensemble folder")
+    p.add_argument("--out", required=True, type=out_folder, help="ensemble folder")
     p.add_argument("--method", choices=METHODS, default="greedy")
     p.add_argument("--size", type=int, default=16, help="greedy: selection steps; topk: members (default 16, as S2)")
-    p.add_argument("--index", type=Path, help="run-index CSV to append the ensemble's row to")
+    p.add_argument("--index", type=out_file, help="run-index CSV to append the ensemble's row to")
     p.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=cmd_ensemble)

@@ -9,6 +9,7 @@ from ..models.inference import resolve_device
 from ..studies import estimate as estimate_module
 from ..studies.estimate import Assumptions, estimate
 from ..studies.main import PRESETS
+from .common import out_file
 
 
 def cmd_estimate(args) -> int:
@@ -37,6 +38,6 @@ def register(sub) -> None:
     for f in dataclasses.fields(Assumptions):
         e.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=int, default=None,
                        help=f"assumption (default {f.default})")
-    e.add_argument("--json", help="also write the numbers here")
+    e.add_argument("--json", type=out_file, help="also write the numbers here")
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_estimate)

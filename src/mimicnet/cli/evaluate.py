@@ -3,7 +3,6 @@ or a CIFAR-10.1-style .npy pair."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
@@ -14,7 +13,7 @@ from ..models.checkpoint import model_from_checkpoint
 from ..models.inference import accuracy, predict_logits, resolve_device
 from ..report.evaluate import (EvaluateError, check_output_file, evaluate_results, is_results_dir, results_table,
                                write_output_json)
-from .common import _device_arg, labels_arg
+from .common import _device_arg, in_path, in_path_p, labels_arg, out_file
 
 
 def _check_classes(checkpoint, meta: dict, data, args) -> None:
@@ -81,12 +80,12 @@ def register(sub) -> None:
                        "and every ensemble in it and print each beside the test accuracy the index reports. "
                        "--data may also be a CIFAR-10.1-style pair NAME_data.npy (uint8 N×32×32×3) + "
                        "NAME_labels.npy (either file, or their folder): a test set only.")
-    e.add_argument("checkpoint", type=Path, metavar="CKPT_OR_RESULTS_DIR",
+    e.add_argument("checkpoint", type=in_path_p, metavar="CKPT_OR_RESULTS_DIR",
                    help="best.safetensors, its run folder, or a results folder (holding index.csv)")
-    e.add_argument("--data", required=True, help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder, or a "
+    e.add_argument("--data", type=in_path, required=True, help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder, or a "
                    "CIFAR-10.1 .npy pair (NAME_data.npy, NAME_labels.npy or their folder)")
     e.add_argument("--split", choices=("test", "val", "train"), default="test")
     labels_arg(e)
-    e.add_argument("--json", type=Path, help="also write the result as JSON here")
+    e.add_argument("--json", type=out_file, help="also write the result as JSON here")
     _device_arg(e)
     e.set_defaults(func=cmd_evaluate)

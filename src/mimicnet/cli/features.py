@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..data.features import make_npz
+from .common import in_path, out_file
 
 
 def cmd_make_npz(args) -> int:
@@ -21,8 +21,8 @@ def register(subparsers) -> None:
                        description="Write x_train/y_train, x_val/y_val (the archive's own split), x_test/y_test "
                        "of area-downsampled, flattened pixels: a stand-in for licensed speech features.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    m.add_argument("--from", dest="source", required=True, help="CIFAR archive (.tar.gz) or folder")
-    m.add_argument("--out", required=True, type=Path, help="the .npz to write")
+    m.add_argument("--from", dest="source", type=in_path, required=True, help="CIFAR archive (.tar.gz) or folder")
+    m.add_argument("--out", required=True, type=out_file, help="the .npz to write")
     m.add_argument("--size", type=int, default=8, help="downsample to SIZE×SIZE pixels")
     m.add_argument("--grey", action="store_true", help="one grey channel instead of three colours")
     m.add_argument("--transfer-mirror", action="store_true",

@@ -1,11 +1,10 @@
 """`mimicnet model list|describe|fold`: the registered families, layer shapes and counts, bottleneck folding."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..models.checkpoint import fold_checkpoint
 from ..models.families import FAMILIES, ModelError, count_params, describe, get_family, solve_budget, teacher_widths
-from .common import _budget, _floats, _ints
+from .common import _budget, _floats, _ints, in_path, out_file
 
 
 def cmd_model_list(args) -> int:
@@ -67,6 +66,6 @@ def register(sub) -> None:
                       description="Ba & Caruana's linear bottleneck adds no representational power: W = W_H W_L. "
                       "Writes the folded net as a checkpoint that `mimicnet evaluate` reads, after checking that "
                       "it gives the same outputs. Families with a bottleneck: conv0, conv1, snn, mlp_lin.")
-    mf.add_argument("checkpoint", help="best.safetensors or its run folder")
-    mf.add_argument("--out", type=Path, required=True, help="the folded checkpoint (.safetensors)")
+    mf.add_argument("checkpoint", type=in_path, help="best.safetensors or its run folder")
+    mf.add_argument("--out", type=out_file, required=True, help="the folded checkpoint (.safetensors)")
     mf.set_defaults(func=cmd_model_fold)

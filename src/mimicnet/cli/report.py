@@ -7,10 +7,11 @@ from pathlib import Path
 from ..report.common import ReportError, load_reproduce
 from ..report.records import export_record
 from ..report.cells import _Schedules, load_runs, planned_trials
-from ..report.report import build_report
+from ..report.report import build_report, check_index
 from ..report.tables import table2, table2_markdown
 from ..studies.catalog import is_study_record
 from ..studies.reindex import rebuild_index
+from .common import out_folder
 
 
 # ============================================================================================ CLI
@@ -19,10 +20,9 @@ def cmd_report(args) -> int:
     if args.rebuild_index:
         r = rebuild_index(args.results_dir)
         print(f"index rebuilt from the run folders: {r['rows']} row(s) in {r['index']}", file=sys.stderr)
-        for s in r["skipped"]:
-            print(f"  not readable, left out: {s}", file=sys.stderr)
     if args.record is not None:
         try:
+            check_index(args.results_dir)  # a record of a partial index would be a partial table for good
             files = export_record(args.results_dir, args.record,
                                   lambda d: build_report(d, teacher=args.teacher, out_dir=d))
         except ReportError as e:
@@ -56,8 +56,8 @@ def register(subparsers) -> None:
     r.add_argument("results_dir", type=Path, help="the folder holding index.csv (and reproduce.json, if any)")
     r.add_argument("--teacher", default=None, help="Table 2 uses students of this teacher (its id in the index's "
                    "teacher column); default: the teacher most trials of each cell mimicked")
-    r.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS_DIR/report)")
-    r.add_argument("--record", type=Path, default=None, metavar="DEST",
+    r.add_argument("--out", type=out_folder, default=None, help="report folder (default RESULTS_DIR/report)")
+    r.add_argument("--record", type=out_folder, default=None, metavar="DEST",
                    help="copy the folder's record (index.csv, reproduce.json, ensemble and transfer-set records) "
                    "into DEST with this machine's paths taken out, and build the report there from those copies "
                    "(what docs/results/ holds)")

@@ -18,21 +18,23 @@ from ..report.study import tables_markdown
 from ..studies.catalog import STUDY_PRESETS
 from ..studies.fixed import build_tables, check_preset as check_study_preset, run_study
 from ..studies.main import PRESETS, apply_overrides, check_preset, record_stage_time, reproduce
-from .common import check_out_folder
+from .common import check_out_folder, in_path, out_folder
 
 
 def cmd_reproduce(args) -> int:
     if args.preset not in PRESETS and args.preset not in STUDY_PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join([*PRESETS, *STUDY_PRESETS])}")
     p = PRESETS.get(args.preset) or STUDY_PRESETS[args.preset]
-    sets = list(args.set or [])
-    for flag in ("data", "device", "max_train", "seed"):
+    p = apply_overrides(p, list(args.set or []))
+    for flag in ("data", "device", "max_train", "seed"):  # the flags override --set
         v = getattr(args, flag)
-        if flag == "seed" and v is not None and args.preset in STUDY_PRESETS:
-            sets.append(f"seeds=[{v}]")  # a fixed study runs every arm once per seed
-        elif v is not None:
-            sets.append(f"{flag}={json.dumps(v) if not isinstance(v, str) else v}")
-    p = apply_overrides(p, sets)
+        if v is None:
+            continue
+        field, v = ("seeds", f"[{v}]") if flag == "seed" and args.preset in STUDY_PRESETS else (flag, v)
+        try:  # a fixed study runs every arm once per seed
+            p = apply_overrides(p, [f"{field}={json.dumps(v) if not isinstance(v, str) else v}"])
+        except ConfigError as e:  # named as the user typed it: --max-train, not --set max_train
+            raise ConfigError(str(e).replace(f"--set {field}", "--" + flag.replace("_", "-"), 1)) from None
     (check_study_preset if args.preset in STUDY_PRESETS else check_preset)(p)  # every config, before any write
     out = args.out or Path("results") / p.name
     check_out_folder(out)
@@ -70,8 +72,8 @@ def register(sub) -> None:
     studies = [k for k in STUDY_PRESETS if not k.endswith("-smoke")]
     r.add_argument("--preset", default="cpu", help=" | ".join(PRESETS) + " (the main study), " + " | ".join(studies)
                    + " (the other studies, each also as NAME-smoke) (default cpu)")
-    r.add_argument("--data", help="local CIFAR archive (default: download the official one into the cache)")
-    r.add_argument("--out", type=Path, help="results folder (default results/PRESET)")
+    r.add_argument("--data", type=in_path, help="local CIFAR archive (default: download the official one into the cache)")
+    r.add_argument("--out", type=out_folder, help="results folder (default results/PRESET)")
     r.add_argument("--max-train", dest="max_train", type=int, help="cap on training images")
     r.add_argument("--seed", type=int)
     r.add_argument("--set", action="append", metavar="FIELD=VALUE",

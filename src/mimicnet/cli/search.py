@@ -14,7 +14,7 @@ from ..search.spaces import SPACES, SearchError, Space, get_space
 from ..search.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, _safe_url, default_storage, load_study
 from ..search.summary import format_report, report, summary
 from ..train.config import FLAT_FIELDS, TrainConfig
-from .common import add_train_flags, train_config_from_args
+from .common import add_train_flags, out_file, out_folder, storage_url, train_config_from_args
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -95,9 +95,9 @@ def register(subparsers) -> None:
                      "the rest.")
     r.add_argument("space")
     r.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
-    r.add_argument("--storage", help="database URL (default: sqlite:///OUT/study.db)")
+    r.add_argument("--storage", type=storage_url, help="database URL (default: sqlite:///OUT/study.db)")
     r.add_argument("--study", help="study name (default: the space's name)")
-    r.add_argument("--out", type=Path, help="folder for trial runs (default runs/search/STUDY)")
+    r.add_argument("--out", type=out_folder, help="folder for trial runs (default runs/search/STUDY)")
     r.add_argument("--sampler", choices=SAMPLERS, default="gp", help="gp (default), tpe or random")
     r.add_argument("--startup", type=int, default=4, help="quasi-random start-up trials before gp/tpe (4)")
     r.add_argument("--search-seed", dest="search_seed", type=int, default=0, help="sampler seed (0)")
@@ -109,7 +109,7 @@ def register(subparsers) -> None:
                    "schedule's warm-up, 1 without one)")
     r.add_argument("--pruner-eta", dest="pruner_eta", type=int, default=3,
                    help="sha/hyperband: keep the best 1/eta of the trials at each rung (3)")
-    r.add_argument("--index", type=Path, help="run-index CSV (default OUT/index.csv)")
+    r.add_argument("--index", type=out_file, help="run-index CSV (default OUT/index.csv)")
     r.add_argument("--heartbeat", type=int, default=HEARTBEAT_INTERVAL,
                    help=f"seconds between a running trial's heartbeats ({HEARTBEAT_INTERVAL})")
     r.add_argument("--grace", type=int, default=GRACE_PERIOD,

@@ -11,7 +11,7 @@ from ..data.splits import load_train_data
 from ..distill.student import train_run
 from ..models.inference import resolve_device
 from ..train.config import resolve_widths
-from .common import add_train_flags, check_out_folder, train_config_from_args
+from .common import add_train_flags, check_out_folder, out_folder, train_config_from_args
 
 
 def default_run_name(cfg) -> str:
@@ -51,5 +51,5 @@ def register(sub) -> None:
                        description="Train one model with SGD+Nesterov and the S3 schedule. Running the same "
                        "command again resumes an interrupted run, or prints the finished one's result.")
     add_train_flags(t)
-    t.add_argument("--out", type=Path, help="run folder (default runs/train/FAMILY-CONFIGHASH)")
+    t.add_argument("--out", type=out_folder, help="run folder (default runs/train/FAMILY-CONFIGHASH)")
     t.set_defaults(func=cmd_train)

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from ..distill.transfer import _LOGITS, TransferConfig, TransferError, _human, generate, verify
-from .common import labels_arg
+from .common import in_path, in_path_p, labels_arg, out_folder
 
 
 def cmd_transfer(args) -> int:
@@ -45,19 +45,19 @@ def register(subparsers) -> None:
                               "(validation removed), each a seeded permutation with seeded augmentation, labelled "
                               "with the teacher's logits and stored in order. Running the same command again "
                               "continues an interrupted set; --verify DIR rechecks a finished set's checksums.")
-    p.add_argument("--teacher", type=Path, help="ensemble folder (mimicnet ensemble) or a training run folder")
-    p.add_argument("--data", help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder")
+    p.add_argument("--teacher", type=in_path_p, help="ensemble folder (mimicnet ensemble) or a training run folder")
+    p.add_argument("--data", type=in_path, help="CIFAR-10 or CIFAR-100 archive (.tar.gz) or folder")
     labels_arg(p)
     p.add_argument("--epochs", type=int, help="passes over the training images (S1: 160)")
-    p.add_argument("--out", type=Path, help="transfer set folder")
+    p.add_argument("--out", type=out_folder, help="transfer set folder")
     p.add_argument("--max-train", dest="max_train", type=int, default=None, help="use only the first N training images")
     p.add_argument("--mode", choices=("images", "replay"), default="images",
-                   help="images: store the augmented images; replay: store only the params (2% of the disk) "
+                   help="images: store the augmented images; replay: store only the params (2%% of the disk) "
                    "and rebuild the images when read")
     p.add_argument("--logits-dtype", dest="logits_dtype", choices=tuple(_LOGITS), default="float16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, default=4096, help="images per write (default 4096)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=1000, help="teacher inference batch (default 1000)")
-    p.add_argument("--verify", type=Path, metavar="DIR", help="recompute a finished set's checksums and compare")
+    p.add_argument("--verify", type=in_path_p, metavar="DIR", help="recompute a finished set's checksums and compare")
     p.add_argument("--device", default=None, help="auto (default: cuda if present), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=cmd_transfer)

@@ -150,6 +150,19 @@ def naming(path):
         raise
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux says it (/proc/self/status, >= 4.7)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +171,7 @@ def _atomic(path: Path, write) -> None:
         os.close(fd)
         try:
             write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's (or a writer's own) 0600: shared as the umask says
             os.replace(tmp, path)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)

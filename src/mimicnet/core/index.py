@@ -116,6 +116,10 @@ def _row_values(row: IndexRow, index_dir: Path) -> dict:
         values["widths"] = "x".join(map(str, values["widths"]))
     if values.get("path"):
         values["path"] = _rel_path(os.path.abspath(values["path"]), index_dir)  # a new row's path: from the cwd
+    if values.get("teacher") and os.path.isabs(values["teacher"]):
+        # a student's teacher inside the results folder (its ensemble) by its place in it, as a record keeps
+        # it: a moved or copied results folder still knows which ensemble its students mimicked
+        values["teacher"] = _rel_path(values["teacher"], index_dir)
     return {k: ("" if v is None else str(v) if not isinstance(v, str) else v) for k, v in values.items()}
 
 

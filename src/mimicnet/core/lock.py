@@ -33,8 +33,10 @@ def holder() -> str:
 @contextmanager
 def folder_lock(folder, what: str = "mimicnet"):
     """Hold FOLDER/.lock exclusively while the block runs (creating FOLDER); FolderLocked if another
-    process holds it."""
+    process holds it. A block that fails leaves no lock file where there was none, and removes the folders it
+    created when nothing was written in them."""
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
     if key in _HELD:  # this process holds it already: flock would conflict with our own other descriptor
@@ -45,7 +47,8 @@ def folder_lock(folder, what: str = "mimicnet"):
             _HELD[key] -= 1
         return
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    new_lock = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # as the umask says
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -59,9 +62,24 @@ def folder_lock(folder, what: str = "mimicnet"):
         _HELD[key] = 1
         try:
             yield
+        except BaseException:
+            if new_lock:
+                _undo(path, created)  # still held: no other process is between the unlink and the release
+            raise
         finally:
             del _HELD[key]
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _undo(lock: Path, created: list[Path]) -> None:
+    """Remove the lock file (and the folders made for it, when empty) of a command that failed: a lock file
+    is only its holder's mutex, and this one's holder is ending."""
+    try:
+        lock.unlink()
+        for p in created:  # deepest first; one holding anything (real work) stays, and so do those above it
+            p.rmdir()
+    except OSError:
+        pass

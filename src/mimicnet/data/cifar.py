@@ -455,7 +455,8 @@ def download_cifar(dest_dir, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, pro
     except (OSError, http.client.HTTPException, ValueError) as e:  # URLError/HTTPError are OSErrors
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) if not isinstance(e, urllib.error.HTTPError) else None
-        raise DataError(" ".join(f"cannot download {url}: {reason or e}".split())) from None
+        raise DataError(" ".join(f"cannot download {url}: {reason or e}".split()) + "; without network, give an "
+                        "archive already on disk: --data ARCHIVE (the official one, or a CIFAR-format subset)") from None
 
     if total is not None and got != total:
         part.unlink(missing_ok=True)

@@ -248,7 +248,8 @@ def _guarded(name, what: str, hint: str, fn):
         return fn()
     except TeacherError:
         raise
-    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError, torch.jit.Error) as e:
+        # torch.jit.Error: a TorchScript teacher's own `raise` (not a RuntimeError)
         if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
             raise
         raise TeacherError(f"{name}: fails on {what} ({_first_line(e)}){hint}") from None

@@ -327,7 +327,7 @@ def _make_epochs(plan: _Plan, done: int, seconds: float, progress: bool | None) 
     if not plan.progress_path.exists():
         plan.write_progress(0, 0.0)  # before any data: a folder with partial files always has a progress.json
     teacher, _ = load_teacher(plan.teacher_dir, plan.device)
-    fds = {k: os.open(plan.out / (f["name"] + ".partial"), os.O_WRONLY | os.O_CREAT, 0o644)
+    fds = {k: os.open(plan.out / (f["name"] + ".partial"), os.O_WRONLY | os.O_CREAT, 0o666)
            for k, f in plan.files.items()}
     try:
         with artifacts.naming(plan.out / (plan.files[next(iter(plan.files))]["name"] + ".partial")):

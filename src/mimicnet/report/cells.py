@@ -23,6 +23,7 @@ counts as capped). A cell with no finished trial is missing ("—"), never 0 and
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -335,7 +336,12 @@ def _family_key(f: str):
 
 
 def _same_teacher(t: str, want: str) -> bool:
-    return t == want or (t and Path(t).name == want) or (want and Path(want).name == t)
+    """One teacher, however the index names it: its id, its folder relative to the results folder (a record,
+    an index written since issue 27) or the absolute path an older index recorded (a folder moved or copied
+    since: the same folder by name)."""
+    if t == want or (t and Path(t).name == want) or (want and Path(want).name == t):
+        return True
+    return bool(t and want and os.path.isabs(t) and os.path.isabs(want) and Path(t).name == Path(want).name)
 
 
 def build_cells(runs: list[Run], kinds: Iterable[str], planned: dict, schedules: _Schedules | None = None,

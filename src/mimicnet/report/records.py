@@ -17,9 +17,11 @@ import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
-from ..core.artifacts import write_text
+from ..core.artifacts import read_json, write_text
+from ..core.index import read_index
 from .common import ReportError
 
 
@@ -66,19 +68,24 @@ def export_record(results_dir: Path, dest: Path, build) -> list[str]:
         raise ReportError(f"{results_dir}: no index.csv (not a results folder)")
     if dest.resolve() == results_dir:
         raise ReportError(f"--record {dest}: give a folder other than the results folder")
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
+    read_index(results_dir / "index.csv")  # a damaged index: its one line, before anything is written
     rows = list(csv.reader(io.StringIO((results_dir / "index.csv").read_text())))
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([rows[0]] + [[_scrub_text(c, results_dir) for c in r]
                                                                 for r in rows[1:]])
-    write_text(dest / "index.csv", buf.getvalue())
-    written.append("index.csv")
+    files = {"index.csv": buf.getvalue()}
     for src, name in (("reproduce.json", "reproduce.json"), ("ensemble/ensemble.json", "ensemble.json"),
                       ("transfer/manifest.json", "transfer-manifest.json")):
         f = results_dir / src
         if f.exists():
-            write_text(dest / name, json.dumps(scrub(json.loads(f.read_text()), results_dir), indent=1) + "\n")
-            written.append(name)
-    build(dest)
-    return written
+            files[name] = json.dumps(scrub(read_json(f), results_dir), indent=1) + "\n"
+    new = not dest.exists()
+    try:
+        for name, text in files.items():
+            write_text(dest / name, text)
+        build(dest)
+    except BaseException:
+        if new:  # a record that could not be built is not left half made
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return list(files)

@@ -31,6 +31,7 @@ from ..core.index import num as _float
 from ..studies import published as P
 from ..studies.catalog import is_study_record
 from ..studies.deviations import deviations
+from ..studies.reindex import index_differences
 from .cells import CUT, Cell, Run, _Schedules, load_runs, planned_trials, runs_by_name
 from .claims import headline
 from .common import MISSING, ReportError, _save_figure, _write_csv, load_reproduce, render
@@ -229,11 +230,24 @@ def _teacher_reference(runs: list[Run], main_teacher: str | None) -> tuple[str, 
     return "teacher", None
 
 
+def check_index(results_dir) -> None:
+    """The index is a view of the run folders: a ReportError saying what differs (finished run folders without
+    a row, rows without a folder) and how to mend it, never a partial table."""
+    diff = index_differences(results_dir)
+    if diff["no_row"] or diff["no_folder"]:
+        said = [f"{len(v)} {what} (e.g. {_shown_path(v[0], Path(results_dir))})" for what, v in
+                (("finished run folder(s) without a row", diff["no_row"]), ("row(s) without a run folder",
+                                                                            diff["no_folder"])) if v]
+        raise ReportError(f"{Path(results_dir) / 'index.csv'} does not match its run folders: {'; '.join(said)}; "
+                          f"`mimicnet report {results_dir} --rebuild-index` writes it anew from the run folders")
+
+
 def build_report(results_dir, teacher: str | None = None, out_dir=None) -> Path:
     """Write every table and figure of the report into RESULTS_DIR/report/ and return report.html's path."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir}: results folder not found")
+    check_index(results_dir)
     repro = load_reproduce(results_dir)
     if is_study_record(repro):  # Ba & Caruana or Ratusznik et al.: their own tables (studies.py)
         return build_study_report(results_dir, out_dir=out_dir)

@@ -53,6 +53,7 @@ storage is a SQLite file ``OUT/study.db`` (fine for one machine).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -70,7 +71,7 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..models.families import BudgetError
 from ..models.inference import resolve_device
 from ..train.config import EXECUTION_FIELDS, TrainConfig
-from ..train.run import RunInfo
+from ..train.run import RunInfo, same_run
 from ..train.schedules import warmup_epochs
 from .pruners import make_pruner
 from .samplers import _quiet, make_sampler
@@ -121,11 +122,14 @@ def _fmt_params(params: dict) -> str:
 
 
 def _other_run(run_dir: Path, cfg: TrainConfig) -> bool:
-    """Does run_dir hold a run (config.json) of a config other than cfg?"""
+    """Does run_dir hold a run (config.json) of a config other than cfg? By the path-free identity that
+    `train` resumes by (train.run.same_run): the data given as a relative or an absolute path, or through a
+    symlink, is the same run (what the paths hold is checked by content when the run resumes)."""
     try:
-        return artifacts.read_json(run_dir / "config.json").get("run_id") != cfg.run_id()
+        old = artifacts.read_json(run_dir / "config.json")
     except (OSError, ValueError):
         return False
+    return isinstance(old, dict) and not same_run(old, cfg)
 
 
 def _base_record(base: TrainConfig, space: Space) -> str:
@@ -272,6 +276,17 @@ def _optimize_until(study, objective, trials: int, study_name: str, heartbeat_in
             continue
         waiting_logged = False
         study.optimize(objective, n_trials=1, catch=(Diverged,), gc_after_trial=False)
+
+
+class _NoDivergedTraceback(logging.Filter):
+    """Optuna logs a caught exception (catch=(Diverged,)) as a warning with its traceback: ~20 lines that read
+    as a crash. A diverged trial is a result, already said in one line (_Objective.train): drop Optuna's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Diverged))
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_NoDivergedTraceback())  # the logger that says it
 
 
 def _alive(pid: int) -> bool:

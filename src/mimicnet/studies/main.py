@@ -185,7 +185,7 @@ class Study:
                        "code_version": artifacts.code_version(), "hardware": hardware(),
                        "stages": old.get("stages", {}), "planned_trials": {},
                        **({"data": old["data"]} if old.get("data") else {})}
-        self.save()
+        # written first once the data is checked (check_data): a refused run leaves the record as it was
 
     def check_data(self, data: TrainData) -> None:
         """The data is the data this folder's runs were made from, by content (sha256), wherever it lies."""

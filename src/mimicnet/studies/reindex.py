@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from ..core import artifacts
 from ..core.artifacts import CheckpointError
 from ..core.errors import ConfigError
-from ..core.index import IndexRow, RunKind, write_index
+from ..core.index import IndexRow, RunKind, read_index, write_index
 from ..distill.ensemble import ensemble_row
 from ..distill.student import teacher_record
 from ..search.storage import default_storage, load_study
@@ -132,16 +132,61 @@ def _ensemble_rows(root: Path, skipped: list[str]) -> list[tuple[float, IndexRow
 
 def rebuild_index(results_dir) -> dict:
     """Write RESULTS_DIR/index.csv anew from its run folders (the old one is kept as index.csv.old).
-    Returns {"rows": n, "skipped": [folders that could not be read, and why]}."""
+    Returns {"rows": n, "skipped": []}; a run folder that cannot be read is a ConfigError naming it, and the
+    index is left as it was."""
     root = Path(results_dir)
     if not root.is_dir():
         raise ConfigError(f"{root}: no such results folder")
     skipped: list[str] = []
     found = (_finished_rows(root, skipped) + _ensemble_rows(root, skipped) + _failed_rows(root, skipped)
              + _search_rows(root, skipped))
+    if skipped:  # an index without them would be a partial table: said before anything is written
+        raise ConfigError(f"{root}: {len(skipped)} run folder(s) cannot be read, so a rebuilt index would leave them "
+                          f"out: {skipped[0]}; mend or move them away, then --rebuild-index again")
     found.sort(key=lambda tr: tr[0])
     index = root / "index.csv"
     if index.exists():
         index.replace(root / "index.csv.old")
     write_index(index, [row for _, row in found])
     return {"rows": len(found), "skipped": skipped, "index": str(index)}
+
+
+def _run_folders(root: Path) -> tuple[dict[tuple, Path], set[tuple]]:
+    """(every run folder below `root` by its path's parts relative to it, those of them that are finished: a
+    run's results.json beside its config.json, or an ensemble's ensemble.json). A record (docs/results: its
+    ensemble.json at the top, no run folder) has none."""
+    folders, finished = {}, set()
+    for name in ("config.json", "ensemble.json"):
+        for f in root.rglob(name):
+            d = f.parent
+            if d == root:
+                continue
+            key = d.relative_to(root).parts
+            folders[key] = d
+            if name == "ensemble.json" or (d / "results.json").exists():
+                finished.add(key)
+    return folders, finished
+
+
+def index_differences(results_dir) -> dict[str, list[str]]:
+    """How RESULTS_DIR/index.csv and its run folders differ: {"no_row": finished run folders without a row,
+    "no_folder": rows whose run folder is not there}, both empty when they agree (or when the folder holds no
+    finished run folder at all: a record, or an index made by hand). A row's path is matched by its last parts, so a moved or copied results
+    folder, and paths relative to where the command ran, still find their folders."""
+    root = Path(results_dir)
+    folders, finished = _run_folders(root)
+    if not finished or not (root / "index.csv").exists():
+        return {"no_row": [], "no_folder": []}
+    seen, no_folder = set(), []
+    for row in read_index(root / "index.csv"):
+        path = (row.get("path") or "").strip()
+        if not path:
+            continue
+        parts = Path(path).parts
+        key = next((parts[-k:] for k in range(len(parts), 0, -1) if parts[-k:] in folders), None)
+        if key is None:
+            no_folder.append(path)
+        else:
+            seen.add(key)
+    no_row = sorted(str(Path(*k)) for k in finished - seen)
+    return {"no_row": no_row, "no_folder": no_folder}

@@ -98,7 +98,11 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
         if stop:
             break
         t0 = time.perf_counter()
-        train_loss, lr = train_epoch(cfg, s, batches, loss_fn, epoch, device)
+        try:
+            train_loss, lr = train_epoch(cfg, s, batches, loss_fn, epoch, device)
+        except (MemoryError, RuntimeError) as e:  # out of memory: the command line names the batch size
+            e.batch_size = cfg.optim.batch_size
+            raise
         if not math.isfinite(train_loss) or train_loss > 1e6:
             raise Diverged(f"{run.path}: training loss is {train_loss} at epoch {epoch} (lr {lr:g})", epochs=epoch)
         val_acc = accuracy(to_logits(predict_logits(s.net, data.val.x, cfg.data.input_scale, device)), data.val.y)

@@ -17,9 +17,11 @@ A preset is a dataclass of plain values; any field can be overridden with `--set
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +29,7 @@ from ..core import artifacts
 from ..core.errors import ConfigError, Diverged
 from ..core.index import RunKind
 from ..core.hardware import hardware
-from ..core.lock import folder_lock
+from ..core.lock import held
 from ..core.units import budget_name
 from ..data.cifar import default_cache_dir, download_cifar
 from ..data.splits import TrainData, load_train_data
@@ -37,11 +39,13 @@ from ..distill.transfer import TransferConfig, generate
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
 from ..search.run import best_trial, check_rungs_after_warmup, run_search, trial_run_dir
+from ..search.storage import _safe_url as safe_url
 from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
 from ..train.run import DIVERGED, RunInfo
 from .overrides import override
+from .work import Unit, Worker, open_work_study
 
 STUDENT_FAMILIES = ("conv0", "conv1", "conv2", "conv3", "conv4")
 BASELINE_FAMILIES = ("conv1", "conv2", "conv3", "conv4")
@@ -162,11 +166,17 @@ class Study:
     """The state of one reproduce run: its folder, its record (reproduce.json), stage timing."""
 
     def __init__(self, preset, out: Path, command: str, not_identity: tuple = NOT_IDENTITY, identity=None,
-                 older_identities: tuple = ()):
+                 older_identities: tuple = (), storage: str | None = None):
         """`older_identities`: what earlier code took as this preset's identity; a record keyed by one of them
-        is continued (and re-keyed)."""
+        is continued (and re-keyed). `storage`: the database every search and the work study live in (many
+        workers); None: a SQLite file per search in its folder, and RESULTS_DIR/work.db."""
         self.p, self.out, self.index = preset, out, out / "index.csv"
         self.record_path = out / "reproduce.json"
+        self.storage = storage
+        with held(self.record_path.with_name(self.record_path.name + ".lock")):  # workers write it too
+            self._open(preset, out, command, not_identity, identity, older_identities)
+
+    def _open(self, preset, out: Path, command: str, not_identity: tuple, identity, older_identities: tuple):
         old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
         ident = preset if identity is None else identity
         # the data's path is not identity (its sha256 is: check_data), so a relative and an absolute path to
@@ -182,8 +192,30 @@ class Study:
                        "config_hash": key,
                        "code_version": artifacts.code_version(), "hardware": hardware(),
                        "stages": old.get("stages", {}), "planned_trials": {},
+                       **({"storage": safe_url(self.storage)} if self.storage else {}),
                        **({"data": old["data"]} if old.get("data") else {})}
         self.save()
+
+    def search_kwargs(self, space_name: str) -> dict:
+        """run_search's storage and study name: the shared storage's study `<work study>/<space>`, or by
+        default (None) the SQLite file in the search's folder under the space's name."""
+        if not self.storage:
+            return {}
+        return {"storage": self.storage, "study_name": f"{self.work_name}/{space_name}"}
+
+    @property
+    def work_name(self) -> str:
+        """The work study's name: one storage may hold several studies (presets, results folders)."""
+        return f"mimicnet-{self.p.name}-{self.record['config_hash'][:12]}"
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        """Add a worker's seconds on a stage to reproduce.json (read-modify-write under its lock: every
+        worker adds its own)."""
+        with held(self.record_path.with_name(self.record_path.name + ".lock")):
+            old = artifacts.read_json(self.record_path).get("stages", {}) if self.record_path.exists() else {}
+            self.record["stages"] = dict(old)
+            self.record["stages"][stage] = round(self.record["stages"].get(stage, 0) + seconds, 1)
+            self.save()
 
     def check_data(self, data: TrainData) -> None:
         """The data is the data this folder's runs were made from, by content (sha256), wherever it lies."""
@@ -241,7 +273,7 @@ def checked(what: str, build) -> None:
         raise ConfigError(f"{what}: {e}") from None
 
 
-def run_teachers(st: Study, data: TrainData) -> tuple[list[Path], object]:
+def run_teachers(st: Study, data: TrainData, join: bool = False) -> tuple[list[Path], object]:
     """The teachers' run folders, and their search study (None for fixed teachers)."""
     p = st.p
     if p.teacher_mode == "fixed":
@@ -254,10 +286,9 @@ def run_teachers(st: Study, data: TrainData) -> tuple[list[Path], object]:
         return dirs, None
     if p.teacher_mode == "search":
         space = get_space("teacher")
-        st.record["planned_trials"]["teacher/teacher/"] = p.teacher_trials
         study = run_search(space, train_cfg(p, p.teacher_base), st.out / "studies" / "teacher", p.teacher_trials,
                            sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index, data=data,
-                           **pruning_kwargs(p))
+                           join=join, **st.search_kwargs("teacher"), **pruning_kwargs(p))
         return [trial_run_dir(t, st.out / "studies" / "teacher") for t in study.trials
                 if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs], study
     raise ConfigError(f"teacher_mode must be 'fixed' or 'search', not {p.teacher_mode!r}")
@@ -266,19 +297,26 @@ def run_teachers(st: Study, data: TrainData) -> tuple[list[Path], object]:
 def run_cells(st: Study, kind: str, families, budgets, trials: int, base: dict, extra: dict, data: TrainData,
               teachers: Teachers | None = None) -> list[tuple]:
     """Search every (family, budget) cell; returns (space, base config, study, teachers) per cell for run_seeds."""
-    cells = []
-    for budget in budgets:
-        for fam in families:
-            space = make_space(kind, fam, budget)
-            st.record["planned_trials"][f"{kind}/{fam}/{budget}"] = trials
-            st.save()
-            print(f"-- {kind} {fam} {budget_name(budget)}: {trials} trial(s)", flush=True)
-            cfg = train_cfg(st.p, base, family=fam, budget=budget, **extra)
-            study = run_search(space, cfg, st.out / "studies" / space.name, trials, sampler=st.p.sampler,
-                               n_startup=st.p.n_startup, seed=st.p.seed, index=st.index, data=data,
-                               teachers=teachers, **pruning_kwargs(st.p))
-            cells.append((space, cfg, study, teachers))
-    return cells
+    return [run_cell(st, kind, fam, budget, trials, base, extra, data, teachers)
+            for budget, fam in cell_list(families, budgets)]
+
+
+def cell_list(families, budgets) -> list[tuple]:
+    """(budget, family) in the study's order: budget by budget, every family at each."""
+    return [(budget, fam) for budget in budgets for fam in families]
+
+
+def run_cell(st: Study, kind: str, fam: str, budget: int, trials: int, base: dict, extra: dict, data: TrainData,
+             teachers: Teachers | None = None, join: bool = False) -> tuple:
+    """One cell's search (joined, with `join`: see search.run_search); (space, base config, study, teachers)."""
+    space = make_space(kind, fam, budget)
+    if not join:
+        print(f"-- {kind} {fam} {budget_name(budget)}: {trials} trial(s)", flush=True)
+    cfg = train_cfg(st.p, base, family=fam, budget=budget, **extra)
+    study = run_search(space, cfg, st.out / "studies" / space.name, trials, sampler=st.p.sampler,
+                       n_startup=st.p.n_startup, seed=st.p.seed, index=st.index, data=data, teachers=teachers,
+                       join=join, **st.search_kwargs(space.name), **pruning_kwargs(st.p))
+    return space, cfg, study, teachers
 
 
 def pruning_kwargs(p) -> dict:
@@ -319,48 +357,99 @@ def rerun_best(space, base: TrainConfig, study, seeds: int, seed: int, root: Pat
             log(f"   seed {run_seed} {e.status}: {e}")
 
 
-def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
-    with folder_lock(out, f"mimicnet reproduce --preset {preset.name}"):  # one writer per results folder
-        return _reproduce(preset, out, command)
-
-
-def _reproduce(preset: Preset, out: Path, command: str = "") -> dict:
+def reproduce(preset: Preset, out: Path, command: str = "", storage: str | None = None,
+              finish: Callable[[], object] | None = None, poll: float = 1.0) -> dict:
+    """Run the study as one worker of it (studies.work): alone, every stage in order as it always has; with
+    others on the same folder (and `storage`, the same database), each takes the next unit nobody holds.
+    `finish`: the report unit (the CLI's table and report; the report layer sits above this one)."""
     check_preset(preset)
     out.mkdir(parents=True, exist_ok=True)
     if not preset.data:
         preset = dataclasses.replace(preset, data=str(download_cifar(default_cache_dir())))
     print(json.dumps(artifacts.to_jsonable(preset), indent=1))
-    st = Study(preset, out, command)
+    st = Study(preset, out, command, storage=storage)
     resolve_device(preset.device)
-    data = load_train_data(preset.data, preset.max_train)  # once: every stage and trial below shares it
+    data = load_train_data(preset.data, preset.max_train)  # once: every unit and trial below shares it
     st.check_data(data)
-    st.record["data"] = {"path": preset.data, "sha256": data.sha256, "n_train": len(data.train.y),
-                         "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
-    st.save()
-
-    teacher_dirs, teacher_study = st.stage("teachers", lambda: run_teachers(st, data))
-
-    ens_dir = out / "ensemble"
-    st.stage("ensemble", lambda: build_ensemble(teacher_dirs, ens_dir, data, method=preset.ensemble_method,
-                                                size=preset.ensemble_size, device=resolve_device(preset.device),
-                                                index=st.index))
-
-    tdir = out / "transfer"
-    tcfg = TransferConfig(data=preset.data, max_train=preset.max_train, epochs=preset.transfer_epochs,
-                          seed=preset.seed, hsv=best_teacher_hsv(teacher_dirs), mode=preset.transfer_mode,
-                          logits_dtype=preset.logits_dtype, device=preset.device)
-    st.stage("transfer", lambda: generate(tcfg, ens_dir, tdir, data=data))
-
-    cells = st.stage("baselines", lambda: run_cells(st, "baseline", preset.baseline_families,
-                                                    preset.baseline_budgets, preset.baseline_trials,
-                                                    preset.baseline_base, {}, data))
-    cells += st.stage("students", lambda: run_cells(st, "student", preset.student_families, preset.student_budgets,
-                                                    preset.student_trials, preset.student_base,
-                                                    {"loss": "l2-logits", "transfer": str(tdir)}, data, Teachers()))
-    if teacher_study is not None:  # the best teacher's config as a seed sample too (the ensemble's claim)
-        cells.insert(0, (get_space("teacher"), train_cfg(preset, preset.teacher_base), teacher_study, None))
-    st.stage("seeds", lambda: [run_seeds(st, *cell, data) for cell in cells])
+    with held(st.record_path.with_name(st.record_path.name + ".lock")):
+        st.record["data"] = {"path": preset.data, "sha256": data.sha256, "n_train": len(data.train.y),
+                             "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
+        st.record["planned_trials"] = planned_trials(preset)
+        st.save()
+    units = plan_units(st, data, finish)
+    study = open_work_study(storage or f"sqlite:///{out.resolve() / 'work.db'}", st.work_name)
+    Worker(units, study, poll=poll, on_unit=lambda u, secs: st.add_time(u.stage, secs)).run()
     return st.record
+
+
+def planned_trials(p: Preset) -> dict:
+    """The trials every search cell is to hold, keyed kind/family/budget (the report's denominators)."""
+    planned = {"teacher/teacher/": p.teacher_trials} if p.teacher_mode == "search" else {}
+    for kind, fams, budgets, n in (("baseline", p.baseline_families, p.baseline_budgets, p.baseline_trials),
+                                   ("student", p.student_families, p.student_budgets, p.student_trials)):
+        planned.update({f"{kind}/{fam}/{budget}": n for budget, fam in cell_list(fams, budgets)})
+    return planned
+
+
+def plan_units(st: Study, data: TrainData, finish: Callable[[], object] | None = None) -> list[Unit]:
+    """The study's units of work in its order (teachers, ensemble, transfer set, baseline cells, student
+    cells, seed reruns, report), each with the units it needs. A search cell's name carries its trial count
+    and a seed unit's its seeds, so a longer search (`--set student_trials=30`) is new work."""
+    p, out = st.p, st.out
+    units: list[Unit] = []
+    if p.teacher_mode == "fixed":
+        for i, over in enumerate(p.teachers):
+            cfg, d = train_cfg(p, p.teacher_base, **over), out / "teachers" / f"t{i}"
+            units.append(Unit(f"teachers/t{i}", "teachers", partial(fit, cfg, d, data, index=st.index)))
+    else:
+        units.append(Unit(f"teachers/search:{p.teacher_trials}", "teachers", lambda: run_teachers(st, data),
+                          join=lambda: run_teachers(st, data, join=True)))
+    teachers = tuple(u.name for u in units)
+    tdir = out / "transfer"
+
+    def ensemble():
+        dirs, _ = run_teachers(st, data)  # all finished: their folders
+        build_ensemble(dirs, out / "ensemble", data, method=p.ensemble_method, size=p.ensemble_size,
+                       device=resolve_device(p.device), index=st.index)
+
+    def transfer():
+        dirs, _ = run_teachers(st, data)
+        generate(TransferConfig(data=p.data, max_train=p.max_train, epochs=p.transfer_epochs, seed=p.seed,
+                                hsv=best_teacher_hsv(dirs), mode=p.transfer_mode, logits_dtype=p.logits_dtype,
+                                device=p.device), out / "ensemble", tdir, data=data)
+
+    units += [Unit("ensemble", "ensemble", ensemble, needs=teachers),
+              Unit("transfer", "transfer", transfer, needs=("ensemble",))]
+    student_teachers = Teachers()
+    cells = []  # (unit name, the cell's run_cell arguments)
+    for kind, stage, fams, budgets, n, base, extra, tch, needs in (
+            ("baseline", "baselines", p.baseline_families, p.baseline_budgets, p.baseline_trials, p.baseline_base,
+             {}, None, ()),
+            ("student", "students", p.student_families, p.student_budgets, p.student_trials, p.student_base,
+             {"loss": "l2-logits", "transfer": str(tdir)}, student_teachers, ("transfer",))):
+        for budget, fam in cell_list(fams, budgets):
+            args = (st, kind, fam, budget, n, base, extra, data, tch)
+            name = f"{make_space(kind, fam, budget).name}:{n}"
+            units.append(Unit(name, stage, partial(run_cell, *args), needs=needs,
+                              join=partial(run_cell, *args, join=True)))
+            cells.append((name, args))
+    seeds = []
+    if p.teacher_mode == "search":  # the best teacher's config as a seed sample too (the ensemble's claim)
+        seeds.append(Unit(f"seeds/teacher:{p.teacher_trials}:{p.seeds}", "seeds", lambda: run_seeds(
+            st, get_space("teacher"), train_cfg(p, p.teacher_base), run_teachers(st, data)[1], None, data),
+            needs=teachers))
+    seeds += [Unit(f"seeds/{name}:{p.seeds}", "seeds", partial(_cell_seeds, args), needs=(name,))
+              for name, args in cells]
+    units += seeds
+    plan = hashlib.sha256(" ".join(u.name for u in units).encode()).hexdigest()[:8]  # more work: a new report
+    units.append(Unit(f"report:{plan}", "report", finish or (lambda: None), needs=tuple(u.name for u in units)))
+    return units
+
+
+def _cell_seeds(args: tuple) -> None:
+    """A finished cell's seed reruns (its search, run again, returns the finished study at once)."""
+    space, cfg, study, teachers = run_cell(*args, join=True)
+    run_seeds(args[0], space, cfg, study, teachers, args[7])
 
 
 def best_teacher_hsv(teacher_dirs: list[Path]) -> tuple:

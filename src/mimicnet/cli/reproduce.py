@@ -50,7 +50,7 @@ def cmd_reproduce(args) -> int:
         with folder_lock(out, f"mimicnet reproduce --preset {p.name}"):  # one writer per results folder
             run_study(p, out, command=command)
             return _finish(out, tables_markdown(p, build_tables(out, p)), p.report, timed=True)
-    slots = worker_slots(args.workers, args.gpus, args.workers_per_gpu)
+    slots = worker_slots(args.workers, args.gpus, args.workers_per_gpu, threads=os.environ.get("OMP_NUM_THREADS"))
     if slots:
         return _launch(slots, args, out)
     storage = args.storage

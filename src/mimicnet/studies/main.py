@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -192,6 +193,8 @@ class Study:
                        "config_hash": key,
                        "code_version": artifacts.code_version(), "hardware": hardware(),
                        "stages": old.get("stages", {}), "planned_trials": {},
+                       # the work study's name in a shared storage: this folder's, made once (under the lock)
+                       "work_id": old.get("work_id") or uuid.uuid4().hex[:12],
                        **({"storage": safe_url(self.storage)} if self.storage else {}),
                        **({"data": old["data"]} if old.get("data") else {})}
         self.save()
@@ -205,8 +208,8 @@ class Study:
 
     @property
     def work_name(self) -> str:
-        """The work study's name: one storage may hold several studies (presets, results folders)."""
-        return f"mimicnet-{self.p.name}-{self.record['config_hash'][:12]}"
+        """The work study's name: one storage may hold the studies of several results folders."""
+        return f"mimicnet-{self.p.name}-{self.record['work_id']}"
 
     def add_time(self, stage: str, seconds: float) -> None:
         """Add a worker's seconds on a stage to reproduce.json (read-modify-write under its lock: every

@@ -189,10 +189,12 @@ def progress_by_stage(study, now: datetime | None = None) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------
 # Local workers (`--workers K`, `--gpus 0,1 --workers-per-gpu K`)
 # ---------------------------------------------------------------------------------------------------
-def worker_slots(workers: int | None, gpus: str | None, per_gpu: int = 1, cpus: int | None = None) -> list[dict]:
+def worker_slots(workers: int | None, gpus: str | None, per_gpu: int = 1, cpus: int | None = None,
+                 threads: str | None = None) -> list[dict]:
     """The environment of each local worker process; [] for one worker in this process. On CPU, K workers
     share the cores (cpus // K threads each, at least 1); with GPUs, `per_gpu` workers on each listed GPU
-    (CUDA_VISIBLE_DEVICES, so each sees its GPU as cuda:0), the cores split over all of them."""
+    (CUDA_VISIBLE_DEVICES, so each sees its GPU as cuda:0), the cores split over all of them. `threads`: each
+    worker's threads as the user set them (OMP_NUM_THREADS), instead of the split."""
     cpus = cpus or os.cpu_count() or 1
     if gpus:
         ids = [g.strip() for g in str(gpus).split(",")]
@@ -207,6 +209,29 @@ def worker_slots(workers: int | None, gpus: str | None, per_gpu: int = 1, cpus: 
         raise ConfigError(f"--workers {workers}: must be at least 1")
     else:
         slots = [{} for _ in range(workers)]
-    threads = str(max(1, cpus // len(slots)))
+    threads = threads or str(max(1, cpus // len(slots)))
     return [{**s, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "MIMICNET_WORKER": str(i)}
             for i, s in enumerate(slots)]
+
+
+def eta_seconds(rows: list[dict]) -> float | None:
+    """Seconds left at the measured rates: each stage's units not done times its mean seconds per finished
+    unit, over the workers now holding units (at least 1); None while a stage with work left has no
+    finished unit to measure."""
+    left = 0.0
+    for r in rows:
+        todo = r["units"] - r["done"]
+        if todo == 0:
+            continue
+        if r["done"] == 0:
+            return None
+        left += todo * r["seconds_done"] / r["done"]
+    workers = {w for r in rows for _, w, _ in r["running"]}
+    return left / max(1, len(workers))
+
+
+def find_work_studies(storage: str) -> list[str]:
+    """The names of the work studies a storage holds (one per results folder)."""
+    st = open_storage(storage)
+    return sorted(s.study_name for s in optuna.study.get_all_study_summaries(st, include_best_trial=False)
+                  if s.study_name.startswith("mimicnet-") and "/" not in s.study_name)

@@ -74,10 +74,13 @@ def test_two_workers_share_units_each_runs_once_after_what_it_needs(tmp_path, ca
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
     rows = {r["stage"]: r for r in progress_by_stage(study)}
     assert rows["c"]["units"] == rows["c"]["done"] == 3 and not rows["c"]["running"]
-    # a worker started on a finished study has nothing to do
+    # a worker started on a finished study goes through every unit once more itself, unclaimed (each unit of
+    # reproduce then finds its artifact finished and checks it), claiming nothing
+    n_trials = len(study.get_trials())
     c = toy_worker(storage, out)
     finish(c)
-    assert ran(out) == runs
+    assert ran(out) == {n: sorted(v + [str(c.pid)]) for n, v in runs.items()}
+    assert len(study.get_trials()) == n_trials
     assert cli.main(["status", "--storage", storage]) == 0
     shown = capsys.readouterr().out
     assert "7/7 units done; finished" in shown and "  c " in shown
@@ -151,10 +154,11 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _runs(out: Path) -> list[tuple]:
-    """The index as a set of runs: what each is and where, with its outcome (no timings)."""
-    rows = read_index(out / "index.csv")
-    return sorted((r["kind"], r["family"], r["budget"], r["path"], r["run_id"], r["status"], r["val_acc"])
-                  for r in rows)
+    """The index as a set of runs: what each is and where, with its outcome (no timings; an ensemble's run id
+    hashes its members' paths, so it is another folder's in another folder)."""
+    rows = read_index(out / "index.csv")  # paths come back absolute: compared relative to the results folder
+    return sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out),
+                   r["run_id"] if r["kind"] != "ensemble" else "", r["status"], r["val_acc"]) for r in rows)
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +279,25 @@ def test_launch_slurm_array_through_submitits_local_executor(tmp_path):
     done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop")]
     assert len(done) == len(study.user_attrs["units"])               # every unit once
     assert len(list((out / "slurm").glob("*/*_log.out"))) == 2       # submitit's own log of each task
+
+
+# ------------------------------------------------------------------------------ estimate --workers: the makespan
+
+def test_makespan_keeps_the_stages_dependencies():
+    from mimicnet.studies.estimate import Job, critical_path, makespan, scaling, work_jobs
+    m = {"teacher": {"trials": 4, "trial_seconds": 10.0, "seed_seconds": 0.0},
+         "ensemble": {"seconds": 5.0}, "transfer": {"seconds": 20.0, "epochs": 64},  # 32 shards of 2 epochs
+         "baseline/conv1/100": {"trials": 2, "trial_seconds": 3.0, "seed_seconds": 6.0},
+         "student/conv1/100": {"trials": 4, "trial_seconds": 2.0, "seed_seconds": 4.0}}
+    jobs = work_jobs({"measured": m})
+    total = 4 * 10 + 5 + 20 + 2 * 3 + 6 + 4 * 2 + 4
+    assert makespan(jobs, 1) == pytest.approx(total)                  # one worker: the sum
+    # the chain teacher -> ensemble -> a transfer shard -> student trial -> its seeds bounds any number of workers
+    assert critical_path(jobs) == pytest.approx(10 + 5 + 20 / 32 + 2 + 4)
+    assert makespan(jobs, 64) == pytest.approx(critical_path(jobs))
+    assert makespan(jobs, 2) < makespan(jobs, 1) and makespan(jobs, 2) > total / 2 - 1e-9
+    sc = scaling(jobs)
+    secs = {r["workers"]: r["seconds"] for r in sc["rows"]}
+    assert list(secs) == [1, 2, 4, 8, 16, 64] and sc["stops_helping_at"] == 8     # 8 -> 16 saves < 10%
+    assert secs[16] > 0.9 * secs[8] and secs[8] < 0.9 * secs[4]
+    assert makespan([Job("a", 1.0), Job("b", 1.0, ("a",))], 8) == pytest.approx(2.0)

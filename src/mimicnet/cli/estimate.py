@@ -45,9 +45,8 @@ def _print_scaling(res: dict, workers: int) -> dict:
     for r in sc["rows"]:
         print(f"{r['workers']:8d} {r['seconds'] / 3600:10.2f} h {r['speedup']:8.2f} {r['efficiency']:10.0%}")
     cp = sc["critical_path_seconds"]
-    print(f"critical path {cp / 3600:.2f} h (one teacher, the ensemble, the transfer set, one student trial, its "
-          f"seeds): no number of workers finishes sooner; the transfer set alone "
-          f"{res['measured']['transfer']['seconds'] / 3600:.2f} h (one unit)")
+    print(f"critical path {cp / 3600:.2f} h (one teacher, the ensemble, one shard of the transfer set, one student "
+          f"trial, its seeds): no number of workers finishes sooner")
     if sc["stops_helping_at"] is not None:
         print(f"more workers stop helping past {sc['stops_helping_at']} (the next count saves less than 10%)")
     reach = next((r["workers"] for r in sc["rows"] if r["seconds"] <= TARGET_HOURS * 3600), None)

@@ -9,6 +9,7 @@ S3 schedule, is an explicit assumption printed with the result (flags change it)
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import time
 from contextlib import nullcontext
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models.families import build_model, get_family, solve_budget, teacher_widths
+from ..distill.transfer import shard_ranges
 from ..search.pruners import rungs
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, to express achieved rates as a
@@ -148,7 +150,7 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
                             "peak_fraction": (tflops / peak) if peak else None,
                             "trials": n_teachers, "trial_seconds": epochs_t * per_epoch,
                             "seed_seconds": (n_trained - n_teachers) * epochs_t * per_epoch},
-                "ensemble": {"seconds": members * 2 * a.n_val / t_inf}, "transfer": {"seconds": stages["transfer"]}}
+                "ensemble": {"seconds": members * 2 * a.n_val / t_inf}, "transfer": {"seconds": stages["transfer"], "epochs": preset.transfer_epochs}}
 
     # the projection with a pruner: the preset's own, or else successive halving with its first rung at 1/27
     # of a run (three rungs of eta=3 before the end)
@@ -202,14 +204,17 @@ class Job:
 
 def work_jobs(res: dict) -> list[Job]:
     """The study's work as reproduce's workers share it, timed from `estimate`'s measurements: every search
-    trial a job (idle workers help a running cell), the ensemble and the transfer set one job each (the
-    transfer set is not sharded), every cell's seed reruns one job (its seeds one after another), in the
-    plan's order."""
+    trial a job (idle workers help a running cell), the ensemble one job, the transfer set its shards of
+    epochs (distill.transfer.shard_ranges; the merge, a copy, not counted), every cell's seed reruns one job
+    (its seeds one after another), in the plan's order."""
     m = res["measured"]
     t = m["teacher"]
     teachers = [Job(f"teacher/{i}", t["trial_seconds"]) for i in range(t["trials"])]
-    jobs = teachers + [Job("ensemble", m["ensemble"]["seconds"], tuple(j.name for j in teachers)),
-                       Job("transfer", m["transfer"]["seconds"], ("ensemble",))]
+    tr = m["transfer"]
+    shards = [Job(f"transfer/{a}", tr["seconds"] * (b - a) / tr["epochs"], ("ensemble",))
+              for a, b in shard_ranges(tr["epochs"])]
+    jobs = teachers + [Job("ensemble", m["ensemble"]["seconds"], tuple(j.name for j in teachers)), *shards,
+                       Job("transfer", 0.0, tuple(j.name for j in shards))]
     seeds = [Job("seeds/teacher", t["seed_seconds"], tuple(j.name for j in teachers))] if t["seed_seconds"] else []
     for key, c in m.items():
         if not key.startswith(("baseline/", "student/")):
@@ -225,7 +230,6 @@ def work_jobs(res: dict) -> list[Job]:
 def makespan(jobs: list[Job], workers: int) -> float:
     """Wall clock of `workers` workers taking, whenever one is free, the first job (in plan order) whose needs
     are done: list scheduling, as the workers of studies/work.py do."""
-    import heapq
     done_at: dict[str, float] = {}
     left = list(jobs)
     free = [0.0] * workers
@@ -239,10 +243,8 @@ def makespan(jobs: list[Job], workers: int) -> float:
         ready = next((j for j in left if all(n in done_at for n in j.needs)), None)
         if ready is None and not running:
             raise ValueError(f"jobs that can never run: {', '.join(j.name for j in left[:3])}")
-        if ready is None:  # wait for the next job to finish
-            end, name = heapq.heappop(running)
-            done_at[name] = end
-            heapq.heappush(free, max(now, end))
+        if ready is None:  # idle until the next job ends (the free times come out in order: done_at <= now)
+            heapq.heappush(free, running[0][0])
             continue
         left.remove(ready)
         heapq.heappush(running, (now + ready.seconds, ready.name))

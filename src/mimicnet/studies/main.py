@@ -36,7 +36,7 @@ from ..data.cifar import default_cache_dir, download_cifar
 from ..data.splits import TrainData, load_train_data
 from ..distill.ensemble import build_ensemble
 from ..distill.student import Teachers, index_failed, train_run
-from ..distill.transfer import TransferConfig, generate
+from ..distill.transfer import TransferConfig, generate_shard, merge_shards, shard_ranges
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
 from ..search.run import best_trial, check_rungs_after_warmup, run_search, trial_run_dir
@@ -415,14 +415,20 @@ def plan_units(st: Study, data: TrainData, finish: Callable[[], object] | None =
         build_ensemble(dirs, out / "ensemble", data, method=p.ensemble_method, size=p.ensemble_size,
                        device=resolve_device(p.device), index=st.index)
 
-    def transfer():
+    def transfer_cfg() -> TransferConfig:
         dirs, _ = run_teachers(st, data)
-        generate(TransferConfig(data=p.data, max_train=p.max_train, epochs=p.transfer_epochs, seed=p.seed,
-                                hsv=best_teacher_hsv(dirs), mode=p.transfer_mode, logits_dtype=p.logits_dtype,
-                                device=p.device), out / "ensemble", tdir, data=data)
+        return TransferConfig(data=p.data, max_train=p.max_train, epochs=p.transfer_epochs, seed=p.seed,
+                              hsv=best_teacher_hsv(dirs), mode=p.transfer_mode, logits_dtype=p.logits_dtype,
+                              device=p.device)
 
-    units += [Unit("ensemble", "ensemble", ensemble, needs=teachers),
-              Unit("transfer", "transfer", transfer, needs=("ensemble",))]
+    # the transfer set in shards of epochs (each deterministic in (seed, epoch)), merged after a check of each
+    # shard's checksums into the set one generate() makes
+    shards = [Unit(f"transfer/e{a}-{b}", "transfer", partial(
+        lambda a, b: generate_shard(transfer_cfg(), out / "ensemble", tdir, a, b, data=data), a, b),
+        needs=("ensemble",)) for a, b in shard_ranges(p.transfer_epochs)]
+    units += [Unit("ensemble", "ensemble", ensemble, needs=teachers), *shards,
+              Unit("transfer", "transfer", lambda: merge_shards(transfer_cfg(), out / "ensemble", tdir, data=data),
+                   needs=tuple(u.name for u in shards))]
     student_teachers = Teachers()
     cells = []  # (unit name, the cell's run_cell arguments)
     for kind, stage, fams, budgets, n, base, extra, tch, needs in (

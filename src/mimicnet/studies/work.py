@@ -91,11 +91,17 @@ class Worker:
         study.set_user_attr("units", [u.name for u in units])  # the latest plan (mimicnet status reads it)
 
     def run(self) -> None:
+        if self.all_done(unit_states(self.study.get_trials(deepcopy=False))):
+            # a finished study run again: every unit once more, unclaimed, as reproduce always did (each finds its
+            # artifact finished and checks it: a damaged file is found; the table and report are rebuilt)
+            for u in self.units:
+                self.timed(u)
+            return
         waiting_logged = False
         while True:
             recover_lost(self.study)
             states = unit_states(self.study.get_trials(deepcopy=False))
-            if all(states.get(u.name, ("",))[0] == "done" for u in self.units):
+            if self.all_done(states):
                 return
             nxt = self.next_runnable(states)
             if nxt is not None:
@@ -116,6 +122,9 @@ class Worker:
                 self.log(f"waiting for {', '.join(running) or 'other workers'}")
                 waiting_logged = True
             time.sleep(self.poll)
+
+    def all_done(self, states) -> bool:
+        return all(states.get(u.name, ("",))[0] == "done" for u in self.units)
 
     def next_runnable(self, states) -> Unit | None:
         for u in self.units:

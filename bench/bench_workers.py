@@ -5,8 +5,8 @@
 Run 1: `mimicnet reproduce --preset P` as one worker with all the cores' threads (OMP_NUM_THREADS = cores).
 Run 2: `mimicnet reproduce --preset P --workers 2`, the threads split (cores / 2 each). Printed: wall clock per
 stage (from its first unit's claim to its last unit's end, read from each run's work study) and in all, the
-ratio one/two; whether both indexes hold the same runs (kind, family, budget, folder, run id, status: no
-duplicate, none missing), and whether the tables are identical. A TPE search's points depend on the order
+ratio one/two; whether both indexes hold the same runs (kind, family, budget, folder, status: no duplicate,
+none missing), and whether the tables are identical. A TPE search's points depend on the order
 its trials finish in; `--set sampler=random` makes them the trial number's, for the table check. The
 accuracies themselves depend on the thread count (float reductions in another order), so with 1 against 2
 threads the tables can differ in their numbers while the runs are the same.
@@ -46,9 +46,8 @@ def run(args, out: Path, workers: int) -> dict:
     study = open_work_study(f"sqlite:///{out.resolve() / 'work.db'}", f"mimicnet-{rec['preset']}-{rec['work_id']}")
     stages = {r["stage"]: (r["end"] - r["start"]).total_seconds() for r in progress_by_stage(study)
               if r["start"] and r["end"]}
-    runs = sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out),
-                   r["run_id"] if r["kind"] != "ensemble" else "", r["status"])  # an ensemble's id hashes paths
-                  for r in read_index(out / "index.csv"))
+    runs = sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out), r["status"])
+                  for r in read_index(out / "index.csv"))  # no run ids: students' and ensembles' hash paths
     return {"workers": workers, "seconds": round(total, 1), "stages": {k: round(v, 1) for k, v in stages.items()},
             "runs": runs, "table": (out / "results.txt").read_text()}
 

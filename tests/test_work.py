@@ -154,11 +154,12 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _runs(out: Path) -> list[tuple]:
-    """The index as a set of runs: what each is and where, with its outcome (no timings; an ensemble's run id
-    hashes its members' paths, so it is another folder's in another folder)."""
+    """The index as a set of runs: what each is and where, with its outcome (no timings, no run ids: a
+    student's config names its transfer set's path and an ensemble's id its members' paths, so another folder
+    gives them other ids)."""
     rows = read_index(out / "index.csv")  # paths come back absolute: compared relative to the results folder
-    return sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out),
-                   r["run_id"] if r["kind"] != "ensemble" else "", r["status"], r["val_acc"]) for r in rows)
+    return sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out), r["status"], r["val_acc"],
+                   r["test_acc"]) for r in rows)
 
 
 @pytest.fixture(scope="module")

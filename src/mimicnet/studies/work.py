@@ -138,7 +138,7 @@ class Worker:
         """The objective of a work trial: run the unit it claims (or nothing, if another claim holds it)."""
         trial.set_user_attr("worker", self.me)  # first: a kill from here on is seen as this process's
         name = trial.user_attrs.get("unit")
-        if name is None or self.taken_by_another(trial, name):
+        if name not in self.by_name or self.taken_by_another(trial, name):  # (or a unit of an older plan)
             trial.set_user_attr("noop", True)
             return 0.0
         self.timed(self.by_name[name])

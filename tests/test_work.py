@@ -180,7 +180,7 @@ def _same_as_ref(out: Path, ref: Path) -> None:
     assert (out / "report" / "report.html").exists()
 
 
-def test_two_workers_through_the_journal_file(smoke_ref, tmp_path):
+def test_two_workers_through_the_journal_file(smoke_ref, tmp_path, capsys):
     archive, ref = smoke_ref
     out = tmp_path / "two"
     r = subprocess.run(_cmd(archive, out, "--workers", "2", "--storage", str(tmp_path / "journal.log")),
@@ -191,6 +191,10 @@ def test_two_workers_through_the_journal_file(smoke_ref, tmp_path):
     done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop")]
     assert len({t.user_attrs["worker"] for t in done}) == 2          # both workers took units
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    assert cli.main(["status", str(out)]) == 0                        # the journal file its record names
+    shown = capsys.readouterr().out
+    assert f"{len(study.user_attrs['units'])}/{len(study.user_attrs['units'])} units done; finished" in shown
+    assert all(f"  {stage} " in shown for stage in ("teachers", "ensemble", "transfer", "students", "seeds"))
 
 
 def _work_name(out: Path) -> str:
@@ -198,7 +202,7 @@ def _work_name(out: Path) -> str:
     return f"mimicnet-{rec['preset']}-{rec['work_id']}"
 
 
-def test_two_workers_through_postgres_never_record_its_password(smoke_ref, pg_url, tmp_path):
+def test_two_workers_through_postgres_never_record_its_password(smoke_ref, pg_url, tmp_path, capsys):
     """Two `reproduce` processes with one PostgreSQL URL (two machines sharing a folder): the runs of one
     worker; the URL's password (one is added: a trust server ignores it) is in no record."""
     from sqlalchemy.engine import make_url
@@ -216,6 +220,9 @@ def test_two_workers_through_postgres_never_record_its_password(smoke_ref, pg_ur
     study = open_work_study(url, _work_name(out))
     done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop")]
     assert len({t.user_attrs["worker"] for t in done}) == 2 and len(done) == len(study.user_attrs["units"])
+    assert cli.main(["status", str(out)]) == 2                        # the record keeps no password: say so
+    assert "--storage" in capsys.readouterr().err
+    assert cli.main(["status", str(out), "--storage", url]) == 0 and "units done; finished" in capsys.readouterr().out
 
 
 def test_a_worker_killed_at_seeded_moments_beside_another_leaves_the_uninterrupted_table(smoke_ref, tmp_path):

@@ -47,8 +47,12 @@ def _print_scaling(res: dict, workers: int) -> dict:
     cp = sc["critical_path_seconds"]
     print(f"critical path {cp / 3600:.2f} h (one teacher, the ensemble, one shard of the transfer set, one student "
           f"trial, its seeds): no number of workers finishes sooner")
+    bound = sc["rows"][0]["seconds"] / cp if cp else float("inf")
     if sc["stops_helping_at"] is not None:
         print(f"more workers stop helping past {sc['stops_helping_at']} (the next count saves less than 10%)")
+    else:
+        print(f"every count up to {sc['rows'][-1]['workers']} still saves 10% or more")
+    print(f"no number of workers is more than {bound:.1f}x faster than one (the critical path)")
     reach = next((r["workers"] for r in sc["rows"] if r["seconds"] <= TARGET_HOURS * 3600), None)
     print(f"target: {TARGET_HOURS} h on one H100; here one worker takes {sc['rows'][0]['seconds'] / 3600:.1f} h"
           + (f", {reach} worker(s) like this one reach it" if reach else

@@ -12,6 +12,11 @@ Every stage writes its artifact into RESULTS_DIR and is skipped when that artifa
 search has its trials in study.db), so a killed `reproduce` continues where it stopped when run again.
 Every finished run appends a row to RESULTS_DIR/index.csv; the table and the report read only that.
 
+Many workers (studies/work.py): the stages are units of work (each teacher or the teacher search, the
+ensemble, the transfer set's shards and their merge, every cell's search, every cell's seed reruns, the
+report) claimed through Optuna's storage; `reproduce` is one worker, and the same command started again on the
+same folder (and --storage) is another. One worker alone runs the units in the order above.
+
 A preset is a dataclass of plain values; any field can be overridden with `--set field=value`.
 """
 from __future__ import annotations

@@ -8,6 +8,7 @@ array as local processes (submitit's local executor: how it is tested).
 """
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -41,8 +42,7 @@ class ReproduceWorker(Checkpointable):
         self.argv = list(argv)
 
     def __call__(self, task: int) -> int:
-        from . import main
-        rc = main(self.argv)
+        rc = importlib.import_module(__package__).main(self.argv)  # the CLI's entry point (this module's package)
         if rc != 0:
             raise RuntimeError(f"task {task}: mimicnet {' '.join(self.argv[:3])} ... ended with status {rc}")
         return rc

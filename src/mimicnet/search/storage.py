@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from sqlalchemy.engine import make_url
 
 from .samplers import _quiet
@@ -87,7 +88,6 @@ def _journal(url: str):
     until a worker is started there again; a cluster whose machines come and go wants PostgreSQL."""
     path = Path(url[len("journal:"):] if url.startswith("journal:") else url).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     except (OSError, ValueError) as e:

@@ -283,3 +283,25 @@ def test_peak_memory_does_not_grow_with_epochs(setup, tmp_path):
     growth = peak[12] - peak[2]
     assert growth < 0.25 * extra_bytes, (peak, extra_bytes)   # memmap-style writing would grow by ~all of it
     assert abs(growth) < 0.10 * peak[2], peak
+
+
+def test_shards_merged_are_the_whole_set(setup, images_set, tmp_path):
+    """Epochs made as shards (each a set of its own, as many workers make them) and merged after a check of
+    every shard's checksums: the same files, byte for byte, and the same identity as one generate; a damaged
+    shard is refused, and the shards are gone once the set is finished."""
+    archive, teacher, _, _ = setup
+    cfg, out = cfg_for(archive), tmp_path / "sharded"
+    ranges = transfer.shard_ranges(cfg.epochs, most=2)
+    assert ranges == [(0, 2), (2, 3)]
+    for a, b in reversed(ranges):  # in any order
+        transfer.generate_shard(cfg, teacher, out, a, b, log=lambda s: None)
+    shard = out / "shards" / "e2-3" / "source.i32"
+    keep = shard.read_bytes()
+    shard.write_bytes(keep[::-1])
+    with pytest.raises(TransferError, match="checksum mismatch"):
+        transfer.merge_shards(cfg, teacher, out, log=lambda s: None, ranges=ranges)
+    shard.write_bytes(keep)
+    man = transfer.merge_shards(cfg, teacher, out, log=lambda s: None, ranges=ranges)
+    assert file_bytes(out) == file_bytes(images_set) and not (out / "shards").exists()
+    assert man["identity"] == json.loads((images_set / "manifest.json").read_text())["identity"]
+    assert transfer.generate_shard(cfg, teacher, out, 0, 2, log=lambda s: None) is None  # the set is finished

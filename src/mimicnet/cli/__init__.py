@@ -18,7 +18,8 @@ import torch
 from .. import __version__
 from ..core.errors import Diverged, UserError
 from .common import check_paths
-from . import compress, data, docs, ensemble, estimate, evaluate, features, model, report, reproduce, search, train, transfer
+from . import (compress, data, docs, ensemble, estimate, evaluate, features, launch, model, report, reproduce, search,
+               status, train, transfer)
 
 # OSErrors that are the machine's state, not a bug: one line naming the file (e.filename), and what to do.
 RESOURCE_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)",
@@ -32,7 +33,8 @@ OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 DATABASE_TROUBLE = ("disk is full", "disk i/o error", "readonly database", "read-only", "no space left",
                     "could not connect", "connection refused", "server closed the connection")
 
-COMMANDS = (train, evaluate, model, data, ensemble, transfer, search, reproduce, compress, report, docs, estimate, features)
+COMMANDS = (train, evaluate, model, data, ensemble, transfer, search, reproduce, status, launch, compress, report, docs,
+            estimate, features)
 
 
 class Parser(argparse.ArgumentParser):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import fcntl
 import io
 import math
 import os
@@ -21,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 
 from .artifacts import write_text
+from .lock import held
 from .errors import UserError
 
 
@@ -126,13 +126,8 @@ def _row_values(row: IndexRow, index_dir: Path) -> dict:
 @contextmanager
 def _locked(index_path: Path):
     """An exclusive flock on index.csv.lock (not on index.csv, which os.replace swaps for a new file)."""
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(index_path.with_name(index_path.name + LOCK_SUFFIX), "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with held(index_path.with_name(index_path.name + LOCK_SUFFIX)):
+        yield
 
 
 def append_index(index_path, row: IndexRow, replace: bool = True) -> None:

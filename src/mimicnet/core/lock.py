@@ -83,3 +83,18 @@ def _undo(lock: Path, created: list[Path]) -> None:
             p.rmdir()
     except OSError:
         pass
+
+
+@contextmanager
+def held(lock_path):
+    """An exclusive flock on lock_path (created) while the block runs, waiting for it: for a short
+    read-modify-write of a file that many workers share (the run index, reproduce.json), which is replaced
+    atomically and so cannot be locked itself."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

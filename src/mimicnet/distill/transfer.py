@@ -21,15 +21,22 @@ unfinished epoch; nothing random is carried between epochs (epoch e draws its pe
 from a generator seeded by (seed, e)), so a resumed set is byte-identical to an uninterrupted one, and the
 first k epochs of a longer set are the k-epoch set.
 
+Shards (many workers, studies/work.py): `generate_shard` makes epochs a..b-1 as a set of their own in
+OUT/shards/e{a}-{b} (the same bytes those epochs have in the whole set: epoch e is drawn from (seed, e)),
+and `merge_shards` checks every shard against its manifest's checksums, concatenates them in epoch order
+into the whole set's files and writes its manifest: the set one `generate` would have made.
+
 Memory does not grow with the number of epochs: each chunk is written with os.pwrite at its offset. (Writing
 through np.memmap would keep every dirty page in the process's RSS until it is flushed.)
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -215,13 +222,14 @@ def _on_chunk(epoch: int, start: int) -> None:
 # Generation
 
 def generate(cfg: TransferConfig, teacher_dir, out_dir, log: Callable[[str], None] = print,
-             progress: bool | None = None, data: TrainData | None = None) -> dict:
+             progress: bool | None = None, data: TrainData | None = None, first_epoch: int = 0) -> dict:
     """Generate (or finish, or return the finished) transfer set in `out_dir`; returns manifest.json's content.
 
     `teacher_dir`: an ensemble folder (ensemble.json) or a training run folder / checkpoint (a single teacher),
     or an external teacher folder (teacher.json: a TorchScript or torch.export model, distill.external).
-    Only the training split is used (validation removed, capped by max_train)."""
-    plan = _plan(cfg, teacher_dir, out_dir, data)
+    Only the training split is used (validation removed, capped by max_train). `first_epoch`: the set holds
+    epochs first_epoch..first_epoch+cfg.epochs-1 of a longer one (a shard)."""
+    plan = _plan(cfg, teacher_dir, out_dir, data, first_epoch)
     finished = _finished_manifest(plan, log)
     if finished is not None:
         return finished
@@ -247,6 +255,7 @@ class _Plan:
     tinfo: dict
     ident: str
     files: dict[str, dict]
+    first: int = 0           # a shard's first epoch in the whole set
 
     @property
     def n(self) -> int:
@@ -279,7 +288,7 @@ class _Plan:
                                                   "teacher": self.tinfo})
 
 
-def _plan(cfg: TransferConfig, teacher_dir, out_dir, data: TrainData | None) -> _Plan:
+def _plan(cfg: TransferConfig, teacher_dir, out_dir, data: TrainData | None, first: int = 0) -> _Plan:
     """Validate the config, read the training split and the teacher's identity (not its weights)."""
     cfg.validate()
     out = Path(out_dir)
@@ -289,9 +298,14 @@ def _plan(cfg: TransferConfig, teacher_dir, out_dir, data: TrainData | None) -> 
     if tinfo["num_classes"] != data_classes:
         raise TransferError(f"{teacher_dir}: teacher has {tinfo['num_classes']} outputs, {cfg.data} {data_classes} "
                             f"classes ({cfg.labels} labels)")
-    ident = _identity(cfg, tinfo["sha256"], data_sha)
+    ident = _shard_identity(_identity(cfg, tinfo["sha256"], data_sha), first)
     files = _layout(cfg.mode, cfg.logits_dtype, cfg.epochs * len(x), len(x), tinfo["num_classes"])
-    return _Plan(cfg, teacher_dir, out, device, x, y, data_sha, tinfo, ident, files)
+    return _Plan(cfg, teacher_dir, out, device, x, y, data_sha, tinfo, ident, files, first)
+
+
+def _shard_identity(ident: str, first: int) -> str:
+    """A shard's identity: that of a set of its epochs, and where they start (a whole set's is unchanged)."""
+    return ident if first == 0 else hashlib.sha256(f"{ident}:from-epoch:{first}".encode()).hexdigest()[:16]
 
 
 def _finished_manifest(plan: _Plan, log: Callable[[str], None]) -> dict | None:
@@ -377,7 +391,7 @@ class _Labeller:
 
     def epoch(self, e: int) -> None:
         """Epoch e, chunk by chunk; its permutation and augmentation come from a generator seeded by (seed, e)."""
-        g = epoch_generator(self.cfg.seed, e, _STREAM)
+        g = epoch_generator(self.cfg.seed, self.plan.first + e, _STREAM)  # a shard's e-th: the whole set's
         perm = torch.randperm(self.n, generator=g)
         params = sample_params(self.n, self.aug, g)  # CPU draws: the same params whatever the device
         for a in range(0, self.n, self.cfg.chunk):
@@ -439,7 +453,8 @@ def _manifest(plan: _Plan, seconds: float, hash_seconds: float, made: int, run_s
     return {
         "format": FORMAT, "identity": plan.ident, "config": cfg, "mode": cfg.mode,
         **({"resize": REPLAY_RESIZE} if cfg.mode == "replay" else {}),
-        "epochs": plan.epochs, "n": plan.n, "rows": rows, "num_classes": plan.num_classes,
+        "epochs": plan.epochs, **({"first_epoch": plan.first} if plan.first else {}),
+        "n": plan.n, "rows": rows, "num_classes": plan.num_classes,
         "layout": "epoch-major: row e*n + i is the i-th image of epoch e; little-endian",
         "params_columns": list(PARAM_KEYS), "files": plan.files, "teacher": plan.tinfo,
         "data": {"path": str(data_path), "sha256": plan.data_sha, "n_train": plan.n, "max_train": cfg.max_train},
@@ -448,6 +463,63 @@ def _manifest(plan: _Plan, seconds: float, hash_seconds: float, made: int, run_s
         "this_run": {"images": made, "seconds": round(run_seconds, 3)},
         "code_version": artifacts.code_version(),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards
+
+def shard_ranges(epochs: int, most: int = 32) -> list[tuple[int, int]]:
+    """The epoch ranges [a, b) a set of `epochs` is made in by many workers: at most `most`, equal but the last."""
+    size = -(-epochs // most)
+    return [(a, min(a + size, epochs)) for a in range(0, epochs, size)]
+
+
+def _shard_dir(out_dir, a: int, b: int) -> Path:
+    return Path(out_dir) / "shards" / f"e{a}-{b}"
+
+
+def generate_shard(cfg: TransferConfig, teacher_dir, out_dir, first: int, last: int,
+                   log: Callable[[str], None] = print, data: TrainData | None = None) -> dict | None:
+    """Epochs first..last-1 of the set `cfg` describes (cfg.epochs: the whole set's) as a set of their own in
+    OUT/shards/e{first}-{last}; resumable like any set. Nothing when the whole set is already finished in OUT
+    (its manifest names its identity; merge_shards checks its files)."""
+    whole = _plan(cfg, teacher_dir, out_dir, data)
+    if whole.manifest_path.exists() and artifacts.read_json(whole.manifest_path).get("identity") == whole.ident:
+        return None
+    return generate(dataclasses.replace(cfg, epochs=last - first), teacher_dir, _shard_dir(out_dir, first, last),
+                    log=log, data=data, first_epoch=first)
+
+
+def merge_shards(cfg: TransferConfig, teacher_dir, out_dir, log: Callable[[str], None] = print,
+                 data: TrainData | None = None, ranges: list[tuple[int, int]] | None = None) -> dict:
+    """The whole set from its shards (`ranges`, by default shard_ranges(cfg.epochs)): each checked against its manifest (identity, epochs,
+    every file's sha256), concatenated in epoch order into the *.partial files, then finished like a
+    generated set (checksums, manifest last); the shards are deleted after. A finished set is returned."""
+    plan = _plan(cfg, teacher_dir, out_dir, data)
+    finished = _finished_manifest(plan, log)
+    if finished is not None:
+        return finished
+    t0, seconds, parts = time.perf_counter(), 0.0, []
+    for a, b in ranges or shard_ranges(cfg.epochs):
+        d = _shard_dir(plan.out, a, b)
+        man = verify(d)
+        want = _shard_identity(_identity(dataclasses.replace(cfg, epochs=b - a), plan.tinfo["sha256"], plan.data_sha), a)
+        if man.get("identity") != want or man.get("epochs") != b - a:
+            raise TransferError(f"{d}: not epochs {a}..{b - 1} of this transfer set; delete it and run again")
+        seconds += float(man.get("seconds") or 0.0)
+        parts.append((d, man))
+    log(f"transfer set: merging {len(parts)} shard(s) -> {plan.out}")
+    for key, f in plan.files.items():
+        with artifacts.naming(plan.out / (f["name"] + ".partial")), \
+                open(plan.out / (f["name"] + ".partial"), "wb") as dst:
+            for d, man in (parts[:1] if key == "train_labels" else parts):  # the true labels: once
+                with open(d / man["files"][key]["name"], "rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 24)
+            dst.flush()
+            os.fsync(dst.fileno())
+    result = _finish(plan, seconds, 0, run_seconds=time.perf_counter() - t0)
+    shutil.rmtree(plan.out / "shards", ignore_errors=True)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------

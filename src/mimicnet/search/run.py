@@ -183,7 +183,7 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                grace_period: int | None = GRACE_PERIOD, log: Callable[[str], None] = print,
                data: TrainData | None = None, teachers: Teachers | None = None, pruner: str = "none",
                pruner_min_epochs: int | None = None, pruner_eta: int = 3,
-               ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None):
+               ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None, join: bool = False):
     """Run (or continue, or join) the study until it holds ``trials`` finished trials; returns the study.
 
     Every worker runs the same call. ``train_fn(cfg, run_dir, index=, info=)`` trains one trial and returns
@@ -195,7 +195,10 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
     ``ceiling(cfg) -> (v, what)``: a deployment limit the architecture alone decides (compress's --flops and
     --latency), asked of every config that meets the parameter budget before it trains: ``v > 0`` (the relative
     overshoot) makes the trial infeasible like a budget overshoot (its "budget" constraint is v, `what` its
-    reason); ``v <= 0`` is the slack."""
+    reason); ``v <= 0`` is the slack.
+    ``join``: a helper of the worker that owns the study (studies.work): it starts a trial only while at least
+    two are left to start and none is queued, and returns instead of waiting; so helpers and owner together
+    never start more than ``trials`` (the owner alone starts the last one and picks up retries)."""
     space = get_space(space)
     if trials < 1:
         raise SearchError(f"--trials must be >= 1, got {trials}")
@@ -217,7 +220,7 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
                            {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}, pruner_obj)
     objective = _Objective(space, base_cfg, study, study_name, out_dir, sampler, train_fn, index, log,
                            pruning=pruner != "none", num_classes=num_classes, ceiling=ceiling)
-    _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log)
+    _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log, join)
     return study
 
 
@@ -254,15 +257,13 @@ def _default_train_fn(base_cfg: TrainConfig, data: TrainData, teachers: Teachers
 
 
 def _optimize_until(study, objective, trials: int, study_name: str, heartbeat_interval: int,
-                    grace_period: int | None, log: Callable[[str], None]) -> None:
+                    grace_period: int | None, log: Callable[[str], None], join: bool = False) -> None:
     """One trial at a time until the study holds ``trials`` finished trials (counted before every trial)."""
     waiting_logged = False
     while True:
-        with _quiet():
-            _fail_dead_local_trials(study)            # this machine's dead process: at once
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + queued retry
+        recover_lost(study)
         n = progress(study)
-        if n["finished"] >= trials:
+        if n["finished"] >= trials or (join and (n["waiting"] or n["finished"] + n["running"] + 1 >= trials)):
             return
         if n["waiting"] == 0 and n["finished"] + n["running"] >= trials:
             # Nothing left to start: wait for the other workers' trials. If a worker died, its trial goes
@@ -289,6 +290,14 @@ class _NoDivergedTraceback(logging.Filter):
 logging.getLogger("optuna.study._optimize").addFilter(_NoDivergedTraceback())  # the logger that says it
 
 
+def recover_lost(study) -> None:
+    """Lost trials come back as queued retries: this machine's dead process's at once, another machine's
+    once its heartbeat is older than the grace period (storages with heartbeats)."""
+    with _quiet():
+        _fail_dead_local_trials(study)            # this machine's dead process: at once
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + queued retry
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -305,8 +314,9 @@ def _fail_dead_local_trials(study) -> None:
     not make every rerun wait a minute)."""
     host, me = socket.gethostname(), os.getpid()
     storage = study._storage
+    # a storage without heartbeats (Optuna's journal file) has no callback of its own: the same retry
     callback = storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") \
-        else None
+        else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         h, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
         if h != host or not pid.isdigit() or int(pid) == me or _alive(int(pid)):

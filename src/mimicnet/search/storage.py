@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from sqlalchemy.engine import make_url
 
 from .samplers import _quiet
@@ -44,6 +45,8 @@ def _with_driver(url: str) -> str:
 def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = GRACE_PERIOD):
     """An RDBStorage with heartbeats (a dead worker's RUNNING trial becomes FAIL after ``grace_period`` s)
     and a retry of such a trial, however often it is lost (each retry resumes the same run folder). Workers starting together may race to create the schema; that is retried."""
+    if is_journal(url):
+        return _journal(url)
     url = _with_driver(url)
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +74,24 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
             raise SearchError(_damaged_db(url, e)) from None
     msg = str(last).strip().splitlines()[0] if last else "unknown error"
     raise SearchError(f"cannot open storage {_safe_url(url)}: {msg}")
+
+
+def is_journal(url: str) -> bool:
+    """A storage given as a file path (no scheme): Optuna's journal file, for workers that share a filesystem
+    but no database server. `journal:PATH` says the same explicitly."""
+    return url.startswith("journal:") or "://" not in url
+
+
+def _journal(url: str):
+    """A JournalStorage on a file (created with its folder). Optuna gives it no heartbeats: a dead worker's trial is
+    retried by a worker of the same machine (its host:pid is gone), but a dead machine's trial stays RUNNING
+    until a worker is started there again; a cluster whose machines come and go wants PostgreSQL."""
+    path = Path(url[len("journal:"):] if url.startswith("journal:") else url).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    except (OSError, ValueError) as e:
+        raise SearchError(f"{path}: cannot be opened as a journal storage ({e})") from None
 
 
 def _damaged_db(url: str, e: Exception) -> str:

@@ -9,6 +9,7 @@ S3 schedule, is an explicit assumption printed with the result (flags change it)
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import time
 from contextlib import nullcontext
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models.families import build_model, get_family, solve_budget, teacher_widths
+from ..distill.transfer import shard_ranges
 from ..search.pruners import rungs
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, to express achieved rates as a
@@ -145,7 +147,10 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
     rows = preset.transfer_epochs * a.n_train
     stages["transfer"] = rows * members / t_inf
     measured = {"teacher": {"widths": tw, "train_ips": t_ips, "inference_ips": t_inf, "tflops": tflops,
-                            "peak_fraction": (tflops / peak) if peak else None}}
+                            "peak_fraction": (tflops / peak) if peak else None,
+                            "trials": n_teachers, "trial_seconds": epochs_t * per_epoch,
+                            "seed_seconds": (n_trained - n_teachers) * epochs_t * per_epoch},
+                "ensemble": {"seconds": members * 2 * a.n_val / t_inf}, "transfer": {"seconds": stages["transfer"], "epochs": preset.transfer_epochs}}
 
     # the projection with a pruner: the preset's own, or else successive halving with its first rung at 1/27
     # of a run (three rungs of eta=3 before the end)
@@ -168,7 +173,9 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
                 secs = (spent + seeds * e) * per_epoch
                 pruned[kind] = pruned.get(kind, 0.0) + (searched_epochs(trials, e, pruner, first, eta)
                                                         + seeds * e) * per_epoch
-                measured[f"{kind}/{fam}/{b}"] = {"widths": w, "train_ips": ips}
+                measured[f"{kind}/{fam}/{b}"] = {"widths": w, "train_ips": ips, "trials": trials,
+                                                 "trial_seconds": spent * per_epoch / trials,
+                                                 "seed_seconds": seeds * e * per_epoch}
                 log(f"{kind} {fam} {b:,}: {ips:,.0f} img/s -> {trials} trials ({spent:.0f} epochs"
                     f"{', pruned' if preset.pruner != 'none' else ''}) + {seeds} seeds x {e} epochs = {secs / 3600:.2f} h")
                 total += secs
@@ -183,3 +190,85 @@ def estimate(preset, device: torch.device, a: Assumptions = Assumptions(), batch
             "total_seconds": sum(stages.values()), "pruner": preset.pruner,
             "with_pruner": {"pruner": pruner, "stages_seconds": with_pruner,
                             "total_seconds": sum(with_pruner.values())}, "measured": measured}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Many workers: the makespan of the study's units of work (studies/work.py), not the sum over N
+# ---------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Job:
+    name: str
+    seconds: float
+    needs: tuple = ()
+
+
+def work_jobs(res: dict) -> list[Job]:
+    """The study's work as reproduce's workers share it, timed from `estimate`'s measurements: every search
+    trial a job (idle workers help a running cell), the ensemble one job, the transfer set its shards of
+    epochs (distill.transfer.shard_ranges; the merge, a copy, not counted), every cell's seed reruns one job
+    (its seeds one after another), in the plan's order."""
+    m = res["measured"]
+    t = m["teacher"]
+    teachers = [Job(f"teacher/{i}", t["trial_seconds"]) for i in range(t["trials"])]
+    tr = m["transfer"]
+    shards = [Job(f"transfer/{a}", tr["seconds"] * (b - a) / tr["epochs"], ("ensemble",))
+              for a, b in shard_ranges(tr["epochs"])]
+    jobs = teachers + [Job("ensemble", m["ensemble"]["seconds"], tuple(j.name for j in teachers)), *shards,
+                       Job("transfer", 0.0, tuple(j.name for j in shards))]
+    seeds = [Job("seeds/teacher", t["seed_seconds"], tuple(j.name for j in teachers))] if t["seed_seconds"] else []
+    for key, c in m.items():
+        if not key.startswith(("baseline/", "student/")):
+            continue
+        needs = ("transfer",) if key.startswith("student/") else ()
+        cell = [Job(f"{key}/{i}", c["trial_seconds"], needs) for i in range(c["trials"])]
+        jobs += cell
+        if c["seed_seconds"]:
+            seeds.append(Job(f"seeds/{key}", c["seed_seconds"], tuple(j.name for j in cell)))
+    return jobs + seeds
+
+
+def makespan(jobs: list[Job], workers: int) -> float:
+    """Wall clock of `workers` workers taking, whenever one is free, the first job (in plan order) whose needs
+    are done: list scheduling, as the workers of studies/work.py do."""
+    done_at: dict[str, float] = {}
+    left = list(jobs)
+    free = [0.0] * workers
+    heapq.heapify(free)
+    running: list[tuple[float, str]] = []
+    while left:
+        now = heapq.heappop(free)
+        while running and running[0][0] <= now:  # what has finished by now
+            end, name = heapq.heappop(running)
+            done_at[name] = end
+        ready = next((j for j in left if all(n in done_at for n in j.needs)), None)
+        if ready is None and not running:
+            raise ValueError(f"jobs that can never run: {', '.join(j.name for j in left[:3])}")
+        if ready is None:  # idle until the next job ends (the free times come out in order: done_at <= now)
+            heapq.heappush(free, running[0][0])
+            continue
+        left.remove(ready)
+        heapq.heappush(running, (now + ready.seconds, ready.name))
+        heapq.heappush(free, now + ready.seconds)
+    return max([e for e, _ in running] + list(done_at.values()) + [0.0])
+
+
+def critical_path(jobs: list[Job]) -> float:
+    """The longest chain of needs: no number of workers finishes sooner."""
+    finish: dict[str, float] = {}
+    for j in jobs:  # plan order lists every job after what it needs
+        finish[j.name] = j.seconds + max((finish[n] for n in j.needs), default=0.0)
+    return max(finish.values(), default=0.0)
+
+
+WORKER_COUNTS = (1, 2, 4, 8, 16, 64)
+
+
+def scaling(jobs: list[Job], counts=WORKER_COUNTS) -> dict:
+    """Makespan per worker count, the critical path, and the first count past which doubling the workers
+    saves less than 10% (where more workers stop helping)."""
+    rows = [{"workers": n, "seconds": makespan(jobs, n)} for n in counts]
+    for r in rows:
+        r["speedup"] = rows[0]["seconds"] / r["seconds"] if r["seconds"] else 1.0
+        r["efficiency"] = r["speedup"] / r["workers"]
+    stop = next((a["workers"] for a, b in zip(rows, rows[1:]) if b["seconds"] > 0.9 * a["seconds"]), None)
+    return {"rows": rows, "critical_path_seconds": critical_path(jobs), "stops_helping_at": stop}

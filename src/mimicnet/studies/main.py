@@ -12,14 +12,22 @@ Every stage writes its artifact into RESULTS_DIR and is skipped when that artifa
 search has its trials in study.db), so a killed `reproduce` continues where it stopped when run again.
 Every finished run appends a row to RESULTS_DIR/index.csv; the table and the report read only that.
 
+Many workers (studies/work.py): the stages are units of work (each teacher or the teacher search, the
+ensemble, the transfer set's shards and their merge, every cell's search, every cell's seed reruns, the
+report) claimed through Optuna's storage; `reproduce` is one worker, and the same command started again on the
+same folder (and --storage) is another. One worker alone runs the units in the order above.
+
 A preset is a dataclass of plain values; any field can be overridden with `--set field=value`.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -27,22 +35,24 @@ from ..core import artifacts
 from ..core.errors import ConfigError, Diverged
 from ..core.index import RunKind
 from ..core.hardware import hardware
-from ..core.lock import folder_lock
+from ..core.lock import held
 from ..core.units import budget_name
 from ..data.cifar import default_cache_dir, download_cifar
 from ..data.splits import TrainData, load_train_data
 from ..distill.ensemble import build_ensemble
 from ..distill.student import Teachers, index_failed, train_run
-from ..distill.transfer import TransferConfig, generate
+from ..distill.transfer import TransferConfig, generate_shard, merge_shards, shard_ranges
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
 from ..search.run import best_trial, check_rungs_after_warmup, run_search, trial_run_dir
 from ..models.families import baseline_families, student_families
+from ..search.storage import _safe_url as safe_url
 from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
 from ..train.run import DIVERGED, RunInfo
 from .overrides import override
+from .work import Unit, Worker, open_work_study
 
 # from the registry (models/paper.py): the families with the paper's student / baseline bounds
 STUDENT_FAMILIES = student_families()      # conv0 ... conv4
@@ -164,11 +174,17 @@ class Study:
     """The state of one reproduce run: its folder, its record (reproduce.json), stage timing."""
 
     def __init__(self, preset, out: Path, command: str, not_identity: tuple = NOT_IDENTITY, identity=None,
-                 older_identities: tuple = ()):
+                 older_identities: tuple = (), storage: str | None = None):
         """`older_identities`: what earlier code took as this preset's identity; a record keyed by one of them
-        is continued (and re-keyed)."""
+        is continued (and re-keyed). `storage`: the database every search and the work study live in (many
+        workers); None: a SQLite file per search in its folder, and RESULTS_DIR/work.db."""
         self.p, self.out, self.index = preset, out, out / "index.csv"
         self.record_path = out / "reproduce.json"
+        self.storage = storage
+        with held(self.record_path.with_name(self.record_path.name + ".lock")):  # workers write it too
+            self._open(preset, out, command, not_identity, identity, older_identities)
+
+    def _open(self, preset, out: Path, command: str, not_identity: tuple, identity, older_identities: tuple):
         old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
         ident = preset if identity is None else identity
         # the data's path is not identity (its sha256 is: check_data), so a relative and an absolute path to
@@ -184,8 +200,32 @@ class Study:
                        "config_hash": key,
                        "code_version": artifacts.code_version(), "hardware": hardware(),
                        "stages": old.get("stages", {}), "planned_trials": {},
+                       # the work study's name in a shared storage: this folder's, made once (under the lock)
+                       "work_id": old.get("work_id") or uuid.uuid4().hex[:12],
+                       **({"storage": safe_url(self.storage)} if self.storage else {}),
                        **({"data": old["data"]} if old.get("data") else {})}
         # written first once the data is checked (check_data): a refused run leaves the record as it was
+
+    def search_kwargs(self, space_name: str) -> dict:
+        """run_search's storage and study name: the shared storage's study `<work study>/<space>`, or by
+        default (None) the SQLite file in the search's folder under the space's name."""
+        if not self.storage:
+            return {}
+        return {"storage": self.storage, "study_name": f"{self.work_name}/{space_name}"}
+
+    @property
+    def work_name(self) -> str:
+        """The work study's name: one storage may hold the studies of several results folders."""
+        return f"mimicnet-{self.p.name}-{self.record['work_id']}"
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        """Add a worker's seconds on a stage to reproduce.json (read-modify-write under its lock: every
+        worker adds its own)."""
+        with held(self.record_path.with_name(self.record_path.name + ".lock")):
+            old = artifacts.read_json(self.record_path).get("stages", {}) if self.record_path.exists() else {}
+            self.record["stages"] = dict(old)
+            self.record["stages"][stage] = round(self.record["stages"].get(stage, 0) + seconds, 1)
+            self.save()
 
     def check_data(self, data: TrainData) -> None:
         """The data is the data this folder's runs were made from, by content (sha256), wherever it lies."""
@@ -243,7 +283,7 @@ def checked(what: str, build) -> None:
         raise ConfigError(f"{what}: {e}") from None
 
 
-def run_teachers(st: Study, data: TrainData) -> tuple[list[Path], object]:
+def run_teachers(st: Study, data: TrainData, join: bool = False) -> tuple[list[Path], object]:
     """The teachers' run folders, and their search study (None for fixed teachers)."""
     p = st.p
     if p.teacher_mode == "fixed":
@@ -256,10 +296,9 @@ def run_teachers(st: Study, data: TrainData) -> tuple[list[Path], object]:
         return dirs, None
     if p.teacher_mode == "search":
         space = get_space("teacher")
-        st.record["planned_trials"]["teacher/teacher/"] = p.teacher_trials
         study = run_search(space, train_cfg(p, p.teacher_base), st.out / "studies" / "teacher", p.teacher_trials,
                            sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index, data=data,
-                           **pruning_kwargs(p))
+                           join=join, **st.search_kwargs("teacher"), **pruning_kwargs(p))
         return [trial_run_dir(t, st.out / "studies" / "teacher") for t in study.trials
                 if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs], study
     raise ConfigError(f"teacher_mode must be 'fixed' or 'search', not {p.teacher_mode!r}")
@@ -268,19 +307,26 @@ def run_teachers(st: Study, data: TrainData) -> tuple[list[Path], object]:
 def run_cells(st: Study, kind: str, families, budgets, trials: int, base: dict, extra: dict, data: TrainData,
               teachers: Teachers | None = None) -> list[tuple]:
     """Search every (family, budget) cell; returns (space, base config, study, teachers) per cell for run_seeds."""
-    cells = []
-    for budget in budgets:
-        for fam in families:
-            space = make_space(kind, fam, budget)
-            st.record["planned_trials"][f"{kind}/{fam}/{budget}"] = trials
-            st.save()
-            print(f"-- {kind} {fam} {budget_name(budget)}: {trials} trial(s)", flush=True)
-            cfg = train_cfg(st.p, base, family=fam, budget=budget, **extra)
-            study = run_search(space, cfg, st.out / "studies" / space.name, trials, sampler=st.p.sampler,
-                               n_startup=st.p.n_startup, seed=st.p.seed, index=st.index, data=data,
-                               teachers=teachers, **pruning_kwargs(st.p))
-            cells.append((space, cfg, study, teachers))
-    return cells
+    return [run_cell(st, kind, fam, budget, trials, base, extra, data, teachers)
+            for budget, fam in cell_list(families, budgets)]
+
+
+def cell_list(families, budgets) -> list[tuple]:
+    """(budget, family) in the study's order: budget by budget, every family at each."""
+    return [(budget, fam) for budget in budgets for fam in families]
+
+
+def run_cell(st: Study, kind: str, fam: str, budget: int, trials: int, base: dict, extra: dict, data: TrainData,
+             teachers: Teachers | None = None, join: bool = False) -> tuple:
+    """One cell's search (joined, with `join`: see search.run_search); (space, base config, study, teachers)."""
+    space = make_space(kind, fam, budget)
+    if not join:
+        print(f"-- {kind} {fam} {budget_name(budget)}: {trials} trial(s)", flush=True)
+    cfg = train_cfg(st.p, base, family=fam, budget=budget, **extra)
+    study = run_search(space, cfg, st.out / "studies" / space.name, trials, sampler=st.p.sampler,
+                       n_startup=st.p.n_startup, seed=st.p.seed, index=st.index, data=data, teachers=teachers,
+                       join=join, **st.search_kwargs(space.name), **pruning_kwargs(st.p))
+    return space, cfg, study, teachers
 
 
 def pruning_kwargs(p) -> dict:
@@ -321,55 +367,113 @@ def rerun_best(space, base: TrainConfig, study, seeds: int, seed: int, root: Pat
             log(f"   seed {run_seed} {e.status}: {e}")
 
 
-def reproduce(preset: Preset, out: Path, command: str = "") -> dict:
-    with folder_lock(out, f"mimicnet reproduce --preset {preset.name}"):  # one writer per results folder
-        return _reproduce(preset, out, command)
-
-
-def _reproduce(preset: Preset, out: Path, command: str = "") -> dict:
+def reproduce(preset: Preset, out: Path, command: str = "", storage: str | None = None,
+              finish: Callable[[], object] | None = None, poll: float = 1.0) -> dict:
+    """Run the study as one worker of it (studies.work): alone, every stage in order as it always has; with
+    others on the same folder (and `storage`, the same database), each takes the next unit nobody holds.
+    `finish`: the report unit (the CLI's table and report; the report layer sits above this one)."""
     check_preset(preset)
     out.mkdir(parents=True, exist_ok=True)
     if not preset.data:
         preset = dataclasses.replace(preset, data=str(download_cifar(default_cache_dir())))
     print(json.dumps(artifacts.to_jsonable(preset), indent=1))
-    st = Study(preset, out, command)
+    st = Study(preset, out, command, storage=storage)
     resolve_device(preset.device)
-    data = load_train_data(preset.data, preset.max_train)  # once: every stage and trial below shares it
+    data = load_train_data(preset.data, preset.max_train)  # once: every unit and trial below shares it
     st.check_data(data)
-    st.record["data"] = {"path": preset.data, "sha256": data.sha256, "n_train": len(data.train.y),
-                         "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
-    st.save()
-
-    teacher_dirs, teacher_study = st.stage("teachers", lambda: run_teachers(st, data))
-
-    ens_dir = out / "ensemble"
-    st.stage("ensemble", lambda: build_ensemble(teacher_dirs, ens_dir, data, method=preset.ensemble_method,
-                                                size=preset.ensemble_size, device=resolve_device(preset.device),
-                                                index=st.index))
-
-    tdir = out / "transfer"
-    hsv, hsv_from = best_teacher_hsv(teacher_dirs)
-    if st.record.get("transfer_hsv") != {"hsv": list(hsv), "from": hsv_from}:
-        st.record["transfer_hsv"] = {"hsv": list(hsv), "from": hsv_from}
+    with held(st.record_path.with_name(st.record_path.name + ".lock")):
+        st.record["data"] = {"path": preset.data, "sha256": data.sha256, "n_train": len(data.train.y),
+                             "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
+        st.record["planned_trials"] = planned_trials(preset)
         st.save()
-    if hsv_from is None:
-        print("transfer: no teacher's results.json and config.json could be read; the transfer set uses S1's fixed "
-              f"HSV ranges {tuple(hsv)}", flush=True)
-    tcfg = TransferConfig(data=preset.data, max_train=preset.max_train, epochs=preset.transfer_epochs,
-                          seed=preset.seed, hsv=hsv, mode=preset.transfer_mode,
-                          logits_dtype=preset.logits_dtype, device=preset.device)
-    st.stage("transfer", lambda: generate(tcfg, ens_dir, tdir, data=data))
-
-    cells = st.stage("baselines", lambda: run_cells(st, "baseline", preset.baseline_families,
-                                                    preset.baseline_budgets, preset.baseline_trials,
-                                                    preset.baseline_base, {}, data))
-    cells += st.stage("students", lambda: run_cells(st, "student", preset.student_families, preset.student_budgets,
-                                                    preset.student_trials, preset.student_base,
-                                                    {"loss": "l2-logits", "transfer": str(tdir)}, data, Teachers()))
-    if teacher_study is not None:  # the best teacher's config as a seed sample too (the ensemble's claim)
-        cells.insert(0, (get_space("teacher"), train_cfg(preset, preset.teacher_base), teacher_study, None))
-    st.stage("seeds", lambda: [run_seeds(st, *cell, data) for cell in cells])
+    units = plan_units(st, data, finish)
+    study = open_work_study(storage or f"sqlite:///{out.resolve() / 'work.db'}", st.work_name)
+    Worker(units, study, poll=poll, on_unit=lambda u, secs: st.add_time(u.stage, secs)).run()
     return st.record
+
+
+def planned_trials(p: Preset) -> dict:
+    """The trials every search cell is to hold, keyed kind/family/budget (the report's denominators)."""
+    planned = {"teacher/teacher/": p.teacher_trials} if p.teacher_mode == "search" else {}
+    for kind, fams, budgets, n in (("baseline", p.baseline_families, p.baseline_budgets, p.baseline_trials),
+                                   ("student", p.student_families, p.student_budgets, p.student_trials)):
+        planned.update({f"{kind}/{fam}/{budget}": n for budget, fam in cell_list(fams, budgets)})
+    return planned
+
+
+def plan_units(st: Study, data: TrainData, finish: Callable[[], object] | None = None) -> list[Unit]:
+    """The study's units of work in its order (teachers, ensemble, transfer set, baseline cells, student
+    cells, seed reruns, report), each with the units it needs. A search cell's name carries its trial count
+    and a seed unit's its seeds, so a longer search (`--set student_trials=30`) is new work."""
+    p, out = st.p, st.out
+    units: list[Unit] = []
+    if p.teacher_mode == "fixed":
+        for i, over in enumerate(p.teachers):
+            cfg, d = train_cfg(p, p.teacher_base, **over), out / "teachers" / f"t{i}"
+            units.append(Unit(f"teachers/t{i}", "teachers", partial(fit, cfg, d, data, index=st.index)))
+    else:
+        units.append(Unit(f"teachers/search:{p.teacher_trials}", "teachers", lambda: run_teachers(st, data),
+                          join=lambda: run_teachers(st, data, join=True)))
+    teachers = tuple(u.name for u in units)
+    tdir = out / "transfer"
+
+    def ensemble():
+        dirs, _ = run_teachers(st, data)  # all finished: their folders
+        build_ensemble(dirs, out / "ensemble", data, method=p.ensemble_method, size=p.ensemble_size,
+                       device=resolve_device(p.device), index=st.index)
+
+    def transfer_cfg() -> TransferConfig:
+        dirs, _ = run_teachers(st, data)
+        hsv, hsv_from = best_teacher_hsv(dirs)
+        if hsv_from is None:
+            print("transfer: no teacher's results.json and config.json could be read; the transfer set uses S1's "
+                  f"fixed HSV ranges {tuple(hsv)}", flush=True)
+        with held(st.record_path.with_name(st.record_path.name + ".lock")):  # other workers write it too
+            record = artifacts.read_json(st.record_path) if st.record_path.exists() else st.record
+            if record.get("transfer_hsv") != {"hsv": list(hsv), "from": hsv_from}:
+                st.record = {**record, "transfer_hsv": {"hsv": list(hsv), "from": hsv_from}}
+                st.save()
+        return TransferConfig(data=p.data, max_train=p.max_train, epochs=p.transfer_epochs, seed=p.seed,
+                              hsv=hsv, mode=p.transfer_mode, logits_dtype=p.logits_dtype, device=p.device)
+
+    # the transfer set in shards of epochs (each deterministic in (seed, epoch)), merged after a check of each
+    # shard's checksums into the set one generate() makes
+    shards = [Unit(f"transfer/e{a}-{b}", "transfer", partial(
+        lambda a, b: generate_shard(transfer_cfg(), out / "ensemble", tdir, a, b, data=data), a, b),
+        needs=("ensemble",)) for a, b in shard_ranges(p.transfer_epochs)]
+    units += [Unit("ensemble", "ensemble", ensemble, needs=teachers), *shards,
+              Unit("transfer", "transfer", lambda: merge_shards(transfer_cfg(), out / "ensemble", tdir, data=data),
+                   needs=tuple(u.name for u in shards))]
+    student_teachers = Teachers()
+    cells = []  # (unit name, the cell's run_cell arguments)
+    for kind, stage, fams, budgets, n, base, extra, tch, needs in (
+            ("baseline", "baselines", p.baseline_families, p.baseline_budgets, p.baseline_trials, p.baseline_base,
+             {}, None, ()),
+            ("student", "students", p.student_families, p.student_budgets, p.student_trials, p.student_base,
+             {"loss": "l2-logits", "transfer": str(tdir)}, student_teachers, ("transfer",))):
+        for budget, fam in cell_list(fams, budgets):
+            args = (st, kind, fam, budget, n, base, extra, data, tch)
+            name = f"{make_space(kind, fam, budget).name}:{n}"
+            units.append(Unit(name, stage, partial(run_cell, *args), needs=needs,
+                              join=partial(run_cell, *args, join=True)))
+            cells.append((name, args))
+    seeds = []
+    if p.teacher_mode == "search":  # the best teacher's config as a seed sample too (the ensemble's claim)
+        seeds.append(Unit(f"seeds/teacher:{p.teacher_trials}:{p.seeds}", "seeds", lambda: run_seeds(
+            st, get_space("teacher"), train_cfg(p, p.teacher_base), run_teachers(st, data)[1], None, data),
+            needs=teachers))
+    seeds += [Unit(f"seeds/{name}:{p.seeds}", "seeds", partial(_cell_seeds, args), needs=(name,))
+              for name, args in cells]
+    units += seeds
+    plan = hashlib.sha256(" ".join(u.name for u in units).encode()).hexdigest()[:8]  # more work: a new report
+    units.append(Unit(f"report:{plan}", "report", finish or (lambda: None), needs=tuple(u.name for u in units)))
+    return units
+
+
+def _cell_seeds(args: tuple) -> None:
+    """A finished cell's seed reruns (its search, run again, returns the finished study at once)."""
+    space, cfg, study, teachers = run_cell(*args, join=True)
+    run_seeds(args[0], space, cfg, study, teachers, args[7])
 
 
 def best_teacher_hsv(teacher_dirs: list[Path]) -> tuple[tuple, str | None]:

@@ -1,0 +1,91 @@
+"""Two local workers against one: the same study, one after the other, on this machine (issue 25).
+
+    python bench/bench_workers.py --data ARCHIVE [--preset cpu] [--set sampler=random] [--out DIR] [--name NAME]
+
+Run 1: `mimicnet reproduce --preset P` as one worker with all the cores' threads (OMP_NUM_THREADS = cores).
+Run 2: `mimicnet reproduce --preset P --workers 2`, the threads split (cores / 2 each). Printed: wall clock per
+stage (from its first unit's claim to its last unit's end, read from each run's work study) and in all, the
+ratio one/two; whether both indexes hold the same runs (kind, family, budget, folder, status: no duplicate,
+none missing), and whether the tables are identical. A TPE search's points depend on the order
+its trials finish in; `--set sampler=random` makes them the trial number's, for the table check. The
+accuracies themselves depend on the thread count (float reductions in another order), so with 1 against 2
+threads the tables can differ in their numbers while the runs are the same.
+Numbers go to bench/results/workers-{cpu,gpu}.json under --name.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, save
+from mimicnet.core.index import read_index
+from mimicnet.studies.work import open_work_study, progress_by_stage
+
+
+def run(args, out: Path, workers: int) -> dict:
+    cmd = [sys.executable, "-m", "mimicnet.cli", "reproduce", "--preset", args.preset, "--out", str(out),
+           "--device", "cpu", *(["--data", args.data] if args.data else [])]
+    for s in args.set or []:
+        cmd += ["--set", s]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if workers == 1:
+        env.update(OMP_NUM_THREADS=str(os.cpu_count()), MKL_NUM_THREADS=str(os.cpu_count()))
+    else:
+        cmd += ["--workers", str(workers)]  # the cores split between them
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    total = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    rec = json.loads((out / "reproduce.json").read_text())
+    study = open_work_study(f"sqlite:///{out.resolve() / 'work.db'}", f"mimicnet-{rec['preset']}-{rec['work_id']}")
+    stages = {r["stage"]: (r["end"] - r["start"]).total_seconds() for r in progress_by_stage(study)
+              if r["start"] and r["end"]}
+    runs = sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out), r["status"])
+                  for r in read_index(out / "index.csv"))  # no run ids: students' and ensembles' hash paths
+    return {"workers": workers, "seconds": round(total, 1), "stages": {k: round(v, 1) for k, v in stages.items()},
+            "runs": runs, "table": (out / "results.txt").read_text()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--data", help="CIFAR archive (default: the preset's download)")
+    ap.add_argument("--set", action="append", help="preset overrides for both runs, e.g. sampler=random")
+    ap.add_argument("--out", default=str(RESULTS.parent / "runs-workers"))
+    ap.add_argument("--name", default=None, help="key in the results file (default: the preset)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"{out}: not empty; both runs must start from nothing (give another --out)")
+    one, two = run(args, out / "one", 1), run(args, out / "two", 2)
+    print(f"{'stage':10s} {'1 worker s':>11s} {'2 workers s':>12s} {'ratio':>6s}")
+    for k in one["stages"]:
+        a, b = one["stages"][k], two["stages"].get(k)
+        print(f"{k:10s} {a:11.1f} {b if b is not None else float('nan'):12.1f} {a / b if b else float('nan'):6.2f}")
+    print(f"{'total':10s} {one['seconds']:11.1f} {two['seconds']:12.1f} {one['seconds'] / two['seconds']:6.2f}")
+    same_runs = one["runs"] == two["runs"] and len({r[3] for r in two["runs"]}) == len(two["runs"])
+    same_table = one["table"] == two["table"]
+    print(f"same runs in the index: {same_runs} ({len(one['runs'])} vs {len(two['runs'])}); identical table: "
+          f"{same_table}")
+    name = args.name or args.preset
+    path = RESULTS / f"workers-{'cpu'}.json"
+    old = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
+    old[name] = {"preset": args.preset, "sets": args.set or [], "cores": os.cpu_count(),
+                 "one": {k: v for k, v in one.items() if k not in ("runs", "table")},
+                 "two": {k: v for k, v in two.items() if k not in ("runs", "table")},
+                 "ratio_total": round(one["seconds"] / two["seconds"], 3),
+                 "ratio_stages": {k: round(one["stages"][k] / two["stages"][k], 3) for k in one["stages"]
+                                  if two["stages"].get(k)},
+                 "same_runs": same_runs, "identical_table": same_table, "n_runs": len(one["runs"]),
+                 "command": " ".join(["python", "bench/bench_workers.py", *sys.argv[1:]])}
+    print(f"-> {save('workers', {'runs': old})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Units of work shared through Optuna's storage (studies/work.py, issue 25): many workers, one study.
+
+Fast tests drive the worker loop with toy units (files written, no training); the smoke-preset tests run
+`mimicnet reproduce` as two workers through the journal file backend and through PostgreSQL, and a worker
+SIGKILLed at seeded moments beside another, and compare with one uninterrupted worker's table and index.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from mimicnet import cli
+from mimicnet.core.index import read_index
+from mimicnet.core.errors import ConfigError
+from mimicnet.studies.work import open_work_study, progress_by_stage, unit_states, worker_slots
+
+from synth import write_archive
+from test_search import finish, pg_url  # noqa: F401  (pg_url: MIMICNET_TEST_POSTGRES or a throwaway server)
+
+# A worker over toy units: unit u writes OUT/u.<pid> after sleeping, and checks that what it needs is done.
+TOY = r"""
+import os, sys, time
+from pathlib import Path
+from mimicnet.studies.work import Unit, Worker, open_work_study
+storage, out = sys.argv[1], Path(sys.argv[2])
+def make(name, needs=()):
+    def run():
+        for d in needs:
+            assert list(out.glob(d + ".*")), f"{name} ran before {d}"
+        time.sleep(float(os.environ.get("TOY_SLEEP", "0.3")))
+        (out / f"{name}.{os.getpid()}").write_text(name)
+    return Unit(name, name.rstrip("0123456789"), run, needs=tuple(needs))
+units = [make("a0"), make("a1"), make("b0", ["a0", "a1"]), make("c0", ["b0"]), make("c1", ["b0"]),
+         make("c2", ["b0"]), make("d0", ["c0", "c1", "c2"])]
+Worker(units, open_work_study(storage, heartbeat_interval=1, grace_period=3), poll=0.2).run()
+print("done", flush=True)
+"""
+
+
+def toy_worker(storage: str, out: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", TOY, storage, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **{k: str(v) for k, v in env.items()}})
+
+
+NAMES = ["a0", "a1", "b0", "c0", "c1", "c2", "d0"]
+
+
+def ran(out: Path) -> dict[str, list[str]]:
+    return {n: sorted(p.suffix[1:] for p in out.glob(n + ".*")) for n in NAMES}
+
+
+def test_two_workers_share_units_each_runs_once_after_what_it_needs(tmp_path, capsys):
+    storage = str(tmp_path / "work.log")  # a path: Optuna's journal file
+    out = tmp_path / "out"
+    out.mkdir()
+    a, b = toy_worker(storage, out), toy_worker(storage, out)
+    finish(a), finish(b)
+    runs = ran(out)
+    assert all(len(v) == 1 for v in runs.values()), runs        # every unit once, none missing
+    assert len({v[0] for v in runs.values()}) == 2                # both workers took units
+    study = open_work_study(storage)
+    states = unit_states(study.get_trials())
+    assert {n: s for n, (s, _) in states.items()} == {n: "done" for n in NAMES}
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    rows = {r["stage"]: r for r in progress_by_stage(study)}
+    assert rows["c"]["units"] == rows["c"]["done"] == 3 and not rows["c"]["running"]
+    # a worker started on a finished study goes through every unit once more itself, unclaimed (each unit of
+    # reproduce then finds its artifact finished and checks it), claiming nothing
+    n_trials = len(study.get_trials())
+    c = toy_worker(storage, out)
+    finish(c)
+    assert ran(out) == {n: sorted(v + [str(c.pid)]) for n, v in runs.items()}
+    assert len(study.get_trials()) == n_trials
+    assert cli.main(["status", "--storage", storage]) == 0
+    shown = capsys.readouterr().out
+    assert "7/7 units done; finished" in shown and "  c " in shown
+
+
+def test_status_of_a_study_under_way(tmp_path, capsys):
+    """Per stage done / running (worker, since) / waiting, and an ETA from the finished units' rate."""
+    storage = str(tmp_path / "work.log")
+    study = open_work_study(storage)
+    study.set_user_attr("units", ["a0", "a1", "b0"])
+    for name, state in (("a0", TrialState.COMPLETE), ("a1", TrialState.RUNNING)):
+        study.enqueue_trial({}, user_attrs={"unit": name, "stage": "a", "worker": "h:1"})
+        t = study.ask()
+        if state == TrialState.COMPLETE:
+            time.sleep(0.2)
+            study.tell(t, 1.0)
+    assert cli.main(["status", "--storage", storage]) == 0
+    shown = capsys.readouterr().out
+    assert "a1 on h:1 since" in shown and "1/3 units done" in shown and "not yet measured" in shown
+    assert cli.main(["status", str(tmp_path)]) == 2  # no reproduce.json there
+
+
+def test_a_killed_workers_unit_is_run_again_by_the_other(tmp_path):
+    """SIGKILL one worker inside a unit: the other (same machine) sees its host:pid gone, fails the claim and
+    runs the unit itself; every unit ends done once, nothing RUNNING."""
+    storage = str(tmp_path / "work.log")
+    out = tmp_path / "out"
+    out.mkdir()
+    a = toy_worker(storage, out, TOY_SLEEP=30)  # stuck in its first unit until killed
+    study = open_work_study(storage)
+    deadline = time.time() + 120
+    while time.time() < deadline and not [t for t in study.get_trials() if t.state == TrialState.RUNNING
+                                          and t.user_attrs.get("unit")]:
+        time.sleep(0.2)
+    a.send_signal(signal.SIGKILL)
+    a.communicate()
+    b = toy_worker(storage, out)
+    finish(b)
+    runs = ran(out)
+    assert all(v == [str(b.pid)] for v in runs.values()), runs
+    states = unit_states(study.get_trials())
+    assert all(s == "done" for s, _ in states.values()) and len(states) == len(NAMES)
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+
+
+def test_worker_slots_split_threads_and_pin_gpus():
+    assert worker_slots(None, None, cpus=2) == [] and worker_slots(1, None, cpus=2) == []
+    two = worker_slots(2, None, cpus=2)
+    assert [s["OMP_NUM_THREADS"] for s in two] == ["1", "1"] and not any("CUDA_VISIBLE_DEVICES" in s for s in two)
+    assert worker_slots(4, None, cpus=16)[0]["OMP_NUM_THREADS"] == "4"
+    assert worker_slots(4, None, cpus=16, threads="1")[0]["OMP_NUM_THREADS"] == "1"  # as the user set it
+    gpu = worker_slots(None, "0,3", per_gpu=2, cpus=16)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in gpu] == ["0", "0", "3", "3"]
+    assert {s["OMP_NUM_THREADS"] for s in gpu} == {"4"} and len({s["MIMICNET_WORKER"] for s in gpu}) == 4
+    for bad in (dict(workers=0, gpus=None), dict(workers=None, gpus="0,0"), dict(workers=None, gpus="a")):
+        with pytest.raises(ConfigError):
+            worker_slots(**bad)
+
+
+# ------------------------------------------------------------------------------ the smoke preset, many workers
+
+def _cmd(archive, out, *extra):
+    return [sys.executable, "-m", "mimicnet.cli", "reproduce", "--preset", "smoke", "--data", str(archive),
+            "--out", str(out), "--device", "cpu", *extra]
+
+
+# One thread in every run: a worker's results depend on its thread count (the order of float reductions;
+# measured: two teachers trained with 1 and with 2 threads end a few points apart on 400 images), so a
+# multi-worker run is compared with one worker at the same count.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _runs(out: Path) -> list[tuple]:
+    """The index as a set of runs: what each is and where, with its outcome (no timings, no run ids: a
+    student's config names its transfer set's path and an ensemble's id its members' paths, so another folder
+    gives them other ids)."""
+    rows = read_index(out / "index.csv")  # paths come back absolute: compared relative to the results folder
+    return sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out), r["status"], r["val_acc"],
+                   r["test_acc"]) for r in rows)
+
+
+@pytest.fixture(scope="module")
+def smoke_ref(tmp_path_factory):
+    """One uninterrupted worker of the smoke preset: the table and runs every multi-worker run must leave."""
+    tmp = tmp_path_factory.mktemp("ref")
+    archive = write_archive(tmp / "a.tar.gz", n_train=500, n_test=100)
+    r = subprocess.run(_cmd(archive, tmp / "ref"), capture_output=True, text=True, timeout=900, env=ONE_THREAD)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return archive, tmp / "ref"
+
+
+def _same_as_ref(out: Path, ref: Path) -> None:
+    assert (out / "results.txt").read_text() == (ref / "results.txt").read_text()
+    runs = _runs(out)
+    assert len(runs) == len(set((r[3] for r in runs))) == len(_runs(ref))   # one row per run, none missing
+    assert runs == _runs(ref)
+    assert (out / "report" / "report.html").exists()
+
+
+def test_two_workers_through_the_journal_file(smoke_ref, tmp_path, capsys):
+    archive, ref = smoke_ref
+    out = tmp_path / "two"
+    r = subprocess.run(_cmd(archive, out, "--workers", "2", "--storage", str(tmp_path / "journal.log")),
+                       capture_output=True, text=True, timeout=900, env=ONE_THREAD)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    _same_as_ref(out, ref)
+    study = open_work_study(str(tmp_path / "journal.log"), _work_name(out))
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop")]
+    assert len({t.user_attrs["worker"] for t in done}) == 2          # both workers took units
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    assert cli.main(["status", str(out)]) == 0                        # the journal file its record names
+    shown = capsys.readouterr().out
+    assert f"{len(study.user_attrs['units'])}/{len(study.user_attrs['units'])} units done; finished" in shown
+    assert all(f"  {stage} " in shown for stage in ("teachers", "ensemble", "transfer", "students", "seeds"))
+
+
+def _work_name(out: Path) -> str:
+    rec = json.loads((out / "reproduce.json").read_text())
+    return f"mimicnet-{rec['preset']}-{rec['work_id']}"
+
+
+def test_two_workers_through_postgres_never_record_its_password(smoke_ref, pg_url, tmp_path, capsys):
+    """Two `reproduce` processes with one PostgreSQL URL (two machines sharing a folder): the runs of one
+    worker; the URL's password (one is added: a trust server ignores it) is in no record."""
+    from sqlalchemy.engine import make_url
+    archive, ref = smoke_ref
+    url = make_url(pg_url)
+    secret = url.password or "s3cret-pw"
+    url = url.set(password=secret).render_as_string(hide_password=False)
+    out = tmp_path / "pg"
+    a, b = (subprocess.Popen(_cmd(archive, out, "--storage", url), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=ONE_THREAD) for _ in range(2))
+    logs = finish(a, timeout=900) + finish(b, timeout=900)
+    _same_as_ref(out, ref)
+    rec = (out / "reproduce.json").read_text()
+    assert secret not in rec and "***" in json.loads(rec)["storage"] and secret not in logs
+    study = open_work_study(url, _work_name(out))
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop")]
+    assert len({t.user_attrs["worker"] for t in done}) == 2 and len(done) == len(study.user_attrs["units"])
+    assert cli.main(["status", str(out)]) == 2                        # the record keeps no password: say so
+    assert "--storage" in capsys.readouterr().err
+    assert cli.main(["status", str(out), "--storage", url]) == 0 and "units done; finished" in capsys.readouterr().out
+
+
+def test_a_worker_killed_at_seeded_moments_beside_another_leaves_the_uninterrupted_table(smoke_ref, tmp_path):
+    """Worker A runs to the end; worker B is SIGKILLed at 2 seeded random moments (restarted each time) and once
+    more after A finished: the same table and runs as one uninterrupted worker, nothing left RUNNING."""
+    _killed_beside_another(smoke_ref, tmp_path, kills=2)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_at_five_seeded_moments(smoke_ref, tmp_path):
+    _killed_beside_another(smoke_ref, tmp_path, kills=5)
+
+
+def _killed_beside_another(smoke_ref, tmp_path, kills: int) -> None:
+    archive, ref = smoke_ref
+    out = tmp_path / "killed"
+    a = subprocess.Popen(_cmd(archive, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=ONE_THREAD)
+    rng = random.Random(25)
+    for k in range(kills):
+        b = subprocess.Popen(_cmd(archive, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=ONE_THREAD)
+        try:
+            b.wait(timeout=rng.uniform(5.0, 25.0))
+        except subprocess.TimeoutExpired:
+            b.send_signal(signal.SIGKILL)
+            b.wait()
+    finish(a, timeout=900)
+    r = subprocess.run(_cmd(archive, out), capture_output=True, text=True, timeout=900, env=ONE_THREAD)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _same_as_ref(out, ref)
+    study = open_work_study(f"sqlite:///{out / 'work.db'}", _work_name(out))
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+
+
+# ------------------------------------------------------------------------------ Slurm, through submitit's local executor
+
+def test_launch_time_limits_and_refusals(capsys):
+    from mimicnet.cli.launch import parse_time
+    assert [parse_time(s) for s in ("8h", "90m", "1h30m", "2d", "08:00:00", "1-00:00", "0:10:30")] == \
+        [480, 90, 90, 2880, 480, 1440, 11]
+    with pytest.raises(ConfigError):
+        parse_time("eight hours")
+    assert cli.main(["launch", "slurm", "--preset", "smoke", "--gpus", "2"]) == 2      # no --storage
+    assert "--storage" in capsys.readouterr().err
+
+
+def test_launch_slurm_array_through_submitits_local_executor(tmp_path):
+    """Two array tasks (submitit's local executor runs them as processes), one study: every unit done once,
+    by both tasks, and the table written. The smoke preset cut to one student family to stay small."""
+    archive = write_archive(tmp_path / "a.tar.gz", n_train=500, n_test=100)
+    out, journal = tmp_path / "out", tmp_path / "journal.log"
+    r = subprocess.run([sys.executable, "-m", "mimicnet.cli", "launch", "slurm", "--executor", "local",
+                        "--preset", "smoke", "--tasks", "2", "--storage", str(journal), "--out", str(out),
+                        "--data", str(archive), "--device", "cpu", "--set", 'student_families=["conv1"]',
+                        "--set", "report=false", "--time", "20m", "--wait"],
+                       capture_output=True, text=True, timeout=900, env=ONE_THREAD)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "submitted 2 worker task(s) (local)" in r.stdout
+    assert "conv1" in (out / "results.txt").read_text()
+    study = open_work_study(str(journal), _work_name(out))
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop")]
+    assert len(done) == len(study.user_attrs["units"])               # every unit once
+    assert len(list((out / "slurm").glob("*/*_log.out"))) == 2       # submitit's own log of each task
+
+
+# ------------------------------------------------------------------------------ estimate --workers: the makespan
+
+def test_makespan_keeps_the_stages_dependencies():
+    from mimicnet.studies.estimate import Job, critical_path, makespan, scaling, work_jobs
+    m = {"teacher": {"trials": 4, "trial_seconds": 10.0, "seed_seconds": 0.0},
+         "ensemble": {"seconds": 5.0}, "transfer": {"seconds": 20.0, "epochs": 64},  # 32 shards of 2 epochs
+         "baseline/conv1/100": {"trials": 2, "trial_seconds": 3.0, "seed_seconds": 6.0},
+         "student/conv1/100": {"trials": 4, "trial_seconds": 2.0, "seed_seconds": 4.0}}
+    jobs = work_jobs({"measured": m})
+    total = 4 * 10 + 5 + 20 + 2 * 3 + 6 + 4 * 2 + 4
+    assert makespan(jobs, 1) == pytest.approx(total)                  # one worker: the sum
+    # the chain teacher -> ensemble -> a transfer shard -> student trial -> its seeds bounds any number of workers
+    assert critical_path(jobs) == pytest.approx(10 + 5 + 20 / 32 + 2 + 4)
+    assert makespan(jobs, 64) == pytest.approx(critical_path(jobs))
+    assert makespan(jobs, 2) < makespan(jobs, 1) and makespan(jobs, 2) > total / 2 - 1e-9
+    sc = scaling(jobs)
+    secs = {r["workers"]: r["seconds"] for r in sc["rows"]}
+    assert list(secs) == [1, 2, 4, 8, 16, 64] and sc["stops_helping_at"] == 8     # 8 -> 16 saves < 10%
+    assert secs[16] > 0.9 * secs[8] and secs[8] < 0.9 * secs[4]
+    assert makespan([Job("a", 1.0), Job("b", 1.0, ("a",))], 8) == pytest.approx(2.0)

@@ -26,7 +26,8 @@ from mimicnet.models.families import build_model, solve_budget
 from mimicnet.train.config import TrainConfig
 from mimicnet.train.losses import mimic_loss
 from mimicnet.distill.student import transfer_batches
-from mimicnet.distill.transfer import TransferConfig, TransferSet, _array_to_params, generate
+from mimicnet.distill.transfer import TransferConfig, TransferSet, generate
+from mimicnet.distill.transfer_format import _array_to_params
 
 
 class PerSample(Dataset):

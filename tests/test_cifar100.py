@@ -22,7 +22,8 @@ from mimicnet.data.cifar import (CIFAR100_MD5, CIFAR100_URL, COARSE_CLASSES, FIN
 from mimicnet.data.cifar101 import load_test_source
 from mimicnet.data.splits import Split, TrainData, load_train_data
 from mimicnet.distill.student import train_run
-from mimicnet.distill.transfer import TransferConfig, TransferError, _identity, generate
+from mimicnet.distill.transfer import TransferConfig, TransferError, generate
+from mimicnet.distill.transfer_format import _identity
 from mimicnet.models.checkpoint import model_from_checkpoint
 from mimicnet.models.families import solve_budget
 from mimicnet.core import artifacts

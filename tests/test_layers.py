@@ -9,6 +9,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "mimicnet"
 OPTIONAL = {"psycopg2", "psycopg",  # imported only where PostgreSQL is asked for
             "submitit",              # the `slurm` extra: imported only by `mimicnet launch`
+            "onnx", "onnxruntime",   # the `onnx` extra: imported only when an ONNX file is written or run
             "numpy"}              # numpy._core vs numpy.core: the module moved in numpy 2 (data.cifar)
 
 

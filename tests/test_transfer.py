@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mimicnet.cli import transfer as cli_transfer
-from mimicnet.distill import transfer
+from mimicnet.distill import transfer, transfer_format
 from mimicnet.data.augment import apply_params, to_uint8
 from mimicnet.distill.ensemble import build_ensemble, load_teacher
 from mimicnet.train.config import TrainConfig
@@ -90,7 +90,7 @@ def test_layout_order_and_teacher_labels(setup, images_set):
     assert logits.dtype == torch.float32 and logits.shape == (n, C)
     assert labels.dtype == torch.int64 and torch.equal(labels, data.train.y[torch.from_numpy(src[1]).long()])
     # stored images are the stored params applied to the source images (what replay relies on) ...
-    params = transfer._array_to_params(torch.from_numpy(np.fromfile(images_set / "params.f32", "<f4").reshape(-1, 9)))
+    params = transfer_format._array_to_params(torch.from_numpy(np.fromfile(images_set / "params.f32", "<f4").reshape(-1, 9)))
     rows = slice(n, 2 * n)
     rebuilt = to_uint8(apply_params(data.train.x[torch.from_numpy(src[1]).long()], {k: v[rows] for k, v in params.items()}))
     assert torch.equal(rebuilt, imgs)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..distill.transfer import _LOGITS, TransferConfig, TransferError, _human, generate, verify
+from ..distill.transfer import TransferConfig, TransferError, generate, verify
+from ..distill.transfer_format import _LOGITS, _human
 from .common import in_path, in_path_p, labels_arg, out_folder
 
 

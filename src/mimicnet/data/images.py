@@ -28,9 +28,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from .cifar import Cifar, DataError, split_train_val
-from .splits import Split, TrainData
+from .trainset import Split, TrainData
 
 __all__ = ["IMAGE_SUFFIXES", "is_image_folder", "load_image_folder", "image_folder_as_cifar", "TEST_EVERY"]
 
@@ -60,7 +61,6 @@ def is_image_folder(path) -> bool:
 
 def _decode(path: Path, size: int, said: dict) -> np.ndarray:
     """One file as uint8 3×S×S RGB; a DataError naming the file where that is not lossless."""
-    from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
             im.load()

@@ -7,10 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from ..core import artifacts
 from ..core.units import budget_name
 from ..models.latency import BATCHES
 from .common import MISSING, _data_uri, _save_figure, _write_csv, render
+
+matplotlib.use("Agg")
 
 FRONT_COLUMNS = ["family", "budget", "params", "macs", "latency_ms", "val_mean", "val_sd", "test_mean", "n",
                  "front_latency", "front_params", "exported"]
@@ -110,7 +115,6 @@ def _run_views(result: dict) -> list[dict]:
 def front_figure(front: list[dict], setting: dict):
     """Validation accuracy against latency (left) and parameters (right), one point per family and budget, each
     front joined by a line, the exported student circled."""
-    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, cost, mark, label in ((axes[0], "latency_ms", "front_latency",
                                    f"latency, ms (batch {setting.get('batch')}, {setting.get('device')}, "
@@ -146,7 +150,6 @@ def _front_view(front: list[dict]) -> list[dict]:
 def build_compress_report(out, result: dict | None = None) -> Path:
     """OUT/report.html from results.json (or `result`), with OUT/front.csv and OUT/front.png/.svg (the Pareto
     front of validation accuracy against latency and parameters)."""
-    import matplotlib.pyplot as plt
     out = Path(out)
     result = result if result is not None else artifacts.read_json(out / "results.json")
     front = result.get("front") or []

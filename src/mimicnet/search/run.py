@@ -177,7 +177,7 @@ def create_or_load(space: Space, base: TrainConfig, storage: str, study_name: st
     return study
 
 
-def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, storage: str | None = None,
+def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, *, storage: str | None = None,
                study_name: str | None = None, sampler: str = "gp", n_startup: int = 4, seed: int = 0, index=None,
                train_fn: Callable[..., dict] | None = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                grace_period: int | None = GRACE_PERIOD, log: Callable[[str], None] = print,
@@ -218,8 +218,9 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
     study = create_or_load(space, base_cfg, storage, study_name,
                            make_sampler(space, sampler, n_startup, seed),
                            {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}, pruner_obj)
-    objective = _Objective(space, base_cfg, study, study_name, out_dir, sampler, train_fn, index, log,
-                           pruning=pruner != "none", num_classes=num_classes, ceiling=ceiling)
+    objective = _Objective(space, base_cfg, study, study_name=study_name, out_dir=out_dir, sampler=sampler,
+                           train_fn=train_fn, index=index, log=log, pruning=pruner != "none", num_classes=num_classes,
+                           ceiling=ceiling)
     _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log, join)
     return study
 
@@ -357,7 +358,7 @@ class _Objective:
     """The value of one trial: sample a point, train it as a run (or record it as infeasible), return its
     validation accuracy. See the module docstring for the outcomes."""
 
-    def __init__(self, space: Space, base_cfg: TrainConfig, study, study_name: str, out_dir: Path, sampler: str,
+    def __init__(self, space: Space, base_cfg: TrainConfig, study, *, study_name: str, out_dir: Path, sampler: str,
                  train_fn: Callable[..., dict], index, log: Callable[[str], None], pruning: bool = False,
                  num_classes: int = 10, ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None):
         self.space, self.base_cfg, self.study, self.study_name = space, base_cfg, study, study_name

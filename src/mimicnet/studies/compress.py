@@ -179,8 +179,9 @@ def _compress(cfg: CompressConfig, out: Path, command: str, data: TrainData, tea
     teachers = Teachers()
     costs = ShapeCosts(cfg, out / "shapes.json", resolve_device(cfg.device), log)
     cells = run.stage("search", lambda: search_families(cfg, out, tdir, data, teachers, log, costs), log)
-    run.stage("seeds", lambda: [rerun_best(space, base, study, cfg.seeds, cfg.seed, out, data, out / "index.csv",
-                                           teachers, log) for _, space, base, study in cells], log)
+    run.stage("seeds", lambda: [rerun_best(space, base, study, seeds=cfg.seeds, seed=cfg.seed, root=out, data=data,
+                                           index=out / "index.csv", teachers=teachers, log=log)
+                                for _, space, base, study in cells], log)
     rows = [family_summary(cfg, out, c) for c in cells]
     for r in rows:
         if r.get("widths"):

@@ -336,11 +336,11 @@ def pruning_kwargs(p) -> dict:
 
 def run_seeds(st: Study, space, base: TrainConfig, study, teachers: Teachers | None, data: TrainData) -> None:
     """rerun_best for one cell of the study (its seed runs under RESULTS_DIR/seeds)."""
-    rerun_best(space, base, study, st.p.seeds, st.p.seed, st.out, data, st.index, teachers,
-               log=lambda s: print(s, flush=True))
+    rerun_best(space, base, study, seeds=st.p.seeds, seed=st.p.seed, root=st.out, data=data, index=st.index,
+               teachers=teachers, log=lambda s: print(s, flush=True))
 
 
-def rerun_best(space, base: TrainConfig, study, seeds: int, seed: int, root: Path, data: TrainData, index,
+def rerun_best(space, base: TrainConfig, study, *, seeds: int, seed: int, root: Path, data: TrainData, index,
                teachers: Teachers | None = None, log: Callable[[str], None] = print) -> None:
     """The cell's best trial by validation trained again with `seeds` other seeds (seed+1 ...), each a run of
     its own in root/seeds/<space>/t<trial>-s<seed> (index rows with repeat_of = that trial). A later, longer

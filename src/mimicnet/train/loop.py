@@ -131,7 +131,8 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
 
     if best_epoch < 0:
         raise ConfigError(f"{run.path}: no epoch finished (max_epochs={cfg.optim.max_epochs})")
-    results = finish(cfg, run, data, s, best_epoch, epoch + 1, elapsed, teacher, device, epoch_means(run))
+    results = finish(cfg, run, data, s, best_epoch=best_epoch, epochs=epoch + 1, elapsed=elapsed, teacher=teacher,
+                     device=device, measured=epoch_means(run))
     if index is not None:
         append_index(index, index_row(cfg, results, info, run.path))
     log(f"done: best epoch {best_epoch}, val {results['val_acc']:.4f}, test {results['test_acc']}")
@@ -244,7 +245,7 @@ def epoch_means(run: RunFolder) -> dict:
     return {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in keys}
 
 
-def finish(cfg: TrainConfig, run: RunFolder, data: TrainData, s: Setup, best_epoch: int, epochs: int,
+def finish(cfg: TrainConfig, run: RunFolder, data: TrainData, s: Setup, *, best_epoch: int, epochs: int,
            elapsed: float, teacher: Teacher | None, device, measured: dict | None = None) -> dict:
     """Reload the best weights, evaluate them (test once), score the mimic; write results.json."""
     model, _ = model_from_checkpoint(run.best, device)

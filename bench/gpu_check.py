@@ -624,7 +624,7 @@ def step_estimate(c: Check) -> None:
             if r["mode"] == "bf16 + channels_last" and r.get("images_per_s")}
     out["estimate_vs_step4"] = {key: m["train_ips"] / rate[what[tuple(m["widths"])]]
                                 for key, m in res["measured"].items()
-                                if what.get(tuple(m["widths"])) in rate}
+                                if "widths" in m and what.get(tuple(m["widths"])) in rate}
     c.cur["results"] = out
     c.row("paper preset, one device", "as estimate measures (bf16 + channels_last)",
           hours=hours, note=f"{hours:,.1f} h projected (pruner {res['pruner']}), {pruned:,.1f} h with "

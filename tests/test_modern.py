@@ -310,13 +310,17 @@ def test_a_fixed_study_continues_with_more_arms_and_from_an_older_record(tmp_pat
     p = STUDY_PRESETS["modern-smoke"]
     fewer = dataclasses.replace(p, arms=p.arms[:3])
     # an older record: keyed by the arms
+    # (a Study writes its record once its data is checked: save() stands for that here)
     old = Study(fewer, tmp_path, "cmd", not_identity=NOT_IDENTITY, identity=_older_identity(fewer))
+    old.save()
     old_key = old.record["config_hash"]
     st = Study(fewer, tmp_path, "cmd", not_identity=NOT_IDENTITY, identity=identity(fewer),
                older_identities=(_older_identity(fewer),))
+    st.save()
     assert st.record["config_hash"] != old_key  # re-keyed
     more = Study(p, tmp_path, "cmd", not_identity=NOT_IDENTITY, identity=identity(p),
                  older_identities=(_older_identity(p),))
+    more.save()
     assert more.record["config_hash"] == st.record["config_hash"]
     other = dataclasses.replace(p, teacher_base=dict(p.teacher_base, lr=0.123))
     with pytest.raises(ConfigError, match="another config"):

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from synth import run  # noqa: E402
 
-EXAMPLES = 80
+EXAMPLES = 50
 
 # values a flag may get: numbers of every sign and size, words, JSON, paths that are not there
 VALUE = st.one_of(

@@ -231,7 +231,7 @@ def test_a_worker_killed_at_seeded_moments_beside_another_leaves_the_uninterrupt
     _killed_beside_another(smoke_ref, tmp_path, kills=2)
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 3-4 minutes: the 2-kill test above runs in the default suite
 def test_a_worker_killed_at_five_seeded_moments(smoke_ref, tmp_path):
     _killed_beside_another(smoke_ref, tmp_path, kills=5)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import os
 import shlex
 import signal
@@ -14,7 +15,7 @@ import optuna
 
 from ..core.artifacts import write_text
 from ..core.lock import folder_lock
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, UserError
 from ..report.report import build_report
 from ..report.tables import results_table
 from ..report.study import tables_markdown
@@ -50,8 +51,8 @@ def cmd_reproduce(args) -> int:
         if args.storage or args.workers or args.gpus:
             raise ConfigError(f"--preset {args.preset}: a fixed study runs as one process (--storage, --workers "
                               "and --gpus are for smoke, cpu and paper)")
-        with folder_lock(out, f"mimicnet reproduce --preset {p.name}"):  # one writer per results folder
-            run_study(p, out, command=command)
+        with _as_it_was_if_refused(out), folder_lock(out, f"mimicnet reproduce --preset {p.name}"):
+            run_study(p, out, command=command)  # (the folder lock: one writer per results folder)
             return _finish(out, tables_markdown(p, build_tables(out, p)), p.report, timed=True)
     slots = worker_slots(args.workers, args.gpus, args.workers_per_gpu, threads=os.environ.get("OMP_NUM_THREADS"))
     if slots:
@@ -62,10 +63,31 @@ def cmd_reproduce(args) -> int:
 
     def finish():  # the report unit: the table and the report, once, by whichever worker gets there
         ran.append(_finish(out, results_table(out), p.report, timed=False))
-    reproduce(p, out, command=command, storage=storage, finish=finish)
+    with _as_it_was_if_refused(out):
+        reproduce(p, out, command=command, storage=storage, finish=finish)
     if not ran:  # another worker wrote them (or an earlier run): the table, as every worker ends with it
         print("\n" + results_table(out))
     return 0
+
+
+@contextmanager
+def _as_it_was_if_refused(out: Path):
+    """A run refused with a one-line error (bad data, another config's folder) leaves the folder as it found it:
+    no record lock it made, no folder it made (one that holds anything, real work, stays)."""
+    made = [d for d in (out, *out.parents) if not d.exists()]
+    lock = out / "reproduce.json.lock"
+    had_lock = lock.exists()
+    try:
+        yield
+    except UserError:
+        if not had_lock:
+            lock.unlink(missing_ok=True)
+        for d in made:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _launch(slots: list[dict], args, out: Path) -> int:

@@ -7,12 +7,16 @@ the 170 MB download. `cifar_subset_path` points at the real 4,068-image subset w
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from synth import write_cifar_archive as _write_cifar_archive
+from mimicnet.core.index import read_index
+from synth import write_archive, write_cifar_archive as _write_cifar_archive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR_SUBSET = REPO_ROOT.parent / "shared" / "data" / "cifar-10-subset-python.tar.gz"
@@ -81,3 +85,44 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---- one uninterrupted smoke study, shared: the reference every killed, moved or multi-worker run must equal
+
+# One thread in every run compared with it: a worker's results depend on its thread count (the order of float
+# reductions; measured: two teachers trained with 1 and with 2 threads end a few points apart on 400 images).
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def smoke_cmd(archive, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "mimicnet.cli", "reproduce", "--preset", "smoke", "--data", str(archive),
+            "--out", str(out), "--device", "cpu", *extra]
+
+
+def _runs(out: Path) -> list[tuple]:
+    """The index as a set of runs: what each is and where, with its outcome (no timings, no run ids: a
+    student's config names its transfer set's path and an ensemble's id its members' paths, so another folder
+    gives them other ids)."""
+    rows = read_index(out / "index.csv")  # paths come back absolute: compared relative to the results folder
+    return sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out), r["status"], r["val_acc"],
+                   r["test_acc"]) for r in rows)
+
+
+def same_as_ref(out: Path, ref: Path) -> None:
+    assert (out / "results.txt").read_text() == (ref / "results.txt").read_text()
+    runs = _runs(out)
+    assert len(runs) == len(set((r[3] for r in runs))) == len(_runs(ref))   # one row per run, none missing
+    assert runs == _runs(ref)
+    assert (out / "report" / "report.html").exists()
+
+
+@pytest.fixture(scope="session")
+def smoke_ref(tmp_path_factory):
+    """(archive, results folder, seconds): the smoke preset run once, uninterrupted, with one thread. Tests
+    read it or copy it; none changes it."""
+    tmp = tmp_path_factory.mktemp("smoke-ref")
+    archive = write_archive(tmp / "a.tar.gz", n_train=500, n_test=100)
+    t0 = time.time()
+    r = subprocess.run(smoke_cmd(archive, tmp / "ref"), capture_output=True, text=True, timeout=900, env=ONE_THREAD)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return archive, tmp / "ref", time.time() - t0

@@ -6,6 +6,7 @@ from pathlib import Path
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +16,15 @@ from synth import write_archive
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "mimicnet.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def run_here(capsys, *args) -> SimpleNamespace:
+    """run_cli's answer from this process (no interpreter and imports to start): an exception would escape
+    here, so "no traceback" is still tested."""
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    o = capsys.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=o.out, stderr=o.err)
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +56,21 @@ def test_evaluate_on_a_test_only_archive_writes_json(trained, tmp_path):
     (lambda p: p.write_bytes(write_archive(p.with_name("ok.tar.gz")).read_bytes()[:3000]), "truncated"),
     (lambda p: None, "no such file"),
 ])
-def test_bad_archives_give_one_line_and_exit_2(trained, tmp_path, make, phrase):
+def test_bad_archives_give_one_line_and_exit_2(trained, tmp_path, make, phrase, capsys, monkeypatch):
     _, run = trained
     bad = tmp_path / "bad.tar.gz"
     make(bad)
+    monkeypatch.chdir(tmp_path)  # train's default folder, were it made, is under the working directory
     for cmd in (["evaluate", run, "--data", bad], ["train", "--data", bad, "--family", "conv2", "--widths", "4,4,4"],
                 ["data", "info", bad]):
-        r = run_cli(*cmd)
+        r = run_here(capsys, *cmd)
         assert r.returncode == 2, (cmd, r.stderr)
         assert "Traceback" not in r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "bad.tar.gz" in lines[0] and phrase in lines[0], lines
 
 
-def test_corrupt_checkpoint_and_bad_model_args_are_one_line(trained, tmp_path):
+def test_corrupt_checkpoint_and_bad_model_args_are_one_line(trained, tmp_path, capsys):
     archive, _ = trained
     ck = tmp_path / "best.safetensors"
     ck.write_bytes(b"\x00" * 64)
@@ -67,7 +78,7 @@ def test_corrupt_checkpoint_and_bad_model_args_are_one_line(trained, tmp_path):
                 ["model", "describe", "conv0", "--budget", "1M", "--constants", "0.5,0.5"],
                 ["model", "describe", "nonesuch", "--widths", "3"],
                 ["model", "describe", "conv0", "--budget", "100", "--constants", "0.5"]):
-        r = run_cli(*cmd)
+        r = run_here(capsys, *cmd)
         assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 

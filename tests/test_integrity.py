@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy.exc
@@ -345,33 +346,45 @@ def _reproduce(archive, out, **kw):
                           timeout=600, **kw)
 
 
-@pytest.mark.slow
-def test_smoke_study_identity_by_content_and_verified_reuse(tmp_path):
-    data = write_archive(tmp_path / "a.tar.gz", n_train=500, n_test=100)
-    out = tmp_path / "smoke"
-    r = _reproduce(data, out)
-    assert r.returncode == 0, r.stderr[-2000:]
-    index = (out / "index.csv").read_text()
-    with open(out / "index.csv", newline="") as f:                      # run paths relative to the folder
-        assert not [r["path"] for r in csv.DictReader(f) if os.path.isabs(r["path"])]
+def _reproduce_here(archive, out, capsys) -> SimpleNamespace:
+    """The same command in this process (no interpreter and imports to start: ~3 s a call)."""
+    capsys.readouterr()
+    rc = cli.main(["reproduce", "--preset", "smoke", "--data", str(archive), "--out", str(out), "--device", "cpu"])
+    o = capsys.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=o.out, stderr=o.err)
 
+
+def _unchanged(out: Path, index: str):
     def unchanged(r):
         assert r.returncode == 0, r.stderr[-2000:]
         assert "epoch " not in r.stdout and "training conv" not in r.stdout    # nothing trained again
         assert (out / "index.csv").read_text() == index                         # nor indexed twice
+    return unchanged
 
-    # the same archive as a relative path: the same study
-    unchanged(_reproduce("a.tar.gz", out, cwd=tmp_path))
-    # the whole results folder moved: resumed where it is, nothing retrained
-    shutil.move(out, tmp_path / "moved")
-    out = tmp_path / "moved"
+
+@pytest.mark.slow
+def test_smoke_study_identity_by_content_and_verified_reuse(smoke_ref, tmp_path, capsys):
+    """The shared uninterrupted smoke study (conftest.smoke_ref), copied: the archive copied too, so its path
+    differs from the one the record names (identity by content)."""
+    archive, ref, _ = smoke_ref
+    data = tmp_path / "a.tar.gz"
+    shutil.copyfile(archive, data)
+    out = tmp_path / "smoke"
+    shutil.copytree(ref, out)
+    index = (out / "index.csv").read_text()
+    with open(out / "index.csv", newline="") as f:                      # run paths relative to the folder
+        assert not [r["path"] for r in csv.DictReader(f) if os.path.isabs(r["path"])]
+    unchanged = _unchanged(out, index)
+    # a results folder copied (the reference's, elsewhere) with its archive at another path: resumed where it
+    # is, nothing retrained; then the same archive as a relative path: the same study
     unchanged(_reproduce(data, out))
+    unchanged(_reproduce("a.tar.gz", out, cwd=tmp_path))
 
     def probe(path: Path, damage: bytes | None, expect: str):
         """Damage a file, check the one line (exit 2), put it back."""
         keep = path.read_bytes()
         path.write_bytes(damage if damage is not None else keep[:len(keep) // 2])
-        r = _reproduce(data, out)
+        r = _reproduce_here(data, out, capsys)
         path.write_bytes(keep)
         assert r.returncode == 2, r.stderr[-2000:]
         line = one_line(r.stderr)
@@ -391,4 +404,4 @@ def test_smoke_study_identity_by_content_and_verified_reuse(tmp_path):
     probe(out / "teachers" / "t1" / "results.json", b"null\n", "results.json: not the results of a run (holds null)")
     probe(data, write_archive(tmp_path / "b.tar.gz", n_train=500, n_test=100, seed=7).read_bytes(),
           "the data changed")
-    unchanged(_reproduce(data, out))
+    unchanged(_reproduce_here(data, out, capsys))

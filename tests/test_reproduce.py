@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from mimicnet.core import artifacts
 from mimicnet.core.index import read_index
 from mimicnet.studies.main import PRESETS, apply_overrides
 from mimicnet.core.errors import ConfigError
 
+from conftest import ONE_THREAD, same_as_ref, smoke_cmd
 from synth import write_archive
 
 
@@ -68,25 +68,24 @@ def test_smoke_preset_end_to_end_and_resume(tmp_path):
     assert (out / "index.csv").read_text() == before
 
 
-def test_smoke_preset_killed_ten_times_ends_with_the_table_of_an_uninterrupted_run(tmp_path):
-    """SIGKILL at 10 seeded random moments, then run to the end: the same results table (every cell's trials,
-    best-by-validation val and test, top-5 and seed statistics) as a run that never stopped."""
-    archive = write_archive(tmp_path / "a.tar.gz", n_train=500, n_test=100)
-    ref, out = tmp_path / "ref", tmp_path / "killed"
-    t0 = time.time()
-    r = subprocess.run(_cmd(archive, ref), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    total = time.time() - t0
+@pytest.mark.parametrize("kills", [4, pytest.param(10, marks=pytest.mark.long)])
+def test_smoke_preset_killed_at_seeded_moments_ends_with_the_table_of_an_uninterrupted_run(smoke_ref, tmp_path,
+                                                                                         kills):
+    """SIGKILL at 4 (or, `-m long`, 10) seeded random moments, then run to the end: the same results table
+    (every cell's trials, best-by-validation val and test, top-5 and seed statistics) and the same runs as the
+    shared uninterrupted run (conftest.smoke_ref, one thread like these)."""
+    archive, ref, total = smoke_ref
+    out = tmp_path / "killed"
     rng = random.Random(12)
-    kills = sorted(rng.uniform(2.0, max(3.0, total / 4)) for _ in range(10))  # after start-up, spread out
-    for k in kills:
-        proc = subprocess.Popen(_cmd(archive, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moments = sorted(rng.uniform(2.0, max(3.0, total / 4)) for _ in range(kills))  # after start-up, spread out
+    for k in moments:
+        proc = subprocess.Popen(smoke_cmd(archive, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=ONE_THREAD)
         try:
             proc.wait(timeout=k)       # finished before its kill time: nothing left to interrupt
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-    r = subprocess.run(_cmd(archive, out), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(smoke_cmd(archive, out), capture_output=True, text=True, timeout=600, env=ONE_THREAD)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (out / "results.txt").read_text() == (ref / "results.txt").read_text()
-    assert len(read_index(out / "index.csv")) == len(read_index(ref / "index.csv"))   # no duplicated rows
+    same_as_ref(out, ref)

@@ -6,6 +6,7 @@ SIGKILLed at seeded moments beside another, and compare with one uninterrupted w
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -19,10 +20,12 @@ import pytest
 from optuna.trial import TrialState
 
 from mimicnet import cli
-from mimicnet.core.index import read_index
 from mimicnet.core.errors import ConfigError
+from mimicnet.data.splits import load_train_data
+from mimicnet.studies.main import PRESETS, Study
 from mimicnet.studies.work import open_work_study, progress_by_stage, unit_states, worker_slots
 
+from conftest import ONE_THREAD, same_as_ref, smoke_cmd
 from synth import write_archive
 from test_search import finish, pg_url  # noqa: F401  (pg_url: MIMICNET_TEST_POSTGRES or a throwaway server)
 
@@ -142,51 +145,13 @@ def test_worker_slots_split_threads_and_pin_gpus():
 
 # ------------------------------------------------------------------------------ the smoke preset, many workers
 
-def _cmd(archive, out, *extra):
-    return [sys.executable, "-m", "mimicnet.cli", "reproduce", "--preset", "smoke", "--data", str(archive),
-            "--out", str(out), "--device", "cpu", *extra]
-
-
-# One thread in every run: a worker's results depend on its thread count (the order of float reductions;
-# measured: two teachers trained with 1 and with 2 threads end a few points apart on 400 images), so a
-# multi-worker run is compared with one worker at the same count.
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _runs(out: Path) -> list[tuple]:
-    """The index as a set of runs: what each is and where, with its outcome (no timings, no run ids: a
-    student's config names its transfer set's path and an ensemble's id its members' paths, so another folder
-    gives them other ids)."""
-    rows = read_index(out / "index.csv")  # paths come back absolute: compared relative to the results folder
-    return sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out), r["status"], r["val_acc"],
-                   r["test_acc"]) for r in rows)
-
-
-@pytest.fixture(scope="module")
-def smoke_ref(tmp_path_factory):
-    """One uninterrupted worker of the smoke preset: the table and runs every multi-worker run must leave."""
-    tmp = tmp_path_factory.mktemp("ref")
-    archive = write_archive(tmp / "a.tar.gz", n_train=500, n_test=100)
-    r = subprocess.run(_cmd(archive, tmp / "ref"), capture_output=True, text=True, timeout=900, env=ONE_THREAD)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return archive, tmp / "ref"
-
-
-def _same_as_ref(out: Path, ref: Path) -> None:
-    assert (out / "results.txt").read_text() == (ref / "results.txt").read_text()
-    runs = _runs(out)
-    assert len(runs) == len(set((r[3] for r in runs))) == len(_runs(ref))   # one row per run, none missing
-    assert runs == _runs(ref)
-    assert (out / "report" / "report.html").exists()
-
-
 def test_two_workers_through_the_journal_file(smoke_ref, tmp_path, capsys):
-    archive, ref = smoke_ref
+    archive, ref, _ = smoke_ref
     out = tmp_path / "two"
-    r = subprocess.run(_cmd(archive, out, "--workers", "2", "--storage", str(tmp_path / "journal.log")),
+    r = subprocess.run(smoke_cmd(archive, out, "--workers", "2", "--storage", str(tmp_path / "journal.log")),
                        capture_output=True, text=True, timeout=900, env=ONE_THREAD)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    _same_as_ref(out, ref)
+    same_as_ref(out, ref)
     study = open_work_study(str(tmp_path / "journal.log"), _work_name(out))
     done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop")]
     assert len({t.user_attrs["worker"] for t in done}) == 2          # both workers took units
@@ -195,6 +160,23 @@ def test_two_workers_through_the_journal_file(smoke_ref, tmp_path, capsys):
     shown = capsys.readouterr().out
     assert f"{len(study.user_attrs['units'])}/{len(study.user_attrs['units'])} units done; finished" in shown
     assert all(f"  {stage} " in shown for stage in ("teachers", "ensemble", "transfer", "students", "seeds"))
+
+
+def test_workers_that_open_a_new_folder_together_share_one_work_study(tmp_path):
+    """Two workers started at one moment both open the folder before either has written its record (the record
+    is written once the data is checked): the second to write takes the first's work study, never its own."""
+    archive = write_archive(tmp_path / "a.tar.gz", n_train=200, n_test=50)
+    p = dataclasses.replace(PRESETS["smoke"], data=str(archive))
+    a, b = Study(p, tmp_path / "out", "a"), Study(p, tmp_path / "out", "b")
+    assert a.work_name != b.work_name and not (tmp_path / "out" / "reproduce.json").exists()
+    data = load_train_data(p.data, p.max_train)
+    a.save_checked(data)
+    b.save_checked(data)
+    assert a.work_name == b.work_name == _work_name(tmp_path / "out")
+    other = write_archive(tmp_path / "b.tar.gz", n_train=200, n_test=50, seed=1)
+    c = Study(dataclasses.replace(p, data=str(other)), tmp_path / "out", "c")
+    with pytest.raises(ConfigError, match="the data changed"):
+        c.save_checked(load_train_data(str(other), p.max_train))
 
 
 def _work_name(out: Path) -> str:
@@ -206,15 +188,15 @@ def test_two_workers_through_postgres_never_record_its_password(smoke_ref, pg_ur
     """Two `reproduce` processes with one PostgreSQL URL (two machines sharing a folder): the runs of one
     worker; the URL's password (one is added: a trust server ignores it) is in no record."""
     from sqlalchemy.engine import make_url
-    archive, ref = smoke_ref
+    archive, ref, _ = smoke_ref
     url = make_url(pg_url)
     secret = url.password or "s3cret-pw"
     url = url.set(password=secret).render_as_string(hide_password=False)
     out = tmp_path / "pg"
-    a, b = (subprocess.Popen(_cmd(archive, out, "--storage", url), stdout=subprocess.PIPE,
+    a, b = (subprocess.Popen(smoke_cmd(archive, out, "--storage", url), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env=ONE_THREAD) for _ in range(2))
     logs = finish(a, timeout=900) + finish(b, timeout=900)
-    _same_as_ref(out, ref)
+    same_as_ref(out, ref)
     rec = (out / "reproduce.json").read_text()
     assert secret not in rec and "***" in json.loads(rec)["storage"] and secret not in logs
     study = open_work_study(url, _work_name(out))
@@ -237,13 +219,13 @@ def test_a_worker_killed_at_five_seeded_moments(smoke_ref, tmp_path):
 
 
 def _killed_beside_another(smoke_ref, tmp_path, kills: int) -> None:
-    archive, ref = smoke_ref
+    archive, ref, _ = smoke_ref
     out = tmp_path / "killed"
-    a = subprocess.Popen(_cmd(archive, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    a = subprocess.Popen(smoke_cmd(archive, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=ONE_THREAD)
     rng = random.Random(25)
     for k in range(kills):
-        b = subprocess.Popen(_cmd(archive, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        b = subprocess.Popen(smoke_cmd(archive, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=ONE_THREAD)
         try:
             b.wait(timeout=rng.uniform(5.0, 25.0))
@@ -251,9 +233,9 @@ def _killed_beside_another(smoke_ref, tmp_path, kills: int) -> None:
             b.send_signal(signal.SIGKILL)
             b.wait()
     finish(a, timeout=900)
-    r = subprocess.run(_cmd(archive, out), capture_output=True, text=True, timeout=900, env=ONE_THREAD)
+    r = subprocess.run(smoke_cmd(archive, out), capture_output=True, text=True, timeout=900, env=ONE_THREAD)
     assert r.returncode == 0, r.stderr[-2000:]
-    _same_as_ref(out, ref)
+    same_as_ref(out, ref)
     study = open_work_study(f"sqlite:///{out / 'work.db'}", _work_name(out))
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
 

@@ -37,7 +37,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from scipy import stats
+from .lazy import lazy_module
+
+stats = lazy_module("scipy.stats")  # loaded at the first test, not at every command's start
 
 ALPHA = 0.05
 POWER = 0.80

@@ -23,6 +23,7 @@ counts as capped). A cell with no finished trial is missing ("—"), never 0 and
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections import Counter, defaultdict
@@ -224,8 +225,11 @@ class Cell:
 
     @property
     def top(self) -> list[Run]:
-        """The TOP_K finished runs with the best validation accuracy (stable: index order breaks ties)."""
-        ranked = sorted((r for r in self.finished if r.val is not None), key=lambda r: -r.val)
+        """The TOP_K finished runs with the best validation accuracy. Ties go to the lower trial number (search's
+        own choice, search.run.best_trial; index order is the order runs finished, which differs between
+        workers), then index order."""
+        ranked = sorted((r for r in self.finished if r.val is not None),
+                        key=lambda r: (-r.val, math.inf if r.trial is None else r.trial))
         return ranked[:TOP_K]
 
     @property

@@ -15,6 +15,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ..core.artifacts import atomic_write, write_text
 from ..core.errors import UserError
+from ..core.lazy import lazy_module
+
+mpl_figure = lazy_module("matplotlib.figure")  # loaded when a report draws (core/lazy.py)
 
 MISSING = "—"
 
@@ -65,6 +68,13 @@ _LATEX_MAP = {"²": "$^2$", "³": "$^3$", "⁴": "$^4$", "⁶": "$^6$", "⁸": "
 
 def tex(s) -> str:
     return "".join(_LATEX_MAP.get(ch, ch) for ch in str(s))
+
+
+def subplots(nrows: int, ncols: int, figsize: tuple, **kw):
+    """(figure, axes) as pyplot.subplots gives them, on a plain Figure: nothing global to close, no GUI
+    backend chosen, and matplotlib's figure module loaded only when a report draws."""
+    fig = mpl_figure.Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _save_figure(fig, stem: Path) -> bytes:

@@ -7,15 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
-
 from ..core import artifacts
 from ..core.units import budget_name
 from ..models.latency import BATCHES
-from .common import MISSING, _data_uri, _save_figure, _write_csv, render
-
-matplotlib.use("Agg")
+from .common import MISSING, _data_uri, _save_figure, _write_csv, render, subplots
 
 FRONT_COLUMNS = ["family", "budget", "params", "macs", "latency_ms", "val_mean", "val_sd", "test_mean", "n",
                  "front_latency", "front_params", "exported"]
@@ -115,7 +110,7 @@ def _run_views(result: dict) -> list[dict]:
 def front_figure(front: list[dict], setting: dict):
     """Validation accuracy against latency (left) and parameters (right), one point per family and budget, each
     front joined by a line, the exported student circled."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for ax, cost, mark, label in ((axes[0], "latency_ms", "front_latency",
                                    f"latency, ms (batch {setting.get('batch')}, {setting.get('device')}, "
                                    f"{setting.get('threads')} thread(s))"),
@@ -158,7 +153,6 @@ def build_compress_report(out, result: dict | None = None) -> Path:
         _write_csv(out / "front.csv", front, FRONT_COLUMNS)
         fig = front_figure(front, result.get("ceilings") or {})
         front_png = _data_uri(_save_figure(fig, out / "front"))
-        plt.close(fig)
     lat_cols, rows = table_rows(result)
     s = result["student"]
     page = render("compress.html.j2", front=_front_view(front), front_png=front_png,

@@ -5,14 +5,15 @@ import statistics
 import textwrap
 from collections import defaultdict
 
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
 from ..core.index import RunKind
+from ..core.lazy import lazy_module
 from ..studies import published as P
 from .cells import CUT, Cell, Run, _family_key, _mean, _std, runs_by_name
 from .claims import compression_gaps, convolutional_gaps
 from .tables import T2, family_label
+
+mpl_figure = lazy_module("matplotlib.figure")  # loaded when a report draws (core/lazy.py)
+ticker = lazy_module("matplotlib.ticker")
 
 FAMILY_COLORS = {"conv0": "#7f7f7f", "conv1": "#1f77b4", "conv2": "#2ca02c", "conv3": "#ff7f0e",
                  "conv4": "#d62728"}
@@ -31,7 +32,7 @@ def _family_color(f: str, extra: dict) -> str:
 
 
 def _param_formatter():
-    return FuncFormatter(lambda x, _pos: P.budget_label(x))
+    return ticker.FuncFormatter(lambda x, _pos: P.budget_label(x))
 
 
 def _gap_arrow(ax, x, y_lo, y_hi, text, color="k", side="right", above=False):
@@ -161,9 +162,9 @@ def _figure1_axes(ax, axp, ys: list[float]) -> None:
     for a in (ax, axp):
         a.set_xscale("log")
         # labels at 1, 3 × 10^k only (the paper's budgets are half-decades); unlabelled minor ticks between
-        a.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.16)))
+        a.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 3.16)))
         a.xaxis.set_major_formatter(_param_formatter())
-        a.xaxis.set_minor_formatter(NullFormatter())
+        a.xaxis.set_minor_formatter(ticker.NullFormatter())
         a.tick_params(labelsize=7)
         a.set_xlabel("parameters (log scale)", fontsize=8)
         a.set_ylabel("test accuracy (%)", fontsize=8)
@@ -183,7 +184,7 @@ def _figure1_axes(ax, axp, ys: list[float]) -> None:
 
 def figure1(t: T2, baselines: list[Cell], teacher_ref: tuple[str, float | None]):
     """Accuracy vs parameters: this run (left), the paper's Table 2 drawn the same way (right)."""
-    fig = Figure(figsize=(9, 4), layout="constrained")
+    fig = mpl_figure.Figure(figsize=(9, 4), layout="constrained")
     ax, axp = fig.subplots(1, 2)
     extra: dict = {}   # colours of families beyond conv0-4, shared so both panels agree
     ys = _figure1_this_run(ax, t, baselines, teacher_ref, extra)
@@ -220,7 +221,7 @@ def teacher_student_points(runs: list[Run], t: T2) -> dict[tuple[str, int | None
 
 
 def teacher_student_figure(points):
-    fig = Figure(figsize=(9, 4), layout="constrained")
+    fig = mpl_figure.Figure(figsize=(9, 4), layout="constrained")
     ax, axp = fig.subplots(1, 2)
     extra: dict = {}
     xs, ys = [], []

@@ -2,15 +2,10 @@
 and Ba & Caruana's teacher → student curve. Added to the fixed-study report by report/study.py."""
 from __future__ import annotations
 
-import matplotlib
-import matplotlib.pyplot as plt
-
 from ..core.units import budget_name
 from ..studies import modern as M
 from ..studies.fixed import Row
-from .common import StudyExtra
-
-matplotlib.use("Agg")
+from .common import StudyExtra, subplots
 
 _COLORS = {M.HARD: "#d62728", (M.S2, "fixed"): "#1f77b4", (M.MODERN, "fixed"): "#2ca02c",
            (M.S2, M.ONLINE): "#17becf", (M.MODERN, M.ONLINE): "#98df8a"}
@@ -66,7 +61,7 @@ def figure(rows: list[Row]):
     over seeds), the teachers as dashed lines. Right: the curve cell's accuracy against its teacher's."""
     by = {r.name: r for r in rows}
     t = M.teacher_rows(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, axes = subplots(1, 3, figsize=(16, 4.8))
     for ax, b in zip(axes[:2], M.BUDGETS):
         for s in M.SOURCES:
             xs, ys, es = [], [], []

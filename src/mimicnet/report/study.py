@@ -7,16 +7,11 @@ import json
 import statistics
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
-
 from ..core import artifacts, noise
 from ..studies.catalog import preset_from_record
 from ..studies.fixed import Row, StudyPreset, build_tables, study_claims
 from . import modern
-from .common import _save_figure, _write_csv, load_reproduce, render, tex
-
-matplotlib.use("Agg")
+from .common import _save_figure, _write_csv, load_reproduce, render, subplots, tex
 
 # A study's own table and figure beside the generic ones, where it has them (report/modern.py's EXTRA).
 EXTRAS = {"modern": modern.EXTRA}
@@ -76,8 +71,8 @@ def study_record_pivot(results_dir: Path, repro: dict) -> str:
 
 def study_figure(p: StudyPreset, rows: list[Row]):
     rows = [r for r in rows if r.section != "teacher" or r.tests]
-    fig, (ax, axp) = plt.subplots(1, 2, figsize=(13, 0.42 * len(rows) + 1.6), sharey=True,
-                                  gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, axp) = subplots(1, 2, figsize=(13, 0.42 * len(rows) + 1.6), sharey=True,
+                              gridspec_kw={"width_ratios": [3, 2]})
     ys = list(range(len(rows)))[::-1]
     colors = {"teacher": "#555", "ensemble": "#9467bd", "arm": "#1f77b4"}
     for y, r in zip(ys, rows):

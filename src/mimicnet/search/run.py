@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from ..core import artifacts
 from ..core.errors import Diverged
@@ -347,11 +347,24 @@ def trial_run_dir(trial, out_dir) -> Path | None:
     return moved if not p.exists() and moved.exists() else p
 
 
+def first_number(trial) -> int:
+    """The number of the trial a retry runs again (its run folder's, trials/N), however often it was retried;
+    a trial's own number otherwise. Index rows, seed folders and ties name a trial by it, so a worker killed
+    mid-trial leaves the names (and the choice among equal trials) of an uninterrupted run."""
+    if "retry_of" in trial.user_attrs:
+        return int(trial.user_attrs["retry_of"])
+    if not isinstance(trial, FrozenTrial):  # a running trial keeps its system attrs in the storage only
+        trial = trial.storage.get_trial(trial._trial_id)
+    history = trial.system_attrs.get("retry_history")
+    return int(history[0]) if history else trial.number
+
+
 def best_trial(study):
-    """The study's best trial by validation accuracy among those that trained (complete, feasible), or None."""
+    """The study's best trial by validation accuracy among those that trained (complete, feasible), or None.
+    Ties go to the trial started first (first_number: a retry keeps its original's place)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if _is_feasible(t) and "infeasible" not in t.user_attrs and t.value is not None]
-    return max(done, key=lambda t: (t.value, -t.number)) if done else None
+    return max(done, key=lambda t: (t.value, -first_number(t))) if done else None
 
 
 class _Objective:
@@ -436,7 +449,7 @@ class _Objective:
     def train(self, trial, cfg: TrainConfig, params: dict, run_dir: Path) -> dict:
         """train_fn's results; a divergence is recorded as the trial's fail_reason, a pruned trial as its index
         row, Ctrl-C queues a retry."""
-        info = RunInfo(study=self.study_name, trial=trial.number)
+        info = RunInfo(study=self.study_name, trial=first_number(trial))
         curve: dict[int, float] = {}
         kw = {"on_epoch": self.reporter(trial, curve)} if self.pruning else {}
         try:
@@ -455,7 +468,8 @@ class _Objective:
             self.log(f"trial {trial.number}: failed, {e}")
             raise
         except KeyboardInterrupt:
-            self.study.enqueue_trial(params, user_attrs=trial.user_attrs)  # the next run resumes its run folder
+            # the next run resumes its run folder
+            self.study.enqueue_trial(params, user_attrs={**trial.user_attrs, "retry_of": first_number(trial)})
             raise
 
     def reporter(self, trial, curve: dict) -> Callable[[int, float], None]:

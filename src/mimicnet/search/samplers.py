@@ -31,8 +31,21 @@ def _quiet():
         yield
 
 
+def is_retry(t) -> bool:
+    """A trial queued to run a lost trial again (its parameters and run folder): a heartbeat retry carries
+    Optuna's "failed_trial", a Ctrl-C retry our "retry_of". Both are set when the trial is created."""
+    return "failed_trial" in t.system_attrs or "retry_of" in t.user_attrs
+
+
+def draw_number(study, trial) -> int:
+    """The trial's number among fresh (non-retry) trials: what seeds its draws. A retry takes a trial number
+    of its own, so seeding by the number would give every later trial of a study in which a worker was
+    killed other parameters than the same study run uninterrupted; the fresh trials' order is the same."""
+    return trial.number - sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and is_retry(t))
+
+
 class TrialSeededRandomSampler(RandomSampler):
-    """Uniform draws seeded by (seed, trial number, parameter): reproducible whichever worker runs
+    """Uniform draws seeded by (seed, fresh trial number, parameter): reproducible whichever worker runs
     the trial, and two workers started with one seed never draw the same point."""
 
     def __init__(self, seed: int = 0):
@@ -40,12 +53,12 @@ class TrialSeededRandomSampler(RandomSampler):
         self._base_seed = int(seed)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        s = zlib.crc32(f"{self._base_seed}/{trial.number}/{param_name}".encode())
+        s = zlib.crc32(f"{self._base_seed}/{draw_number(study, trial)}/{param_name}".encode())
         return RandomSampler(seed=s).sample_independent(study, trial, param_name, param_distribution)
 
 
 class TrialNumberedQMC(optuna.samplers.QMCSampler):
-    """Sobol point number = the trial's number (set by QMCStartupSampler before each draw). QMCSampler's own
+    """Sobol point number = the trial's fresh number (set by QMCStartupSampler before each draw). QMCSampler's own
     point counter is read and written without a transaction, so two workers starting together on one study
     drew the same point; trial numbers are handed out atomically by the storage."""
 
@@ -87,14 +100,14 @@ class QMCStartupSampler(BaseSampler):
             return {}  # a queued retry: its parameters are given, spend no QMC point or GP fit on it
         if len(study.get_trials(deepcopy=False, states=self._learns_from)) < self._n_startup:
             self.phase[trial.number] = "qmc"
-            self._qmc.point = trial.number
+            self._qmc.point = draw_number(study, trial)
             return self._qmc.sample_relative(study, trial, search_space)
         self.phase[trial.number] = self.name
         # the model's random draws seeded by (seed, trial number), like TrialSeededRandomSampler's: two workers
         # with one seed and the same history would otherwise propose the same point at the same moment
         rng = getattr(self._model, "_rng", None)
         if rng is not None and hasattr(rng, "rng"):
-            rng.rng.seed(zlib.crc32(f"{self._seed}/{trial.number}".encode()))
+            rng.rng.seed(zlib.crc32(f"{self._seed}/{draw_number(study, trial)}".encode()))
         return self._model.sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):

@@ -8,12 +8,14 @@ import math
 from pathlib import Path
 
 import optuna
-from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
 from ..core import artifacts
+from ..core.lazy import lazy_module
 from .run import _fmt_params, _is_feasible, _is_finished, _retried_numbers
 from .samplers import _quiet
+
+mpl_figure = lazy_module("matplotlib.figure")  # loaded when a search draws (core/lazy.py)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -89,7 +91,7 @@ def plot_history(study, path) -> Path:
     """Validation accuracy of every trial and the best so far, against trial number (matplotlib, no
     plotly). Infeasible trials are open grey circles at their imputed value, failed ones x's at the bottom."""
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    fig = Figure(figsize=(7, 4.2))
+    fig = mpl_figure.Figure(figsize=(7, 4.2))
     ax = fig.subplots()
     ok = [t for t in trials if t.state == TrialState.COMPLETE and _is_feasible(t)]
     inf = [t for t in trials if t.state == TrialState.COMPLETE and not _is_feasible(t)]

@@ -8,7 +8,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from ..core import artifacts
-from ..search.run import best_trial, progress, trial_run_dir
+from ..search.run import best_trial, first_number, progress, trial_run_dir
 from .compress_config import CompressConfig, pick_within
 
 
@@ -44,12 +44,12 @@ def family_summary(cfg: CompressConfig, out: Path, cell: tuple) -> dict:
     best = best_trial(study)
     if best is None:
         return row
-    row["best_trial"] = best.number
+    row["best_trial"] = first_number(best)
     trial_dir = trial_run_dir(best, out / "studies" / space.name)
-    trial = _run_row(trial_dir, f"trial {best.number}") if trial_dir is not None else None
+    trial = _run_row(trial_dir, f"trial {first_number(best)}") if trial_dir is not None else None
     seeds = []
     for k in range(1, cfg.seeds + 1):
-        run_dir = out / "seeds" / space.name / f"t{best.number}-s{cfg.seed + k}"
+        run_dir = out / "seeds" / space.name / f"t{first_number(best)}-s{cfg.seed + k}"
         r = _run_row(run_dir, f"seed {cfg.seed + k}")
         if r is None:
             row["n_failed"] += 1

@@ -282,10 +282,7 @@ def _run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
     else:
         data = load_train_data(p.data, p.max_train)
     st.check_data(data)
-    st.record["data"] = {"path": p.data, "sha256": data.sha256, "n_train": len(data.train.y),
-                         "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
-    st.record["study"] = "fixed"
-    st.save()
+    st.save_checked(data, study="fixed")
 
     def teachers():
         dirs = {}

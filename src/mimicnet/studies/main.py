@@ -44,7 +44,7 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..distill.transfer import TransferConfig, generate_shard, merge_shards, shard_ranges
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
-from ..search.run import best_trial, check_rungs_after_warmup, run_search, trial_run_dir
+from ..search.run import best_trial, check_rungs_after_warmup, first_number, run_search, trial_run_dir
 from ..models.families import baseline_families, student_families
 from ..search.storage import _safe_url as safe_url
 from ..search.spaces import SearchError, apply, get_space, make_space
@@ -181,8 +181,9 @@ class Study:
         self.p, self.out, self.index = preset, out, out / "index.csv"
         self.record_path = out / "reproduce.json"
         self.storage = storage
+        self._open_args = (preset, out, command, not_identity, identity, older_identities)
         with held(self.record_path.with_name(self.record_path.name + ".lock")):  # workers write it too
-            self._open(preset, out, command, not_identity, identity, older_identities)
+            self._open(*self._open_args)
 
     def _open(self, preset, out: Path, command: str, not_identity: tuple, identity, older_identities: tuple):
         old = artifacts.read_json(self.record_path) if self.record_path.exists() else {}
@@ -236,6 +237,19 @@ class Study:
 
     def save(self):
         artifacts.write_json(self.record_path, self.record)
+
+    def save_checked(self, data: TrainData, **extra) -> None:
+        """The record's first write, once the data is checked, under the record's lock. Workers started together
+        all open the folder before any has written it: each re-reads it here, so the first to write gives
+        the others its work_id (one work study, not one each) and the rest check their config and data
+        against it again."""
+        with held(self.record_path.with_name(self.record_path.name + ".lock")):
+            self._open(*self._open_args)
+            self.check_data(data)
+            self.record["data"] = {"path": self.p.data, "sha256": data.sha256, "n_train": len(data.train.y),
+                                   "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
+            self.record.update(extra)
+            self.save()
 
     def stage(self, name: str, fn):
         t0 = time.perf_counter()
@@ -350,14 +364,15 @@ def rerun_best(space, base: TrainConfig, study, *, seeds: int, seed: int, root: 
     if best is None or seeds < 1:
         return
     cfg = apply(space, best.params, base, data.with_labels(base.data.labels).num_classes)
-    info = RunInfo(kind=RunKind(space.kind), study=space.name, repeat_of=best.number)
+    number = first_number(best)  # a retried best trial keeps its original's name
+    info = RunInfo(kind=RunKind(space.kind), study=space.name, repeat_of=number)
     for k in range(1, seeds + 1):
         run_seed = seed + k
-        run_dir = root / "seeds" / space.name / f"t{best.number}-s{run_seed}"
+        run_dir = root / "seeds" / space.name / f"t{number}-s{run_seed}"
         if (run_dir / DIVERGED).exists():
             continue  # a result already: this seed diverged (the same command again trains nothing)
         if not (run_dir / "results.json").exists():
-            log(f"-- {space.name}: trial {best.number} (val {best.value:.4f}) again with seed {run_seed}")
+            log(f"-- {space.name}: trial {number} (val {best.value:.4f}) again with seed {run_seed}")
         try:
             train_run(cfg.replace(seed=run_seed), run_dir, data, info=info, index=index,
                       teachers=teachers or Teachers(), log=log)
@@ -381,11 +396,7 @@ def reproduce(preset: Preset, out: Path, command: str = "", storage: str | None 
     resolve_device(preset.device)
     data = load_train_data(preset.data, preset.max_train)  # once: every unit and trial below shares it
     st.check_data(data)
-    with held(st.record_path.with_name(st.record_path.name + ".lock")):
-        st.record["data"] = {"path": preset.data, "sha256": data.sha256, "n_train": len(data.train.y),
-                             "n_val": len(data.val.y), "n_test": 0 if data.test is None else len(data.test.y)}
-        st.record["planned_trials"] = planned_trials(preset)
-        st.save()
+    st.save_checked(data, planned_trials=planned_trials(preset))
     units = plan_units(st, data, finish)
     study = open_work_study(storage or f"sqlite:///{out.resolve() / 'work.db'}", st.work_name)
     Worker(units, study, poll=poll, on_unit=lambda u, secs: st.add_time(u.stage, secs)).run()

@@ -21,7 +21,7 @@ from ..core.index import IndexRow, RunKind, read_index, write_index
 from ..distill.ensemble import ensemble_row
 from ..distill.student import teacher_record
 from ..search.storage import default_storage, load_study
-from ..search.run import trial_run_dir
+from ..search.run import first_number, trial_run_dir
 from ..train.config import TrainConfig
 from ..train.run import RunInfo, failed_row, index_row
 
@@ -103,7 +103,7 @@ def _search_rows(root: Path, skipped: list[str]) -> list[tuple[float, IndexRow]]
                 cfg, d = _config(run_dir)
             except (CheckpointError, ConfigError, KeyError, TypeError, ValueError):
                 continue
-            info = dataclasses.replace(_info(d), study=study.study_name, trial=t.number)
+            info = dataclasses.replace(_info(d), study=study.study_name, trial=first_number(t))
             kw = {}
             if t.state == TrialState.PRUNED and t.intermediate_values:
                 epochs = max(t.intermediate_values)

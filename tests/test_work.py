@@ -23,7 +23,8 @@ from mimicnet import cli
 from mimicnet.core.errors import ConfigError
 from mimicnet.data.splits import load_train_data
 from mimicnet.studies.main import PRESETS, Study
-from mimicnet.studies.work import open_work_study, progress_by_stage, unit_states, worker_slots
+from mimicnet.search import run as search_run
+from mimicnet.studies.work import Unit, Worker, open_work_study, progress_by_stage, unit_states, worker_slots
 
 from conftest import ONE_THREAD, same_as_ref, smoke_cmd
 from synth import write_archive
@@ -126,6 +127,27 @@ def test_a_killed_workers_unit_is_run_again_by_the_other(tmp_path):
     assert all(v == [str(b.pid)] for v in runs.values()), runs
     states = unit_states(study.get_trials())
     assert all(s == "done" for s, _ in states.values()) and len(states) == len(NAMES)
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.parametrize("backend", ["journal", "sqlite"])
+def test_a_claim_killed_before_it_named_its_worker_is_recovered(tmp_path, monkeypatch, backend):
+    """A kill between Optuna's claim (WAITING -> RUNNING) and the worker's first write leaves a RUNNING unit
+    that names no worker; the work study has no heartbeats, so before this it stayed RUNNING and every later
+    worker waited for it for ever (seen: the resumed smoke run of test_reproduce hung). Once it is
+    UNCLAIMED_GRACE seconds old it is failed and retried, and the next worker runs it."""
+    storage = str(tmp_path / "work.log") if backend == "journal" else f"sqlite:///{tmp_path / 'work.db'}"
+    study = open_work_study(storage)
+    study.enqueue_trial({}, user_attrs={"unit": "u", "stage": "s"})
+    study.ask()  # claimed by a process that dies before it names itself
+    monkeypatch.setattr(search_run, "UNCLAIMED_GRACE", 3600)
+    search_run.recover_lost(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]        # a fresh claim: left alone
+    monkeypatch.setattr(search_run, "UNCLAIMED_GRACE", -1)
+    done = []
+    Worker([Unit("u", "s", lambda: done.append(1))], study, poll=0.05).run()
+    assert done == [1]
+    assert unit_states(study.get_trials())["u"][0] == "done"
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
 
 

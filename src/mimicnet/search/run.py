@@ -58,6 +58,7 @@ import math
 import os
 import socket
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -299,6 +300,11 @@ def recover_lost(study) -> None:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + queued retry
 
 
+# Seconds a RUNNING trial may go without naming its worker before it is taken as lost (_lost): a live worker
+# names itself milliseconds after its claim; the margin covers clocks of machines that share one storage.
+UNCLAIMED_GRACE = 30
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -309,18 +315,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _lost(t, host: str, me: int, now: datetime) -> bool:
+    """Is this RUNNING trial lost: its worker (host:pid) a process of this machine that no longer exists, or
+    no worker named at all UNCLAIMED_GRACE seconds after it started? A live worker names itself in the first
+    milliseconds of a claim (before anything else), so only a kill between Optuna's claim and that write
+    leaves a trial that nobody would otherwise ever recover in a storage without heartbeats."""
+    worker = t.user_attrs.get("worker")
+    if worker is None:
+        return t.datetime_start is not None and (now - t.datetime_start).total_seconds() > UNCLAIMED_GRACE
+    h, _, pid = str(worker).rpartition(":")
+    return h == host and pid.isdigit() and int(pid) != me and not _alive(int(pid))
+
+
 def _fail_dead_local_trials(study) -> None:
-    """A RUNNING trial whose worker (host:pid) is a process of this machine that no longer exists is failed
-    and retried now, as the heartbeat check would after its grace period (a killed local `reproduce` must
-    not make every rerun wait a minute)."""
-    host, me = socket.gethostname(), os.getpid()
+    """A lost RUNNING trial (_lost) is failed and retried now, as the heartbeat check would after its grace
+    period (a killed local `reproduce` must not make every rerun wait a minute; a storage without heartbeats
+    would wait for ever)."""
+    host, me, now = socket.gethostname(), os.getpid(), datetime.now()
     storage = study._storage
     # a storage without heartbeats (Optuna's journal file) has no callback of its own: the same retry
     callback = storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") \
         else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        h, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if h != host or not pid.isdigit() or int(pid) == me or _alive(int(pid)):
+        if not _lost(t, host, me, now):
             continue
         try:
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):

@@ -25,6 +25,7 @@ study in OUT, so a killed run continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -39,7 +40,7 @@ from mimicnet.core import noise
 from mimicnet.core.units import parse_budget
 from mimicnet.data.splits import load_train_data
 from mimicnet.distill.student import Teachers
-from mimicnet.search.run import best_trial, run_search
+from mimicnet.search.run import Strategy, best_trial, run_search
 from mimicnet.search.spaces import make_space
 from mimicnet.studies.main import PRESETS, train_cfg
 
@@ -82,10 +83,11 @@ def search(cell: str, arm: str, seed: int, args, data, teachers) -> dict:
     budget_epochs = args.full_trials * base.optim.max_epochs
     t0 = time.perf_counter()
     trials = args.full_trials if pruner == "none" else 1
+    # the preset's start-up and rungs; the arm's sampler and pruner, this run's seed
+    strategy = dataclasses.replace(Strategy.of(p), sampler=sampler, seed=seed, pruner=pruner)
     while True:
-        study = run_search(space, base, out, trials, sampler=sampler, n_startup=p.n_startup, seed=seed,
-                           log=lambda s: None, data=data, teachers=teachers, pruner=pruner,
-                           pruner_min_epochs=p.pruner_min_epochs, pruner_eta=p.pruner_eta)
+        study = run_search(space, base, out, trials=trials, strategy=strategy, data=data, teachers=teachers,
+                           log=lambda s: None)
         c = curve(study)
         if pruner == "none" or (c and c[-1][0] >= budget_epochs):
             break

@@ -343,7 +343,8 @@ def test_a_search_on_cifar100_solves_its_budgets_for_100_outputs(c100, tmp_path)
     params = {p.name: (p.low + p.high) / 2 for p in space.params}
     assert search.budget_violation(space, params, 100) > search.budget_violation(space, params, 10)
     base = TrainConfig.of(data=str(c100), max_epochs=1, batch_size=32, schedule="onecycle", device="cpu")
-    st = search.run_search(space, base, tmp_path / "s", 1, sampler="random", log=lambda s: None)
+    st = search.run_search(space, base, tmp_path / "s", trials=1, strategy=search.Strategy(sampler="random"),
+                           log=lambda s: None)
     t = search.best_trial(st)
     assert t is not None and abs(t.user_attrs["params"] - 20_000) <= 0.05 * 20_000
     cfg = search.apply(space, t.params, base, 100)

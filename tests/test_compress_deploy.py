@@ -220,8 +220,9 @@ def test_a_ceiling_is_one_constraint_the_gp_sampler_models(tmp_path):
     study = search.create_or_load(space, TrainConfig.of(), search.default_storage(tmp_path), space.name, None, {})
     for c1 in (1.0, 0.0):
         study.enqueue_trial({"lr": 0.004, "momentum": 0.9, "input_scale": 1.0, "init_scale": 1.0, "C1": c1, "C2": 0.5})
-    st = search.run_search(space, TrainConfig.of(), tmp_path, 6, sampler="gp", n_startup=3, train_fn=fit,
-                           log=lambda s: None, ceiling=ceiling)
+    st = search.run_search(space, TrainConfig.of(), tmp_path, trials=6,
+                           strategy=search.Strategy(sampler="gp", n_startup=3), train_fn=fit, log=lambda s: None,
+                           ceiling=ceiling)
     trials = st.get_trials()
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     over = [t for t in trials if "over 20" in t.user_attrs.get("infeasible", "")]

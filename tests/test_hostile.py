@@ -179,8 +179,8 @@ def test_a_diverged_trial_is_one_line_not_a_traceback(tmp_path, capfd):
     handler = logging.StreamHandler(seen)
     logging.getLogger("optuna").addHandler(handler)
     try:
-        st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 6, sampler="random", seed=3,
-                               train_fn=fit, log=print)
+        st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=6,
+                               strategy=search.Strategy(sampler="random", seed=3), train_fn=fit, log=print)
     finally:
         logging.getLogger("optuna").removeHandler(handler)
     failed = [t for t in st.get_trials() if t.state.name == "FAIL"]
@@ -279,15 +279,15 @@ def test_an_interrupted_trial_resumes_with_the_data_path_spelled_otherwise(spell
         return {"val_acc": 0.5, "test_acc": 0.5, "params": 1}
     monkeypatch.chdir(archive.parent)
     with pytest.raises(KeyboardInterrupt):
-        search.run_search("student-conv2-100k", TrainConfig.of(data=str(archive)), tmp_path / "s", 1,
-                          sampler="random", train_fn=interrupted, log=print)
+        search.run_search("student-conv2-100k", TrainConfig.of(data=str(archive)), tmp_path / "s", trials=1,
+                          strategy=search.Strategy(sampler="random"), train_fn=interrupted, log=print)
     if spelling == "symlink":
         (tmp_path / "link.tar.gz").symlink_to(archive)
         other = str(tmp_path / "link.tar.gz")
     else:
         other = archive.name
-    st = search.run_search("student-conv2-100k", TrainConfig.of(data=other), tmp_path / "s", 1, sampler="random",
-                           train_fn=resumed, log=print)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(data=other), tmp_path / "s", trials=1,
+                           strategy=search.Strategy(sampler="random"), train_fn=resumed, log=print)
     assert calls == [(tmp_path / "s" / "trials" / "0").resolve()]  # the interrupted trial's own folder
     assert (calls[0] / "partial").read_text() == "epoch 3"
     assert sorted(p.name for p in (tmp_path / "s" / "trials").iterdir()) == ["0"]

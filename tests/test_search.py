@@ -209,8 +209,9 @@ def test_infeasible_constants_are_told_to_the_sampler_not_crashed(tmp_path):
     study = search.create_or_load(space, TrainConfig.of(), search.default_storage(tmp_path), space.name, None, {})
     for c2 in (1.0, 0.0):
         study.enqueue_trial({"lr": 0.004, "momentum": 0.9, "input_scale": 1.0, "init_scale": 1.0, "C1": 0.5, "C2": c2})
-    st = search.run_search(space, TrainConfig.of(), tmp_path, 6, sampler="gp", n_startup=3,
-                           train_fn=quadratic_fit(calls), log=silent)
+    st = search.run_search(space, TrainConfig.of(), tmp_path, trials=6,
+                           strategy=search.Strategy(sampler="gp", n_startup=3), train_fn=quadratic_fit(calls),
+                           log=silent)
     trials = st.get_trials()
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     infeasible = [t for t in trials if t.constraints["budget"] > 0]
@@ -232,8 +233,9 @@ def test_infeasible_constants_are_told_to_the_sampler_not_crashed(tmp_path):
 
 def test_diverged_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path):
     index = tmp_path / "index.csv"
-    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 6, sampler="random", seed=3,
-                           index=index, train_fn=quadratic_fit(diverge_lr=0.004), log=silent)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=6,
+                           strategy=search.Strategy(sampler="random", seed=3), index=index,
+                           train_fn=quadratic_fit(diverge_lr=0.004), log=silent)
     trials = st.get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed and len(trials) == 6  # a diverged trial counts towards N: it is a result
@@ -249,8 +251,8 @@ def test_diverged_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path):
 
 
 def test_samplers_qmc_startup_then_gp_tpe_and_seeded_random(tmp_path):
-    gp = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "gp", 6, sampler="gp", n_startup=3,
-                           train_fn=quadratic_fit(), log=silent)
+    gp = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "gp", trials=6,
+                           strategy=search.Strategy(sampler="gp", n_startup=3), train_fn=quadratic_fit(), log=silent)
     trials = sorted(gp.get_trials(), key=lambda t: t.number)
     # start-up trials come from the scrambled Sobol sequence (a counter in the study), the rest from the GP
     assert not any(k.startswith("gp:") for t in trials[:3] for k in t.system_attrs)
@@ -268,15 +270,15 @@ def test_samplers_qmc_startup_then_gp_tpe_and_seeded_random(tmp_path):
     ref.optimize(sample_only, n_trials=3)
     assert [t.params for t in ref.trials] == [t.params for t in trials[:3]]  # reproducible from the seed
 
-    tpe = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "tpe", 5, sampler="tpe", n_startup=2,
-                            train_fn=quadratic_fit(), log=silent)
+    tpe = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "tpe", trials=5,
+                            strategy=search.Strategy(sampler="tpe", n_startup=2), train_fn=quadratic_fit(), log=silent)
     assert len(tpe.get_trials(states=(TrialState.COMPLETE,))) == 5
 
     # random: each trial's draw depends only on (seed, trial number), whichever worker runs it
-    r1 = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "r1", 4, sampler="random", seed=7,
-                           train_fn=quadratic_fit(), log=silent)
-    r2 = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "r2", 4, sampler="random", seed=7,
-                           train_fn=quadratic_fit(), log=silent)
+    r1 = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "r1", trials=4,
+                           strategy=search.Strategy(sampler="random", seed=7), train_fn=quadratic_fit(), log=silent)
+    r2 = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "r2", trials=4,
+                           strategy=search.Strategy(sampler="random", seed=7), train_fn=quadratic_fit(), log=silent)
     assert [t.params for t in r1.trials] == [t.params for t in r2.trials]
     assert len({tuple(t.params.values()) for t in r1.trials}) == 4
     assert {t.user_attrs["sampled_by"] for t in r1.trials} == {"random"}
@@ -287,16 +289,20 @@ def test_samplers_qmc_startup_then_gp_tpe_and_seeded_random(tmp_path):
 def test_rerun_runs_nothing_more_extends_and_refuses_another_base(tmp_path):
     calls = []
     fit = quadratic_fit(calls)
-    search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 3, sampler="random", train_fn=fit, log=silent)
-    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 3, sampler="random", train_fn=fit, log=silent)
+    search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=3,
+                      strategy=search.Strategy(sampler="random"), train_fn=fit, log=silent)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=3,
+                           strategy=search.Strategy(sampler="random"), train_fn=fit, log=silent)
     assert len(st.trials) == 3 and len(calls) == 3  # finished: the same command again trains nothing
-    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 5, sampler="random", train_fn=fit, log=silent)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=5,
+                           strategy=search.Strategy(sampler="random"), train_fn=fit, log=silent)
     assert len(st.trials) == 5
     with pytest.raises(search.SearchError, match="max_epochs"):
-        search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=3), tmp_path, 6, train_fn=fit, log=silent)
+        search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=3), tmp_path, trials=6, train_fn=fit,
+                          log=silent)
     with pytest.raises(search.SearchError, match="searches"):
-        search.run_search("student-conv3-100k", TrainConfig.of(), tmp_path, 6, study_name="student-conv2-100k",
-                          train_fn=fit, log=silent)
+        search.run_search("student-conv3-100k", TrainConfig.of(), tmp_path, trials=6,
+                          sharing=search.Sharing(study_name="student-conv2-100k"), train_fn=fit, log=silent)
 
 
 def test_a_moved_search_folder_resumes_its_interrupted_trial_in_the_new_place(tmp_path):
@@ -306,12 +312,12 @@ def test_a_moved_search_folder_resumes_its_interrupted_trial_in_the_new_place(tm
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "a", 1, sampler="random",
-                          train_fn=interrupted, log=silent)
+        search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "a", trials=1,
+                          strategy=search.Strategy(sampler="random"), train_fn=interrupted, log=silent)
     shutil.move(tmp_path / "a", tmp_path / "b")
     calls = []
-    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "b", 1, sampler="random",
-                           train_fn=quadratic_fit(calls), log=silent)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path / "b", trials=1,
+                           strategy=search.Strategy(sampler="random"), train_fn=quadratic_fit(calls), log=silent)
     assert len(calls) == 1 and calls[0][1] == (tmp_path / "b" / "trials" / "0").resolve()
     assert (calls[0][1] / "partial").read_text() == "epoch 3"   # the retry continues the moved folder's work
     assert not (tmp_path / "a").exists()
@@ -327,7 +333,8 @@ def test_a_damaged_transfer_set_stops_a_search_before_any_trial(tmp_path):
     base = TrainConfig.of(data=str(write_archive(tmp_path / "a.tar.gz", n_train=120, n_test=20)), loss="l2-logits",
                           transfer=str(tset), device="cpu")
     with pytest.raises(TransferError):
-        search.run_search("student-conv1-20k", base, tmp_path / "s", 1, sampler="random", log=silent)
+        search.run_search("student-conv1-20k", base, tmp_path / "s", trials=1,
+                          strategy=search.Strategy(sampler="random"), log=silent)
     assert not (tmp_path / "s" / "study.db").exists()
 
 
@@ -336,11 +343,11 @@ def test_ctrl_c_queues_the_trial_again_and_the_rerun_resumes_its_folder(tmp_path
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 2, sampler="random", train_fn=interrupted,
-                          log=silent)
+        search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=2,
+                          strategy=search.Strategy(sampler="random"), train_fn=interrupted, log=silent)
     calls = []
-    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 2, sampler="random",
-                           train_fn=quadratic_fit(calls), log=silent)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=2,
+                           strategy=search.Strategy(sampler="random"), train_fn=quadratic_fit(calls), log=silent)
     t0, t1, t2 = sorted(st.trials, key=lambda t: t.number)
     assert t0.state == TrialState.FAIL and "fail_reason" not in t0.user_attrs  # lost, not a result
     assert t1.params == t0.params and t1.user_attrs["run_dir"] == t0.user_attrs["run_dir"]
@@ -352,11 +359,11 @@ def test_a_retry_whose_folder_holds_another_config_starts_afresh(tmp_path):
     old = tmp_path / "old-run"
     old.mkdir()
     artifacts.write_json(old / "config.json", {"run_id": "conv2-0123456789"})  # e.g. made by older code
-    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 1, sampler="random",
-                           train_fn=quadratic_fit(), log=silent)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=1,
+                           strategy=search.Strategy(sampler="random"), train_fn=quadratic_fit(), log=silent)
     st.enqueue_trial(st.trials[0].params, user_attrs={"run_dir": str(old)})
-    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 2, sampler="random",
-                           train_fn=quadratic_fit(), log=silent)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=2,
+                           strategy=search.Strategy(sampler="random"), train_fn=quadratic_fit(), log=silent)
     assert st.trials[1].state == TrialState.COMPLETE
     assert st.trials[1].user_attrs["run_dir"] == "trials/1"
 
@@ -376,9 +383,9 @@ def curve_fit(max_epochs=9, calls=None):
 @pytest.mark.parametrize("pruner", ["median", "sha", "hyperband"])
 def test_a_pruner_stops_poor_trials_records_them_and_counts_them(tmp_path, pruner):
     index, calls = tmp_path / "index.csv", []
-    st = search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=9), tmp_path, 12, sampler="tpe",
-                           n_startup=3, index=index, train_fn=curve_fit(calls=calls), log=silent, pruner=pruner,
-                           pruner_min_epochs=1, pruner_eta=3)
+    strategy = search.Strategy(sampler="tpe", n_startup=3, pruner=pruner, pruner_min_epochs=1, pruner_eta=3)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=9), tmp_path, trials=12, strategy=strategy,
+                           index=index, train_fn=curve_fit(calls=calls), log=silent)
     pruned = st.get_trials(states=(TrialState.PRUNED,))
     assert pruned and search.progress(st)["finished"] == 12
     assert len(calls) < 12 * 8  # epochs were saved
@@ -399,8 +406,8 @@ def test_a_pruned_trial_keeps_a_resumable_run_folder(tmp_path):
     config.json in that folder continues from there to the end of its schedule."""
     archive = write_archive(tmp_path / "a.tar.gz", n_train=200, n_test=40)
     base = TrainConfig.of(data=str(archive), max_epochs=3, batch_size=50, schedule="onecycle", device="cpu")
-    st = search.run_search("student-conv1-20k", base, tmp_path / "s", 1, sampler="random", log=silent,
-                           pruner="sha", pruner_min_epochs=1, pruner_eta=3)
+    sha = search.Strategy(sampler="random", pruner="sha", pruner_min_epochs=1, pruner_eta=3)
+    st = search.run_search("student-conv1-20k", base, tmp_path / "s", trials=1, strategy=sha, log=silent)
     st.enqueue_trial(st.trials[0].params)   # the same point again: a worse-or-equal first epoch...
     calls = []
 
@@ -408,9 +415,8 @@ def test_a_pruned_trial_keeps_a_resumable_run_folder(tmp_path):
         # ...reported lower than the first trial's first epoch, which successive halving then prunes
         calls.append(run_dir)
         return train_run(cfg, run_dir, info=info, index=index, on_epoch=lambda e, v: on_epoch(e, v - 0.5))
-    st = search.run_search("student-conv1-20k", base, tmp_path / "s", 2, sampler="random", log=silent,
-                           pruner="sha", pruner_min_epochs=1, pruner_eta=3, train_fn=stop_after_one,
-                           index=tmp_path / "s" / "index.csv")
+    st = search.run_search("student-conv1-20k", base, tmp_path / "s", trials=2, strategy=sha, log=silent,
+                           train_fn=stop_after_one, index=tmp_path / "s" / "index.csv")
     t = st.trials[1]
     assert t.state == TrialState.PRUNED and t.user_attrs["pruned_at_epoch"] == 1
     run_dir = search.trial_run_dir(t, tmp_path / "s")
@@ -438,8 +444,8 @@ def test_tiny_real_search_end_to_end_with_report(tmp_path, capsys):
     archive = write_archive(tmp_path / "a.tar.gz", n_train=300, n_test=60)
     base = TrainConfig.of(data=str(archive), max_epochs=1, batch_size=32, schedule="onecycle", device="cpu")
     index = tmp_path / "index.csv"
-    st = search.run_search("student-conv2-20k", base, tmp_path / "s", 4, sampler="gp", n_startup=2, index=index,
-                           log=silent)
+    st = search.run_search("student-conv2-20k", base, tmp_path / "s", trials=4,
+                           strategy=search.Strategy(sampler="gp", n_startup=2), index=index, log=silent)
     done = [t for t in st.trials if t.state == TrialState.COMPLETE and t.constraints["budget"] <= 0]
     assert done
     for t in done:
@@ -556,9 +562,11 @@ def fake_fit(cfg, run_dir, index=None, info=None, on_epoch=None):
         on_epoch(e, val * e / 9)
     time.sleep(float(os.environ.get("FAKE_HANG") or os.environ.get("FAKE_SLEEP", "0.5")))
     return {"val_acc": val}
-search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=9), out, n, storage=url, study_name=name,
-                  sampler="tpe" if PRUNER != "none" else "random", n_startup=2, seed=0, train_fn=fake_fit,
-                  heartbeat_interval=1, grace_period=3, pruner=PRUNER, pruner_min_epochs=1, index=Path(out) / "index.csv")
+strategy = search.Strategy(sampler="tpe" if PRUNER != "none" else "random", n_startup=2, seed=0, pruner=PRUNER,
+                           pruner_min_epochs=1)
+sharing = search.Sharing(storage=url, study_name=name, heartbeat_interval=1, grace_period=3)
+search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=9), out, trials=n, strategy=strategy,
+                  sharing=sharing, train_fn=fake_fit, index=Path(out) / "index.csv")
 """
 
 
@@ -708,8 +716,8 @@ def test_collapsed_trial_fails_as_collapsed_with_its_epochs(tmp_path):
             raise Collapsed(f"{run_dir}: collapsed at epoch 5: validation accuracy 0.101 after 0.603", epochs=6)
         return {"val_acc": 0.6, "test_acc": 0.59, "params": 1}
     index = tmp_path / "index.csv"
-    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, 6, sampler="random", seed=3,
-                           index=index, train_fn=fit, log=silent)
+    st = search.run_search("student-conv2-100k", TrainConfig.of(), tmp_path, trials=6,
+                           strategy=search.Strategy(sampler="random", seed=3), index=index, train_fn=fit, log=silent)
     failed = [t for t in st.get_trials() if t.state == TrialState.FAIL]
     assert failed and all(t.user_attrs["fail_reason"].startswith("collapsed: ") for t in failed)
     rows = [r for r in read_index(index) if r["status"] == "collapsed"]

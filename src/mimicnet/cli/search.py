@@ -8,7 +8,7 @@ import optuna
 
 from ..core.index import RunKind
 from ..search.pruners import PRUNERS
-from ..search.run import run_search
+from ..search.run import Sharing, Strategy, run_search
 from ..search.samplers import SAMPLERS
 from ..search.spaces import SPACES, SearchError, Space, get_space
 from ..search.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, _safe_url, default_storage, load_study
@@ -52,11 +52,12 @@ def cmd_run(args) -> int:
     study_name = args.study or space.name
     out = args.out or Path("runs") / "search" / study_name
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial instead
-    study = run_search(space, base, out, args.trials, storage=args.storage, study_name=study_name,
-                       sampler=args.sampler, n_startup=args.startup, seed=args.search_seed,
-                       index=args.index or out / "index.csv", heartbeat_interval=args.heartbeat,
-                       grace_period=args.grace, pruner=args.pruner, pruner_min_epochs=args.pruner_min_epochs,
-                       pruner_eta=args.pruner_eta)
+    strategy = Strategy(sampler=args.sampler, n_startup=args.startup, seed=args.search_seed, pruner=args.pruner,
+                        pruner_min_epochs=args.pruner_min_epochs, pruner_eta=args.pruner_eta)
+    sharing = Sharing(storage=args.storage, study_name=study_name, heartbeat_interval=args.heartbeat,
+                      grace_period=args.grace)
+    study = run_search(space, base, out, trials=args.trials, strategy=strategy, sharing=sharing,
+                       index=args.index or out / "index.csv")
     print(format_report(summary(study), show=3))
     print(f"study {study_name} in {_safe_url(args.storage or default_storage(out))}; run folders in {out / 'trials'}")
     return 0

@@ -58,6 +58,7 @@ import math
 import os
 import socket
 import time
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -178,35 +179,65 @@ def create_or_load(space: Space, base: TrainConfig, storage: str, study_name: st
     return study
 
 
-def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, *, storage: str | None = None,
-               study_name: str | None = None, sampler: str = "gp", n_startup: int = 4, seed: int = 0, index=None,
-               train_fn: Callable[..., dict] | None = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-               grace_period: int | None = GRACE_PERIOD, log: Callable[[str], None] = print,
-               data: TrainData | None = None, teachers: Teachers | None = None, pruner: str = "none",
-               pruner_min_epochs: int | None = None, pruner_eta: int = 3,
-               ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None, join: bool = False):
+@dataclass(frozen=True, kw_only=True)
+class Strategy:
+    """How a search proposes trials and stops them early. These options travel together (a preset's, a
+    compress config's, the CLI's flags), so a caller passes them as one value: ``Strategy.of(preset)``."""
+    sampler: str = "gp"                   # gp | tpe | random (samplers.py; the module docstring)
+    n_startup: int = 4                    # scrambled-Sobol points before the gp or tpe model takes over
+    seed: int = 0                         # the sampler's seed
+    pruner: str = "none"                  # none | median | sha | hyperband (pruners.py); with one, train_fn is
+                                          # also given on_epoch= (train.loop.fit's hook) to report each epoch
+    pruner_min_epochs: int | None = None  # the first rung; None: the first epoch after the schedule's warm-up
+                                          # (first_rung_after_warmup); one inside the warm-up is refused
+    pruner_eta: int = 3                   # keep 1/eta of the trials at each rung
+
+    @classmethod
+    def of(cls, obj) -> Strategy:
+        """The six fields read from any object that has them (a Preset, a CompressConfig, bench's preset)."""
+        return cls(**{f.name: getattr(obj, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sharing:
+    """Where the study lives and how the workers that run it share it (every worker gives the same)."""
+    storage: str | None = None                    # a database URL (postgresql://... for many machines) or a
+                                                  # journal file (storage.py); None: the SQLite file OUT/study.db
+    study_name: str | None = None                 # None: the space's name
+    heartbeat_interval: int = HEARTBEAT_INTERVAL  # seconds between a running trial's heartbeats
+    grace_period: int | None = GRACE_PERIOD       # seconds without a heartbeat before a trial is lost (and
+                                                  # retried); None: twice the heartbeat interval
+    # join: a helper of the worker that owns the study (studies.work) starts a trial only while at least two
+    # are left to start and none is queued, and returns instead of waiting; so helpers and owner together never
+    # start more than ``trials`` (the owner alone starts the last one and picks up retries)
+    join: bool = False
+
+
+def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, *, trials: int, strategy: Strategy = Strategy(),
+               sharing: Sharing = Sharing(), data: TrainData | None = None, teachers: Teachers | None = None,
+               train_fn: Callable[..., dict] | None = None, index=None,
+               ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None,
+               log: Callable[[str], None] = print):
     """Run (or continue, or join) the study until it holds ``trials`` finished trials; returns the study.
 
-    Every worker runs the same call. ``train_fn(cfg, run_dir, index=, info=)`` trains one trial and returns
-    its results (``val_acc`` is the objective); by default ``distill.student.train_run`` on ``data`` (read
-    once here when not given), with the teacher of a student space loaded once (``teachers``) for all trials.
-    ``pruner``: none | median | sha | hyperband, with its first rung at ``pruner_min_epochs`` (pruners.py;
-    None: the first epoch after the schedule's warm-up, first_rung_after_warmup); with
-    one, ``train_fn`` is also given ``on_epoch=`` (train.loop.fit's hook) to report each epoch.
+    Every worker runs the same call. ``strategy`` (Strategy) proposes and prunes the trials; ``sharing``
+    (Sharing) names the study's storage and how workers share it. ``train_fn(cfg, run_dir, index=, info=)``
+    trains one trial and returns its results (``val_acc`` is the objective); by default
+    ``distill.student.train_run`` on ``data`` (read once here when not given), with the teacher of a student
+    space loaded once (``teachers``) for all trials; ``index``: the index.csv its runs are listed in.
     ``ceiling(cfg) -> (v, what)``: a deployment limit the architecture alone decides (compress's --flops and
     --latency), asked of every config that meets the parameter budget before it trains: ``v > 0`` (the relative
     overshoot) makes the trial infeasible like a budget overshoot (its "budget" constraint is v, `what` its
-    reason); ``v <= 0`` is the slack.
-    ``join``: a helper of the worker that owns the study (studies.work): it starts a trial only while at least
-    two are left to start and none is queued, and returns instead of waiting; so helpers and owner together
-    never start more than ``trials`` (the owner alone starts the last one and picks up retries)."""
+    reason); ``v <= 0`` is the slack."""
     space = get_space(space)
     if trials < 1:
         raise SearchError(f"--trials must be >= 1, got {trials}")
-    if pruner_min_epochs is None:
-        pruner_min_epochs = first_rung_after_warmup(base_cfg)
-    pruner_obj = make_pruner(pruner, pruner_min_epochs, base_cfg.optim.max_epochs, pruner_eta, n_startup)
-    check_rungs_after_warmup(pruner, pruner_min_epochs, base_cfg)
+    min_epochs = strategy.pruner_min_epochs
+    if min_epochs is None:
+        min_epochs = first_rung_after_warmup(base_cfg)
+    pruner_obj = make_pruner(strategy.pruner, min_epochs, base_cfg.optim.max_epochs, strategy.pruner_eta,
+                             strategy.n_startup)
+    check_rungs_after_warmup(strategy.pruner, min_epochs, base_cfg)
     if train_fn is None:
         d = base_cfg.data
         data = data if data is not None else load_train_data(d.path, d.max_train, d.labels)
@@ -214,15 +245,17 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, trials: int, 
     num_classes = data.with_labels(base_cfg.data.labels).num_classes if data is not None else 10
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or default_storage(out_dir)
-    study_name = study_name or space.name
+    storage = sharing.storage or default_storage(out_dir)
+    study_name = sharing.study_name or space.name
     study = create_or_load(space, base_cfg, storage, study_name,
-                           make_sampler(space, sampler, n_startup, seed),
-                           {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}, pruner_obj)
-    objective = _Objective(space, base_cfg, study, study_name=study_name, out_dir=out_dir, sampler=sampler,
-                           train_fn=train_fn, index=index, log=log, pruning=pruner != "none", num_classes=num_classes,
-                           ceiling=ceiling)
-    _optimize_until(study, objective, trials, study_name, heartbeat_interval, grace_period, log, join)
+                           make_sampler(space, strategy.sampler, strategy.n_startup, strategy.seed),
+                           {"heartbeat_interval": sharing.heartbeat_interval, "grace_period": sharing.grace_period},
+                           pruner_obj)
+    objective = _Objective(space, base_cfg, study, study_name=study_name, out_dir=out_dir, sampler=strategy.sampler,
+                           train_fn=train_fn, index=index, log=log, pruning=strategy.pruner != "none",
+                           num_classes=num_classes, ceiling=ceiling)
+    _optimize_until(study, objective, trials, study_name, sharing.heartbeat_interval, sharing.grace_period, log,
+                    sharing.join)
     return study
 
 

@@ -63,9 +63,9 @@ from ..data.splits import TrainData, load_train_data
 from ..distill.student import Teachers
 from ..distill.transfer import TransferConfig, generate
 from ..models.inference import resolve_device
-from ..search.run import run_search
+from ..search.run import Strategy, run_search
 from ..search.spaces import make_space
-from .main import pruning_kwargs, rerun_best
+from .main import rerun_best
 from .compress_config import (EXPORT_FORMAT, FAMILIES, NOT_IDENTITY, CompressConfig, budgets, check_budget,
                               check_config, pick_within, student_config)
 from .compress_costs import LatencyCache, ShapeCosts, measure_latencies, onnx_latencies
@@ -146,9 +146,9 @@ def search_families(cfg: CompressConfig, out: Path, tdir: Path, data: TrainData,
             space = make_space("student", fam, budget)
             base = student_config(cfg, tdir, fam, budget)
             log(f"-- {space.name}: {cfg.trials} trial(s)")
-            study = run_search(space, base, out / "studies" / space.name, cfg.trials, sampler=cfg.sampler,
-                               n_startup=cfg.n_startup, seed=cfg.seed, index=out / "index.csv", data=data,
-                               teachers=teachers, log=log, ceiling=ceiling, **pruning_kwargs(cfg))
+            study = run_search(space, base, out / "studies" / space.name, trials=cfg.trials,
+                               strategy=Strategy.of(cfg), data=data, teachers=teachers, index=out / "index.csv",
+                               ceiling=ceiling, log=log)
             cells.append((fam, space, base, study))
     return cells
 

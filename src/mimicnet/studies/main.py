@@ -44,7 +44,8 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..distill.transfer import TransferConfig, generate_shard, merge_shards, shard_ranges
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
-from ..search.run import best_trial, check_rungs_after_warmup, first_number, run_search, trial_run_dir
+from ..search.run import (Sharing, Strategy, best_trial, check_rungs_after_warmup, first_number, run_search,
+                          trial_run_dir)
 from ..models.families import baseline_families, student_families
 from ..search.storage import _safe_url as safe_url
 from ..search.spaces import SearchError, apply, get_space, make_space
@@ -207,12 +208,12 @@ class Study:
                        **({"data": old["data"]} if old.get("data") else {})}
         # written first once the data is checked (check_data): a refused run leaves the record as it was
 
-    def search_kwargs(self, space_name: str) -> dict:
+    def sharing(self, space_name: str, join: bool = False) -> Sharing:
         """run_search's storage and study name: the shared storage's study `<work study>/<space>`, or by
-        default (None) the SQLite file in the search's folder under the space's name."""
+        default (None) the SQLite file in the search's folder under the space's name; `join`: see Sharing."""
         if not self.storage:
-            return {}
-        return {"storage": self.storage, "study_name": f"{self.work_name}/{space_name}"}
+            return Sharing(join=join)
+        return Sharing(storage=self.storage, study_name=f"{self.work_name}/{space_name}", join=join)
 
     @property
     def work_name(self) -> str:
@@ -310,9 +311,8 @@ def run_teachers(st: Study, data: TrainData, join: bool = False) -> tuple[list[P
         return dirs, None
     if p.teacher_mode == "search":
         space = get_space("teacher")
-        study = run_search(space, train_cfg(p, p.teacher_base), st.out / "studies" / "teacher", p.teacher_trials,
-                           sampler=p.sampler, n_startup=p.n_startup, seed=p.seed, index=st.index, data=data,
-                           join=join, **st.search_kwargs("teacher"), **pruning_kwargs(p))
+        study = run_search(space, train_cfg(p, p.teacher_base), st.out / "studies" / "teacher", trials=p.teacher_trials,
+                           strategy=Strategy.of(p), sharing=st.sharing("teacher", join), data=data, index=st.index)
         return [trial_run_dir(t, st.out / "studies" / "teacher") for t in study.trials
                 if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs], study
     raise ConfigError(f"teacher_mode must be 'fixed' or 'search', not {p.teacher_mode!r}")
@@ -337,15 +337,9 @@ def run_cell(st: Study, kind: str, fam: str, budget: int, trials: int, base: dic
     if not join:
         print(f"-- {kind} {fam} {budget_name(budget)}: {trials} trial(s)", flush=True)
     cfg = train_cfg(st.p, base, family=fam, budget=budget, **extra)
-    study = run_search(space, cfg, st.out / "studies" / space.name, trials, sampler=st.p.sampler,
-                       n_startup=st.p.n_startup, seed=st.p.seed, index=st.index, data=data, teachers=teachers,
-                       join=join, **st.search_kwargs(space.name), **pruning_kwargs(st.p))
+    study = run_search(space, cfg, st.out / "studies" / space.name, trials=trials, strategy=Strategy.of(st.p),
+                       sharing=st.sharing(space.name, join), data=data, teachers=teachers, index=st.index)
     return space, cfg, study, teachers
-
-
-def pruning_kwargs(p) -> dict:
-    """The search's pruner keywords from a preset (or any config with the same three fields: compress's)."""
-    return {"pruner": p.pruner, "pruner_min_epochs": p.pruner_min_epochs, "pruner_eta": p.pruner_eta}
 
 
 def run_seeds(st: Study, space, base: TrainConfig, study, teachers: Teachers | None, data: TrainData) -> None:

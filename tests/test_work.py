@@ -23,7 +23,7 @@ from mimicnet import cli
 from mimicnet.core.errors import ConfigError
 from mimicnet.data.splits import load_train_data
 from mimicnet.studies.main import PRESETS, Study
-from mimicnet.search import run as search_run
+from mimicnet.search import recovery as search_run
 from mimicnet.studies.work import Unit, Worker, open_work_study, progress_by_stage, unit_states, worker_slots
 
 from conftest import ONE_THREAD, same_as_ref, smoke_cmd

@@ -8,7 +8,8 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from ..core import artifacts
-from ..search.run import best_trial, first_number, progress, trial_run_dir
+from ..search.recovery import first_number
+from ..search.run import best_trial, progress, trial_run_dir
 from .compress_config import CompressConfig, pick_within
 
 

@@ -44,8 +44,8 @@ from ..distill.student import Teachers, index_failed, train_run
 from ..distill.transfer import TransferConfig, generate_shard, merge_shards, shard_ranges
 from ..models.inference import resolve_device
 from ..search.pruners import check_pruner
-from ..search.run import (Sharing, Strategy, best_trial, check_rungs_after_warmup, first_number, run_search,
-                          trial_run_dir)
+from ..search.recovery import first_number
+from ..search.run import Sharing, Strategy, best_trial, check_rungs_after_warmup, run_search, trial_run_dir
 from ..models.families import baseline_families, student_families
 from ..search.storage import _safe_url as safe_url
 from ..search.spaces import SearchError, apply, get_space, make_space

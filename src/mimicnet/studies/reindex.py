@@ -21,7 +21,8 @@ from ..core.index import IndexRow, RunKind, read_index, write_index
 from ..distill.ensemble import ensemble_row
 from ..distill.student import teacher_record
 from ..search.storage import default_storage, load_study
-from ..search.run import first_number, trial_run_dir
+from ..search.recovery import first_number
+from ..search.run import trial_run_dir
 from ..train.config import TrainConfig
 from ..train.run import RunInfo, failed_row, index_row
 

@@ -33,7 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..core.errors import ConfigError
-from ..search.run import recover_lost
+from ..search.recovery import recover_lost
 from ..search.storage import open_storage
 
 WORK_STUDY = "mimicnet-work"

@@ -119,7 +119,8 @@ def same_as_ref(out: Path, ref: Path) -> None:
 @pytest.fixture(scope="session")
 def smoke_ref(tmp_path_factory):
     """(archive, results folder, seconds): the smoke preset run once, uninterrupted, with one thread. Tests
-    read it or copy it; none changes it."""
+    read it or copy it; none changes it. Under pytest-xdist each worker process makes it once (xdist's
+    loadgroup, which would send its tests to one worker, does not group them with pytest 9.2 here: tried)."""
     tmp = tmp_path_factory.mktemp("smoke-ref")
     archive = write_archive(tmp / "a.tar.gz", n_train=500, n_test=100)
     t0 = time.time()

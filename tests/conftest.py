@@ -6,7 +6,9 @@ the 170 MB download. `cifar_subset_path` points at the real 4,068-image subset w
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from mimicnet.core.index import read_index
 from synth import write_archive, write_cifar_archive as _write_cifar_archive
@@ -119,11 +122,22 @@ def same_as_ref(out: Path, ref: Path) -> None:
 @pytest.fixture(scope="session")
 def smoke_ref(tmp_path_factory):
     """(archive, results folder, seconds): the smoke preset run once, uninterrupted, with one thread. Tests
-    read it or copy it; none changes it. Under pytest-xdist each worker process makes it once (xdist's
-    loadgroup, which would send its tests to one worker, does not group them with pytest 9.2 here: tried)."""
-    tmp = tmp_path_factory.mktemp("smoke-ref")
-    archive = write_archive(tmp / "a.tar.gz", n_train=500, n_test=100)
-    t0 = time.time()
-    r = subprocess.run(smoke_cmd(archive, tmp / "ref"), capture_output=True, text=True, timeout=900, env=ONE_THREAD)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return archive, tmp / "ref", time.time() - t0
+    read it or copy it; none changes it. Under pytest-xdist it is made once for all workers (pytest-xdist's
+    documented pattern: a file lock in the temporary folder the workers share; a worker that finds it made
+    takes it, checked by its done.json)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # every worker's basetemp sits in one session folder
+    tmp = shared / "smoke-ref"
+    done = tmp / "done.json"
+    with FileLock(str(shared / "smoke-ref.lock")):
+        if not done.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            archive = write_archive(tmp / "a.tar.gz", n_train=500, n_test=100)
+            t0 = time.time()
+            r = subprocess.run(smoke_cmd(archive, tmp / "ref"), capture_output=True, text=True, timeout=900,
+                               env=ONE_THREAD)
+            assert r.returncode == 0, r.stderr[-2000:]
+            done.write_text(json.dumps({"seconds": time.time() - t0}))
+    return tmp / "a.tar.gz", tmp / "ref", json.loads(done.read_text())["seconds"]

@@ -6,25 +6,16 @@ from pathlib import Path
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
 from mimicnet.cli import main
+from conftest import run_here
 from synth import write_archive
 
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "mimicnet.cli", *map(str, args)], capture_output=True, text=True)
-
-
-def run_here(capsys, *args) -> SimpleNamespace:
-    """run_cli's answer from this process (no interpreter and imports to start): an exception would escape
-    here, so "no traceback" is still tested."""
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    o = capsys.readouterr()
-    return SimpleNamespace(returncode=rc, stdout=o.out, stderr=o.err)
 
 
 @pytest.fixture(scope="module")

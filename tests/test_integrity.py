@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import sqlalchemy.exc
@@ -35,6 +34,7 @@ from mimicnet.train import loop
 from mimicnet.train.config import TrainConfig
 from mimicnet.train.loop import fit
 
+from conftest import run_here
 from synth import write_archive
 
 QUIET = dict(log=lambda s: None)
@@ -346,12 +346,8 @@ def _reproduce(archive, out, **kw):
                           timeout=600, **kw)
 
 
-def _reproduce_here(archive, out, capsys) -> SimpleNamespace:
-    """The same command in this process (no interpreter and imports to start: ~3 s a call)."""
-    capsys.readouterr()
-    rc = cli.main(["reproduce", "--preset", "smoke", "--data", str(archive), "--out", str(out), "--device", "cpu"])
-    o = capsys.readouterr()
-    return SimpleNamespace(returncode=rc, stdout=o.out, stderr=o.err)
+def _reproduce_here(archive, out, capsys):
+    return run_here(capsys, "reproduce", "--preset", "smoke", "--data", archive, "--out", out, "--device", "cpu")
 
 
 def _unchanged(out: Path, index: str):

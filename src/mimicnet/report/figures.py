@@ -10,10 +10,10 @@ from ..core.lazy import lazy_module
 from ..studies import published as P
 from .cells import CUT, Cell, Run, _family_key, _mean, _std, runs_by_name
 from .claims import compression_gaps, convolutional_gaps
+from .common import mpl_figure
 from .tables import T2, family_label
 
-mpl_figure = lazy_module("matplotlib.figure")  # loaded when a report draws (core/lazy.py)
-ticker = lazy_module("matplotlib.ticker")
+ticker = lazy_module("matplotlib.ticker")  # loaded when a report draws (core/lazy.py)
 
 FAMILY_COLORS = {"conv0": "#7f7f7f", "conv1": "#1f77b4", "conv2": "#2ca02c", "conv3": "#ff7f0e",
                  "conv4": "#d62728"}

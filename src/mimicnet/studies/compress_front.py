@@ -45,12 +45,12 @@ def family_summary(cfg: CompressConfig, out: Path, cell: tuple) -> dict:
     best = best_trial(study)
     if best is None:
         return row
-    row["best_trial"] = first_number(best)
+    row["best_trial"] = number = first_number(best)  # a retried best trial keeps its original's name
     trial_dir = trial_run_dir(best, out / "studies" / space.name)
-    trial = _run_row(trial_dir, f"trial {first_number(best)}") if trial_dir is not None else None
+    trial = _run_row(trial_dir, f"trial {number}") if trial_dir is not None else None
     seeds = []
     for k in range(1, cfg.seeds + 1):
-        run_dir = out / "seeds" / space.name / f"t{first_number(best)}-s{cfg.seed + k}"
+        run_dir = out / "seeds" / space.name / f"t{number}-s{cfg.seed + k}"
         r = _run_row(run_dir, f"seed {cfg.seed + k}")
         if r is None:
             row["n_failed"] += 1

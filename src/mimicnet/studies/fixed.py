@@ -281,8 +281,7 @@ def _run_study(p: StudyPreset, out: Path, command: str = "") -> dict:
         data = load_features(p.data)
     else:
         data = load_train_data(p.data, p.max_train)
-    st.check_data(data)
-    st.save_checked(data, study="fixed")
+    st.save_checked(data, study="fixed")  # checks the data first
 
     def teachers():
         dirs = {}

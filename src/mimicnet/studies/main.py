@@ -389,8 +389,7 @@ def reproduce(preset: Preset, out: Path, command: str = "", storage: str | None 
     st = Study(preset, out, command, storage=storage)
     resolve_device(preset.device)
     data = load_train_data(preset.data, preset.max_train)  # once: every unit and trial below shares it
-    st.check_data(data)
-    st.save_checked(data, planned_trials=planned_trials(preset))
+    st.save_checked(data, planned_trials=planned_trials(preset))  # checks the data first
     units = plan_units(st, data, finish)
     study = open_work_study(storage or f"sqlite:///{out.resolve() / 'work.db'}", st.work_name)
     Worker(units, study, poll=poll, on_unit=lambda u, secs: st.add_time(u.stage, secs)).run()

@@ -564,7 +564,10 @@ def fake_fit(cfg, run_dir, index=None, info=None, on_epoch=None):
     return {"val_acc": val}
 strategy = search.Strategy(sampler="tpe" if PRUNER != "none" else "random", n_startup=2, seed=0, pruner=PRUNER,
                            pruner_min_epochs=1)
-sharing = search.Sharing(storage=url, study_name=name, heartbeat_interval=1, grace_period=3)
+# a 3-s grace lets the kill test recover at once; the tests that kill nothing give a live worker's heartbeat
+# more room (under a loaded CI machine a heartbeat thread once went 3 s without running: a live trial was failed)
+sharing = search.Sharing(storage=url, study_name=name, heartbeat_interval=1,
+                         grace_period=int(os.environ.get("FAKE_GRACE", "3")))
 search.run_search("student-conv2-100k", TrainConfig.of(max_epochs=9), out, trials=n, strategy=strategy,
                   sharing=sharing, train_fn=fake_fit, index=Path(out) / "index.csv")
 """
@@ -594,8 +597,8 @@ def pg_study(url, name):
 def test_two_workers_share_one_postgres_study(pg_url, tmp_path):
     name = f"two-{uuid.uuid4().hex[:8]}"
     n = 8
-    a = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=1.0)
-    b = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=1.0)
+    a = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=1.0, FAKE_GRACE=30)
+    b = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=1.0, FAKE_GRACE=30)
     finish(a), finish(b)
     st = pg_study(pg_url, name)
     trials = st.get_trials()
@@ -610,8 +613,8 @@ def test_two_workers_share_one_postgres_study(pg_url, tmp_path):
 def test_two_workers_prune_on_one_postgres_study(pg_url, tmp_path):
     name = f"prune-{uuid.uuid4().hex[:8]}"
     n = 10
-    a = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=0.2, FAKE_PRUNER="sha")
-    b = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=0.2, FAKE_PRUNER="sha")
+    a = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=0.2, FAKE_PRUNER="sha", FAKE_GRACE=30)
+    b = start_worker(pg_url, name, tmp_path, n, FAKE_SLEEP=0.2, FAKE_PRUNER="sha", FAKE_GRACE=30)
     finish(a), finish(b)
     trials = pg_study(pg_url, name).get_trials()
     pruned = [t for t in trials if t.state == TrialState.PRUNED]

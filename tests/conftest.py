@@ -115,12 +115,11 @@ def smoke_cmd(archive, out, *extra) -> list[str]:
 
 
 def _runs(out: Path) -> list[tuple]:
-    """The index as a set of runs: what each is and where, with its outcome (no timings, no run ids: a
-    student's config names its transfer set's path and an ensemble's id its members' paths, so another folder
-    gives them other ids)."""
+    """The index as a set of runs: what each is and where, with its outcome and its run id (no timings). Run
+    ids hold what a run learns from by content, so the same study in another folder has the same ids."""
     rows = read_index(out / "index.csv")  # paths come back absolute: compared relative to the results folder
     return sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out), r["status"], r["val_acc"],
-                   r["test_acc"]) for r in rows)
+                   r["test_acc"], r["run_id"]) for r in rows)
 
 
 def same_as_ref(out: Path, ref: Path) -> None:

@@ -94,22 +94,32 @@ def test_train_config_file_and_flag_override(trained, tmp_path):
 
 
 def test_train_names_one_default_folder_however_the_data_path_is_spelled(tmp_path, monkeypatch):
+    # the run id holds the data by content (its sha256), not the path as typed
+    from types import SimpleNamespace
+
     from mimicnet.cli.train import default_run_name
     from mimicnet.train.config import TrainConfig
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
-    names = {default_run_name(TrainConfig.of(data=d, max_epochs=2))
-             for d in ("a.tar.gz", "./a.tar.gz", str(tmp_path / "a.tar.gz"), "sub/../a.tar.gz")}
+    a, b = SimpleNamespace(sha256="a" * 64), SimpleNamespace(sha256="b" * 64)
+    names = {default_run_name(TrainConfig.of(data=d, max_epochs=2), a)
+             for d in ("a.tar.gz", "./a.tar.gz", str(tmp_path / "a.tar.gz"), "sub/../a.tar.gz", "/elsewhere/a.tgz")}
     assert len(names) == 1
-    assert default_run_name(TrainConfig.of(data="b.tar.gz", max_epochs=2)) not in names
+    assert default_run_name(TrainConfig.of(data="a.tar.gz", max_epochs=2), b) not in names  # other data
+    assert default_run_name(TrainConfig.of(data="a.tar.gz", max_epochs=3), a) not in names  # other config
 
 
 def test_train_continues_a_default_folder_named_by_older_code(tmp_path, monkeypatch):
-    # before paths were resolved for the name, the folder was runs/train/<run_id as spelled>: still used
+    # older code named the folder runs/train/<run id with the paths as spelled>, then <... paths resolved>
+    from types import SimpleNamespace
+
     from mimicnet.cli.train import default_out, default_run_name
     from mimicnet.train.config import TrainConfig
     monkeypatch.chdir(tmp_path)
-    cfg = TrainConfig.of(data="a.tar.gz", max_epochs=2)
-    assert default_out(cfg) == Path("runs") / "train" / default_run_name(cfg)
-    (tmp_path / "runs" / "train" / cfg.run_id()).mkdir(parents=True)
-    assert default_out(cfg) == Path("runs") / "train" / cfg.run_id()
+    cfg, data = TrainConfig.of(data="a.tar.gz", max_epochs=2), SimpleNamespace(sha256="a" * 64)
+    assert default_out(cfg, data) == Path("runs") / "train" / default_run_name(cfg, data)
+    resolved = cfg.replace(data=str(tmp_path / "a.tar.gz")).legacy_run_id()
+    (tmp_path / "runs" / "train" / resolved).mkdir(parents=True)
+    assert default_out(cfg, data) == Path("runs") / "train" / resolved
+    (tmp_path / "runs" / "train" / cfg.legacy_run_id()).mkdir(parents=True)
+    assert default_out(cfg, data) == Path("runs") / "train" / cfg.legacy_run_id()

@@ -150,6 +150,27 @@ def test_build_ensemble_end_to_end_and_rerun_is_skipped(runs, tmp_path, monkeypa
         build_ensemble(dirs, out, data, "topk", 2, "cpu", log=lambda s: None)
 
 
+def test_an_ensemble_is_named_by_content_wherever_it_and_its_members_live(runs, tmp_path):
+    """Its run id (and its content id as a teacher: a student's run id holds it) come from its members' sha256,
+    data, method and size; ensemble.json records their paths, so its own sha256 would differ elsewhere."""
+    import shutil
+    from mimicnet.distill.ensemble import ensemble_row, teacher_content_id
+    archive, dirs, data = runs
+    first = build_ensemble(dirs, tmp_path / "a" / "ens", data, "greedy", 5, "cpu", log=lambda s: None)
+    copies = []
+    for d in dirs:  # the members copied to another folder: the same checkpoints at other paths
+        shutil.copytree(d, tmp_path / "b" / d.name)
+        copies.append(tmp_path / "b" / d.name)
+    second = build_ensemble(copies, tmp_path / "b" / "ens", data, "greedy", 5, "cpu", log=lambda s: None)
+    assert first["members"][0]["path"] != second["members"][0]["path"]
+    assert (tmp_path / "a" / "ens" / "ensemble.json").read_bytes() != (tmp_path / "b" / "ens" / "ensemble.json").read_bytes()
+    assert ensemble_row(first, tmp_path / "a" / "ens").run_id == ensemble_row(second, tmp_path / "b" / "ens").run_id
+    assert teacher_content_id(tmp_path / "a" / "ens") == teacher_content_id(tmp_path / "b" / "ens")
+    top = build_ensemble(dirs, tmp_path / "top", data, "topk", 2, "cpu", log=lambda s: None)
+    assert ensemble_row(top, tmp_path / "top").run_id != ensemble_row(first, tmp_path / "a" / "ens").run_id
+    assert teacher_content_id(dirs[0]) == json.loads((dirs[0] / "results.json").read_text())["best_sha256"]
+
+
 def test_topk_and_single_run_teacher(runs, tmp_path):
     archive, dirs, data = runs
     res = build_ensemble(dirs, tmp_path / "top", data, "topk", 2, "cpu", log=lambda s: None)

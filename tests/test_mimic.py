@@ -100,3 +100,19 @@ def test_mimic_loss_needs_a_transfer_set(world, tmp_path):
     archive, _, _ = world
     with pytest.raises(ConfigError, match="transfer"):
         fit(student(archive, ""), tmp_path / "x", log=lambda s: None)
+
+
+def test_a_students_run_id_holds_its_transfer_set_and_data_by_content(world, tmp_path):
+    """The same student trained from a copy of its transfer set and archive, elsewhere: one run id (the ids
+    used to hash the paths as given); another transfer set: another id."""
+    import shutil
+    archive, teacher, tdir = world
+    first = fit(student(archive, tdir, max_epochs=1), tmp_path / "s1", log=lambda s: None)
+    shutil.copytree(tdir, tmp_path / "moved" / "set")
+    shutil.copyfile(archive, tmp_path / "moved" / "b.tar.gz")
+    second = fit(student(tmp_path / "moved" / "b.tar.gz", tmp_path / "moved" / "set", max_epochs=1), tmp_path / "s2",
+                 log=lambda s: None)
+    assert first["run_id"] == second["run_id"] and first["val_acc"] == second["val_acc"]
+    other = tmp_path / "other"
+    generate(TransferConfig(data=str(archive), epochs=2, seed=1, device="cpu"), teacher, other, log=lambda s: None)
+    assert fit(student(archive, other, max_epochs=1), tmp_path / "s3", log=lambda s: None)["run_id"] != first["run_id"]

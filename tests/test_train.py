@@ -184,7 +184,7 @@ _RECORDED = {"amp": True, "augment": True, "batch_size": 64, "batchnorm": False,
 
 def test_nested_config_keeps_the_flat_format_and_the_identity_of_old_runs():
     cfg = TrainConfig.from_dict(_RECORDED)
-    assert cfg.run_id() == "conv2-860392f428"            # the folder name that run got
+    assert cfg.legacy_run_id() == "conv2-860392f428"     # the folder name that run got (code of 2026-11)
     assert cfg.to_dict() == _RECORDED                    # config.json round-trips field for field
     assert (cfg.model.budget, cfg.optim.lr, cfg.data.max_train) == (20000, 0.02124650890593038, 400)
     assert cfg.data.augmentation.dh == 0.06 and cfg.augment_config() is cfg.data.augmentation
@@ -196,6 +196,19 @@ def test_nested_config_keeps_the_flat_format_and_the_identity_of_old_runs():
         TrainConfig.from_dict(_RECORDED | {"lr_typo": 1})
     with pytest.raises(ConfigError, match="hsv takes 5"):
         cfg.replace(hsv=(0.1, 0.2))
+
+
+def test_run_id_holds_what_the_paths_hold_not_how_they_are_spelled():
+    cfg = TrainConfig.of(family="conv2", widths=(8, 8, 32), data="../shared/a.tar.gz", transfer="t/set",
+                         loss="l2-logits")
+    inputs = {"data": "d" * 64, "transfer": "f" * 16}
+    moved = cfg.replace(data="/abs/elsewhere/a.tar.gz", transfer="/results/moved/set")
+    assert moved.run_id(inputs) == cfg.run_id(inputs) and moved.config_hash() == cfg.config_hash()
+    assert cfg.run_id(inputs | {"data": "e" * 64}) != cfg.run_id(inputs)          # other data
+    assert cfg.run_id(inputs | {"transfer": "g" * 16}) != cfg.run_id(inputs)      # another transfer set
+    assert cfg.replace(lr=0.5).run_id(inputs) != cfg.run_id(inputs)              # another config
+    assert moved.legacy_run_id() != cfg.legacy_run_id()   # what older code did: the path as spelled named it
+    assert cfg.run_id(inputs).startswith("conv2-") and len(cfg.run_id(inputs)) == len("conv2-") + 10
 
 
 def test_run_identity_ignores_execution_fields_and_new_default_fields():

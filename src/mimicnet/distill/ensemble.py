@@ -230,8 +230,9 @@ def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Tr
 
 
 def ensemble_row(result: dict, out_dir) -> IndexRow:
-    """The index row of a built ensemble, from its ensemble.json content."""
-    h = result["inputs_hash"]
+    """The index row of a built ensemble, from its ensemble.json content; its run id by content (the same
+    ensemble wherever its results folder and members live)."""
+    h = _content_id(result)
     return IndexRow(kind=RunKind.ENSEMBLE, family="ensemble", params=result["params"], val_acc=result["val_acc"],
                     test_acc=result["test_acc"], run_id=f"ensemble-{h[:10]}", config_hash=h[:10], path=str(out_dir),
                     data_sha256=result.get("data_sha256"), code_version=result.get("code_version"))
@@ -400,6 +401,21 @@ def teacher_info(path: str | Path) -> dict:
             "val_acc": res.get("val_acc", meta.get("val_acc")), "test_acc": res.get("test_acc"),
             "num_classes": meta["num_classes"], "params": meta.get("params"), "n_members": 1,
             "data_sha256": meta.get("data_sha256")}
+
+
+def teacher_content_id(path: str | Path) -> str:
+    """A teacher by content alone, wherever it lives: a run's checkpoint sha256, an ensemble's members by
+    sha256 with its data, method and size (ensemble.json itself records paths), an external teacher's identity."""
+    info = teacher_info(path)
+    if info["kind"] != RunKind.ENSEMBLE:
+        return info["sha256"]
+    return _content_id(artifacts.read_json(Path(path) / "ensemble.json"))
+
+
+def _content_id(result: dict) -> str:
+    key = _content_key([m["sha256"] for m in result["members"]], result["data_sha256"], result["method"],
+                       result["size"])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def load_teacher(path: str | Path, device="cpu") -> tuple[Ensemble, dict]:

@@ -12,6 +12,7 @@ from ..train.config import TrainConfig
 from ..train.loop import fit
 from ..train.losses import make_loss
 from ..train.run import RunInfo
+from .ensemble import teacher_content_id
 from .student import Teachers
 
 
@@ -49,4 +50,4 @@ def mimic_features(cfg: TrainConfig, teacher, data: FeatureData, run_dir, log=pr
     # fit() scores the student against this teacher on the test set (mimic error, agreement) and records
     # it in results.json and the index row, as for image students
     return fit(cfg, run_dir, data, batches=batches, loss_fn=make_loss(cfg), teacher=t, info=info, index=index,
-               log=log, logit_norm=norm)
+               log=log, logit_norm=norm, sources={"teacher": teacher_content_id(teacher)})

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..core.errors import ConfigError
+from ..data.augment import is_image_shape
 from ..data.splits import TrainData, load_train_data
 from ..core.artifacts import CheckpointError, read_json
 from ..models.inference import accuracy, predict_logits, preprocess, resolve_device
@@ -19,9 +20,10 @@ from ..train.config import TrainConfig, check_distill
 from ..train.loop import fit
 from ..train.losses import make_loss
 from ..train.run import RunInfo, Teacher, index_failed_run
-from .ensemble import load_teacher, teacher_info
+from .ensemble import load_teacher, teacher_content_id, teacher_info
 from .online import OnlineBatches
 from .transfer import TransferSet, verify
+from .transfer_read import content_id
 
 
 def transfer_batches(cfg: TrainConfig, ts, device: torch.device, logit_norm=None) -> Callable[[int], Iterator]:
@@ -128,14 +130,14 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
     batches = transfer_batches(cfg, ts, device, None if norm is None else (norm[0].to(device), norm[1].to(device)))
     teacher = teachers.teacher(_teacher_path(ts), device, ts.teacher) if ts.teacher.get("path") else None
     return fit(cfg, run_dir, data, batches=batches, loss_fn=make_loss(cfg), teacher=teacher, logit_norm=norm,
-               info=info, index=index, log=log, on_epoch=on_epoch)
+               info=info, index=index, log=log, on_epoch=on_epoch, sources=run_sources(cfg))
 
 
 def _train_online(cfg: TrainConfig, run_dir, data: TrainData, *, info, index, teachers: Teachers, log,
                   on_epoch) -> dict:
     """A student whose teacher labels each of its augmented batches (distill.online), checked first: the
     teacher must exist and have as many outputs as the data has classes."""
-    if tuple(data.in_shape) != (3, 32, 32):
+    if not is_image_shape(data.in_shape):
         raise ConfigError(f"--distill online augments and mixes images: the data is of shape {tuple(data.in_shape)}")
     device = resolve_device(cfg.execution.device)
     try:
@@ -147,7 +149,18 @@ def _train_online(cfg: TrainConfig, run_dir, data: TrainData, *, info, index, te
                           f"{data.num_classes} classes")
     teacher = teachers.teacher(cfg.distill.teacher, device, record, data)
     return fit(cfg, run_dir, data, batches=OnlineBatches(cfg, data.train, teacher.model, device),
-               loss_fn=make_loss(cfg), teacher=teacher, info=info, index=index, log=log, on_epoch=on_epoch)
+               loss_fn=make_loss(cfg), teacher=teacher, info=info, index=index, log=log, on_epoch=on_epoch,
+               sources=run_sources(cfg))
+
+
+def run_sources(cfg: TrainConfig) -> dict[str, str]:
+    """What a student learns from, by content, for its run id (TrainConfig.run_id, beside the data's sha256):
+    its transfer set's content id, or its online teacher's; {} for a run on the labels."""
+    if not cfg.mimics:
+        return {}
+    if cfg.distill.distill_mode == "online":
+        return {"teacher": teacher_content_id(cfg.distill.teacher)}
+    return {"transfer": content_id(read_json(Path(cfg.distill.transfer) / "manifest.json"))}
 
 
 def _teacher_path(ts: TransferSet) -> str:

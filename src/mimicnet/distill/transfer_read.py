@@ -2,6 +2,7 @@
 (verify), rows read in contiguous ranges with replayed images rebuilt bit for bit (TransferSet)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -118,6 +119,13 @@ _VERIFIED: dict[str, tuple] = {}
 def _repair(path: Path) -> str:
     return (f"the set is damaged: delete {path} and run the same command again (`mimicnet reproduce` or "
             "`mimicnet transfer` regenerates it)")
+
+
+def content_id(manifest: dict) -> str:
+    """A transfer set by content alone: its files' sha256 (images or augmentation draws, teacher logits, labels),
+    the same set wherever it lives and whatever paths its manifest records."""
+    key = sorted((k, f["sha256"]) for k, f in manifest["files"].items())
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
 def verify(path) -> dict:

@@ -67,6 +67,7 @@ from optuna.trial import TrialState
 
 from ..core import artifacts
 from ..core.errors import Diverged
+from ..data.augment import IMAGE_SHAPE
 from ..data.splits import TrainData, load_train_data
 from ..distill.student import Teachers, index_failed, train_run
 from ..models.families import BudgetError
@@ -124,7 +125,7 @@ def _fmt_params(params: dict) -> str:
 
 
 def _other_run(run_dir: Path, cfg: TrainConfig) -> bool:
-    """Does run_dir hold a run (config.json) of a config other than cfg? By the path-free identity that
+    """Does run_dir hold a run (config.json) of a config other than cfg? By the path-free config that
     `train` resumes by (train.run.same_run): the data given as a relative or an absolute path, or through a
     symlink, is the same run (what the paths hold is checked by content when the run resumes)."""
     try:
@@ -243,6 +244,7 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, *, trials: in
         data = data if data is not None else load_train_data(d.path, d.max_train, d.labels)
         train_fn = _default_train_fn(base_cfg, data, teachers, log)
     num_classes = data.with_labels(base_cfg.data.labels).num_classes if data is not None else 10
+    in_shape = tuple(data.in_shape) if data is not None else IMAGE_SHAPE
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = sharing.storage or default_storage(out_dir)
@@ -253,7 +255,7 @@ def run_search(space: Space | str, base_cfg: TrainConfig, out_dir, *, trials: in
                            pruner_obj)
     objective = _Objective(space, base_cfg, study, study_name=study_name, out_dir=out_dir, sampler=strategy.sampler,
                            train_fn=train_fn, index=index, log=log, pruning=strategy.pruner != "none",
-                           num_classes=num_classes, ceiling=ceiling)
+                           num_classes=num_classes, in_shape=in_shape, ceiling=ceiling)
     _optimize_until(study, objective, trials, study_name, sharing.heartbeat_interval, sharing.grace_period, log,
                     sharing.join)
     return study
@@ -355,10 +357,11 @@ class _Objective:
 
     def __init__(self, space: Space, base_cfg: TrainConfig, study, *, study_name: str, out_dir: Path, sampler: str,
                  train_fn: Callable[..., dict], index, log: Callable[[str], None], pruning: bool = False,
-                 num_classes: int = 10, ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None):
+                 num_classes: int = 10, in_shape=IMAGE_SHAPE,
+                 ceiling: Callable[[TrainConfig], tuple[float, str]] | None = None):
         self.space, self.base_cfg, self.study, self.study_name = space, base_cfg, study, study_name
         self.ceiling = ceiling
-        self.pruning, self.num_classes = pruning, num_classes
+        self.pruning, self.num_classes, self.in_shape = pruning, num_classes, in_shape
         self.out_dir, self.sampler, self.train_fn, self.index, self.log = out_dir, sampler, train_fn, index, log
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.constrained = space.budget is not None
@@ -370,14 +373,15 @@ class _Objective:
         if "sampled_by" not in trial.user_attrs:  # a retry keeps the original's
             trial.set_user_attr("sampled_by", self.phases.get(trial.number, self.sampler))
         try:
-            cfg = apply(self.space, params, self.base_cfg, self.num_classes)
+            cfg = apply(self.space, params, self.base_cfg, self.num_classes, self.in_shape)
         except BudgetError as e:
             return self.infeasible(trial, params, e)
         # one constraint, "budget", for every trial (the samplers model one feasibility): the parameter budget's
         # slack, or a ceiling's overshoot (v > 0) or slack, whichever is nearer the boundary
         v, what = self.ceiling(cfg) if self.ceiling is not None else (-math.inf, "")
         if self.constrained and "budget" not in trial.constraints:
-            trial.set_constraint("budget", max(min(budget_violation(self.space, params, self.num_classes), 0.0), v))
+            slack = budget_violation(self.space, params, self.num_classes, self.in_shape)
+            trial.set_constraint("budget", max(min(slack, 0.0), v))
         if v > 0:
             return self.over_ceiling(trial, params, what)
         run_dir = self.run_dir(trial, cfg)
@@ -389,7 +393,7 @@ class _Objective:
 
     def infeasible(self, trial, params: dict, e: BudgetError) -> float:
         """Tell the sampler by how much the point overshoots the budget; the value is the worst feasible one."""
-        v = max(budget_violation(self.space, params, self.num_classes), 1e-6)
+        v = max(budget_violation(self.space, params, self.num_classes, self.in_shape), 1e-6)
         if "budget" not in trial.constraints:
             trial.set_constraint("budget", v)
         trial.set_user_attr("infeasible", str(e))

@@ -11,6 +11,7 @@ identity of every run is the hash of the same flat dict it always was.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from ..core import artifacts
 from ..core.errors import ConfigError
 from ..core.index import RunKind
 from ..core.units import MAX_BUDGET, budget_name, parse_budget
-from ..data.augment import AugmentConfig
+from ..data.augment import IMAGE_SHAPE, AugmentConfig
 from ..data.cifar import LABELS
 from ..data.preprocess import PREPROCESS
 from ..models.families import FAMILIES, solve_budget, teacher_widths
@@ -198,6 +199,9 @@ _FORMAT_ORDER = ("family", "widths", "constants", "budget", "bounds", "dropout",
                  "device", "amp", "channels_last", "compile")
 FLAT_FIELDS = _FORMAT_ORDER + tuple(n for n in FLAT if n not in _FORMAT_ORDER)
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionConfig))
+# The flat fields that are paths (the archive, the transfer set, an online teacher): a run's identity holds what
+# they point to, by content (run_id's inputs), never how they are spelled or where the results folder lives.
+PATH_FIELDS = ("data", "transfer", "teacher")
 # Fields added after the flat format was fixed (opt(late=True)), with their defaults: written only when set
 # otherwise. (The config hash leaves out every field at its default anyway: run ids do not change either way.)
 LATE_DEFAULTS = {name: f.default for name, f in _DECL.items() if f.metadata.get("late")}
@@ -276,12 +280,24 @@ class TrainConfig:
 
     # ---- identity and kind
     def config_hash(self) -> str:
-        """Hash of the fields that say what is trained (not the execution fields), over the flat dict, as
-        run folders were always named."""
-        return artifacts.config_hash(self, exclude=EXECUTION_FIELDS)
+        """Hash of the fields that say how a run is trained, over the flat dict: not the execution fields, and
+        not the paths (what they hold enters run_id by content)."""
+        return artifacts.config_hash(self, exclude=EXECUTION_FIELDS + PATH_FIELDS)
 
-    def run_id(self) -> str:
-        return f"{self.model.family}-{self.config_hash()}"
+    def run_id(self, inputs: dict[str, str] | None = None) -> str:
+        """FAMILY-HASH: the config (config_hash) and what the run learns from, by content: `inputs` maps
+        "data" to the data's sha256 and, for a student, "transfer" or "teacher" to its transfer set's or
+        teacher's content id (distill.student.run_inputs). The same run whether a path is relative, absolute
+        or through a symlink, and wherever the results folder lives. Without inputs: the config alone."""
+        if not inputs:
+            return f"{self.model.family}-{self.config_hash()}"
+        key = json.dumps({"config": self.config_hash(), "inputs": inputs}, sort_keys=True)
+        return f"{self.model.family}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+    def legacy_run_id(self) -> str:
+        """The run id code before 2026-12-07 gave (its paths as spelled inside the hash): folders it named
+        (runs/train/<id>) are still found, and its runs keep the id their config.json records."""
+        return f"{self.model.family}-{artifacts.config_hash(self, exclude=EXECUTION_FIELDS)}"
 
     @property
     def mimics(self) -> bool:
@@ -342,9 +358,10 @@ def check_distill(cfg: TrainConfig) -> None:
         raise ConfigError(f"--hard-weight with --mix {d.mix}: a mixed image has no single true label")
 
 
-def resolve_widths(cfg: TrainConfig, num_classes: int = 10) -> tuple[int, ...]:
+def resolve_widths(cfg: TrainConfig, num_classes: int = 10, in_shape=IMAGE_SHAPE) -> tuple[int, ...]:
     """The layer widths of `cfg`'s model: given, or solved from its constants (and budget). A budget counts
-    the output layer, so it is solved for the data's `num_classes` (a fit passes its data's)."""
+    the output layer and the layers whose size follows the input's, so it is solved for the data's
+    `num_classes` and `in_shape` (a fit passes its data's; 3×32×32 for CIFAR)."""
     m = cfg.model
     if m.widths is not None:
         if m.budget is not None or m.constants is not None:
@@ -354,6 +371,8 @@ def resolve_widths(cfg: TrainConfig, num_classes: int = 10) -> tuple[int, ...]:
         raise ConfigError(f"family {m.family}: give widths, or width constants (and a budget for students)")
     if m.budget is not None:
         opts = {} if num_classes == 10 else {"num_classes": num_classes}  # 10: the builders' default, as always
+        if tuple(in_shape) != IMAGE_SHAPE:
+            opts["in_shape"] = tuple(in_shape)
         return tuple(solve_budget(m.family, m.budget, m.constants, bounds=m.bounds, **opts))
     if m.family == "teacher":
         return teacher_widths(*m.constants)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..core import artifacts
 from ..core.errors import Collapsed, ConfigError, Diverged
 from ..core.index import append_index
+from ..data.augment import IMAGE_SHAPE, is_image_shape
 from ..data import preprocess as prep
 from ..data.splits import TrainData, load_train_data
 from ..models.checkpoint import model_from_checkpoint
@@ -54,7 +55,8 @@ class Setup:
 
 def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=None, loss_fn=None, teacher: Teacher | None = None,
         logit_norm: tuple[torch.Tensor, torch.Tensor] | None = None, info: RunInfo = RunInfo(), index=None,
-        log: Callable[[str], None] = print, on_epoch: Callable[[int, float], None] | None = None) -> dict:
+        log: Callable[[str], None] = print, on_epoch: Callable[[int, float], None] | None = None,
+        sources: dict[str, str] | None = None) -> dict:
     """Train (or resume, or return the finished result of) the run in `run_dir`. Returns results.json's content.
 
     `batches(epoch)` yields (inputs, targets) and `loss_fn(outputs, targets)` scores them; both default to
@@ -62,21 +64,22 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
     student mimics, scored against on the test set. `logit_norm`: (mean, std) per logit when `batches`
     yield standardised teacher logits (normalize_logits); the saved model outputs plain logits.
     `data`: the data (loaded once by the caller; read from cfg.data.path when not given).
+    `sources`: what a student learns from besides the data, by content ({"transfer": id} or {"teacher": id},
+    distill.student.run_inputs): with the data's sha256, they name the run (TrainConfig.run_id).
     `index`: a run-index CSV to which the finished run appends its row.
     `on_epoch(epochs_done, val_acc)`: called once per finished epoch, after its checkpoint is written (and on
     resume for the epochs already run), so a search can report the curve to its pruner; whatever it raises
     stops the run there, resumable."""
     meta = {**info.meta(), **(teacher.meta if teacher is not None else {})}
-    run = RunFolder(cfg, run_dir, meta)
+    data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train, cfg.data.labels)
+    data = data.with_labels(cfg.data.labels)  # the caller's data may hold another label set (CIFAR-100)
+    run = RunFolder(cfg, run_dir, meta, {"data": data.sha256, **(sources or {})})
     if (done := run.finished()) is not None:
-        if data is not None:
-            check_data(run, done.get("data_sha256"), data.sha256)
+        check_data(run, done.get("data_sha256"), data.sha256)
         if index is not None:  # its row, if a kill came between results.json and the index (kept if there)
             append_index(index, index_row(cfg, done, info, run.path), replace=False)
         return done
     device = resolve_device(cfg.execution.device)
-    data = data if data is not None else load_train_data(cfg.data.path, cfg.data.max_train, cfg.data.labels)
-    data = data.with_labels(cfg.data.labels)  # the caller's data may hold another label set (CIFAR-100)
     s = setup(cfg, data, run, device)  # everything a config can be refused for is checked before its first write
     if teacher is not None and teacher.record is not None:
         s.meta["teacher"] = teacher.record
@@ -183,9 +186,8 @@ def train_epoch(cfg: TrainConfig, s: Setup, batches, loss_fn, epoch: int, device
 def setup(cfg: TrainConfig, data: TrainData, run: RunFolder, device) -> Setup:
     """Model (Glorot init seeded by the run's seed), preprocessing, optimizer and schedule of a fresh run. The
     run folder is claimed (config.json) only once all of it could be built, before the preprocessing's files."""
-    widths = resolve_widths(cfg, data.num_classes)
-    images = tuple(data.in_shape) == (3, 32, 32)
-    if not images and cfg.data.augment:
+    widths = resolve_widths(cfg, data.num_classes, data.in_shape)
+    if not is_image_shape(data.in_shape) and cfg.data.augment:
         raise ConfigError(f"data of shape {tuple(data.in_shape)} are not images: image augmentation does not "
                           f"apply (set augment=False / --no-augment)")
     model = build_model(cfg.model.family, widths, num_classes=data.num_classes, dropout=cfg.model.dropout,
@@ -199,7 +201,7 @@ def setup(cfg: TrainConfig, data: TrainData, run: RunFolder, device) -> Setup:
     if fast and cfg.execution.channels_last:
         model = model.to(memory_format=torch.channels_last)
     meta = {**model_meta(cfg, widths, data.num_classes, n_params), **run.meta, "data_sha256": data.sha256}
-    if not images:  # only then, so image checkpoints keep exactly their old meta
+    if tuple(data.in_shape) != IMAGE_SHAPE:  # only then, so CIFAR checkpoints keep exactly their old meta
         meta["in_shape"] = list(data.in_shape)
     opt, sched = make_optimizer(model.parameters(), cfg), make_schedule(cfg)
     run.claim()  # the first write: config.json (a config refused above leaves no folder that refuses its fix)

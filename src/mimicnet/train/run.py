@@ -68,32 +68,26 @@ RESUME_KEYS = ("epoch", "best_val_acc", "best_epoch", "seconds", "schedule")
 RESULT_KEYS = ("run_id", "val_acc", "params", "widths", "best_epoch", "epochs")
 
 
-def path_free_hash(cfg: TrainConfig) -> str:
-    """The identity of a run without the paths in its config (the archive, the transfer set): the same run
-    whether the data is given as a relative or absolute path, or the results folder has moved. What those
-    paths hold is checked by content instead (the data's sha256, the teacher's, on resume)."""
-    return cfg.replace(data="", transfer="", teacher="").config_hash()
-
-
-def same_run(old: dict, cfg: TrainConfig) -> bool:
-    """Is `old` (a config.json's content) the config of `cfg`'s run: the same run id, or the same config
-    but for its paths?"""
-    if old.get("run_id") == cfg.run_id():
+def same_run(old: dict, cfg: TrainConfig, run_id: str | None = None) -> bool:
+    """Is `old` (a config.json's content) the config of the run `cfg` names `run_id`: the same run id, or (a
+    run named by older code, whose id held its paths as spelled) the same config but for its paths? What those
+    paths hold is checked by content on resume (the data's sha256, the transfer set's, the teacher's)."""
+    if run_id is not None and old.get("run_id") == run_id:
         return True
     try:
-        return path_free_hash(TrainConfig.from_dict(old["config"])) == path_free_hash(cfg)
+        return TrainConfig.from_dict(old["config"]).config_hash() == cfg.config_hash()
     except (ConfigError, KeyError, TypeError, ValueError):
         return False
 
 
 class RunFolder:
-    def __init__(self, cfg: TrainConfig, path, meta: dict):
+    def __init__(self, cfg: TrainConfig, path, meta: dict, inputs: dict[str, str] | None = None):
         self.cfg, self.path, self.meta = cfg, Path(path), meta
         self.results_path = self.path / "results.json"
         self.last = self.path / "last.safetensors"
         self.best = self.path / "best.safetensors"
         self.metrics = self.path / "metrics.jsonl"
-        self.run_id = cfg.run_id()   # config.json's, once claimed (paths spelled otherwise: the same run)
+        self.run_id = cfg.run_id(inputs)  # config.json's once claimed (a run of older code keeps its id)
 
     def finished(self) -> dict | None:
         """results.json of a finished run, checked: a dict of results, and a best checkpoint that is the one
@@ -139,12 +133,12 @@ class RunFolder:
             if not isinstance(old, dict):
                 raise artifacts.CheckpointError(f"{cfg_path}: not a run's config (holds {json.dumps(old)[:40]}); "
                                                 f"delete {self.path} and run the same command again")
-            if not same_run(old, self.cfg):
+            if not same_run(old, self.cfg, self.run_id):
                 raise ConfigError(f"{self.path}: holds a run of another config ({old.get('run_id')}); "
                                   "choose another --out")
             self.run_id = old.get("run_id") or self.run_id
         else:
-            artifacts.write_json(cfg_path, {"config": self.cfg.to_dict(), "run_id": self.cfg.run_id(),
+            artifacts.write_json(cfg_path, {"config": self.cfg.to_dict(), "run_id": self.run_id,
                                             **self.meta, "code_version": artifacts.code_version()})
 
     def load_last(self) -> tuple[dict, dict] | None:
@@ -206,7 +200,7 @@ def index_row(cfg: TrainConfig, results: dict, info: RunInfo, path) -> IndexRow:
         teacher_test_acc=results.get("teacher_test_acc"), loss=cfg.optim.loss, mimic_mse=results.get("mimic_mse"),
         mimic_agreement=results.get("mimic_agreement"), study=info.study, trial=info.trial,
         epochs=results["epochs"], best_epoch=results["best_epoch"], max_epochs=cfg.optim.max_epochs,
-        seconds=results["seconds"], run_id=results.get("run_id") or cfg.run_id(),
+        seconds=results["seconds"], run_id=results["run_id"],
         config_hash=cfg.config_hash(), path=str(path), data_sha256=results.get("data_sha256"),
         code_version=results.get("code_version"), repeat_of=info.repeat_of)
 
@@ -219,6 +213,15 @@ def index_failed_run(index, cfg: TrainConfig, run_dir: Path, info: RunInfo = Run
     widths when they can be solved, and for a student the teacher it mimicked; reports count it in its cell
     without averaging it."""
     append_index(index, failed_row(cfg, run_dir, info, teacher, status, epochs, val_acc))
+
+
+def _claimed_id(run_dir) -> str | None:
+    """The run id its config.json records (with its inputs by content), or None before the run was claimed."""
+    try:
+        rid = artifacts.read_json(Path(run_dir) / "config.json").get("run_id")
+    except (OSError, ValueError, AttributeError, artifacts.CheckpointError):
+        return None
+    return rid if isinstance(rid, str) else None
 
 
 def _trained_widths(run_dir) -> tuple[int, ...] | None:
@@ -245,5 +248,6 @@ def failed_row(cfg: TrainConfig, run_dir: Path, info: RunInfo = RunInfo(), teach
         seed=cfg.seed,
         loss=cfg.optim.loss, study=info.study, trial=info.trial, status=status, epochs=epochs, val_acc=val_acc,
         max_epochs=cfg.optim.max_epochs, repeat_of=info.repeat_of,
-        run_id=cfg.run_id(), config_hash=cfg.config_hash(), path=str(run_dir), code_version=artifacts.code_version(),
+        run_id=_claimed_id(run_dir) or cfg.run_id(), config_hash=cfg.config_hash(), path=str(run_dir),
+        code_version=artifacts.code_version(),
         teacher=t.get("path"), teacher_val_acc=t.get("val_acc"), teacher_test_acc=t.get("test_acc")))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mimicnet.data.augment import PARAM_KEYS, AugmentConfig, apply_params, augment, hsv_to_rgb, identity_params, rgb_to_hsv, sample_params, spline_resize_matrix, standardize, to_uint8
+from mimicnet.data.augment import PARAM_KEYS, AugmentConfig, apply_params, augment, crop_range, hsv_to_rgb, identity_params, rgb_to_hsv, sample_params, spline_resize_matrix, standardize, to_uint8
 
 ZERO = dict(dh=0.0, ds=0.0, dv=0.0, as_=0.0, av=0.0, scale_min=32, mirror=False)
 
@@ -28,10 +28,10 @@ def solid(rgb: tuple[float, float, float], n: int = 1) -> torch.Tensor:
     return torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(n, 3, 32, 32).clone()
 
 
-def scipy_resize(crop: torch.Tensor) -> torch.Tensor:
+def scipy_resize(crop: torch.Tensor, side: int = 32) -> torch.Tensor:
     """The paper's resize the plain way: scipy.ndimage.zoom(order=3) per channel of a C×S×S crop."""
     c = crop.double().numpy()
-    return torch.from_numpy(np.stack([ndimage.zoom(ch, 32 / c.shape[-1], order=3) for ch in c]))
+    return torch.from_numpy(np.stack([ndimage.zoom(ch, side / c.shape[-1], order=3) for ch in c]))
 
 
 def circ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,7 @@ def test_empty_batch_and_bad_input() -> None:
     x = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
     assert augment(x, AugmentConfig(), gen(0)).shape == (0, 3, 32, 32)
     with pytest.raises(ValueError):
-        apply_params(torch.zeros(2, 3, 28, 28), identity_params(2))
+        apply_params(torch.zeros(2, 3, 28, 30), identity_params(2))  # not square
     with pytest.raises(KeyError):
         apply_params(torch.zeros(2, 3, 32, 32), {k: v for k, v in identity_params(2).items() if k != "flip"})
     with pytest.raises(ValueError):
@@ -244,6 +244,31 @@ def test_batch_geometry_matches_per_image_scipy_zoom() -> None:
         if p["flip"][i]:
             ref = ref.flip(-1)
         torch.testing.assert_close(y[i], ref, atol=1e-5, rtol=0, msg=f"image {i}: S={s} x0={x0} y0={y0}")
+
+
+@pytest.mark.parametrize("side", [16, 48])
+def test_other_image_sizes_crop_resize_and_mirror_like_scipy(side: int) -> None:
+    """--image-size S: crops of S×S images (smallest: scale_min's fraction of 32, of S) resized back to S×S,
+    the same per-image scipy pipeline; full-size crops without flips leave the images as they are."""
+    cfg = AugmentConfig(hsv=False, scale_min=24)
+    lo, hi = crop_range(cfg, side)
+    assert (lo, hi) == (round(24 * side / 32), side) and crop_range(cfg) == (24, 32)
+    n = 40
+    x = torch.rand(n, 3, side, side, generator=gen(21))
+    p = sample_params(n, cfg, gen(22), size=side)
+    assert p["size"].min() >= lo and p["size"].max() <= side and (p["x0"] + p["size"] <= side).all()
+    assert (p["y0"] + p["size"] <= side).all() and len(set(p["size"].tolist())) > 3
+    y = apply_params(x, p)
+    assert y.shape == x.shape and augment(x, cfg, gen(22)).shape == x.shape
+    for i in range(n):
+        s, x0, y0 = int(p["size"][i]), int(p["x0"][i]), int(p["y0"][i])
+        ref = scipy_resize(x[i, :, y0 : y0 + s, x0 : x0 + s], side).clamp(0, 1).float()
+        ref = ref.flip(-1) if p["flip"][i] else ref
+        torch.testing.assert_close(y[i], ref, atol=1e-5, rtol=0, msg=f"image {i}: S={s} x0={x0} y0={y0}")
+    assert torch.equal(apply_params(x, identity_params(n, size=side)), x)
+    # at 32 the crops are drawn as before the size argument (transfer sets and runs made then stay the same)
+    u = torch.rand((9, 8), generator=gen(3))
+    assert torch.equal(sample_params(8, cfg, gen(3))["size"], (24 + (u[5] * 9).floor().long()).clamp_max(32))
 
 
 def test_mirror_only() -> None:

@@ -169,7 +169,41 @@ def test_compress_says_a_bad_file_and_other_sizes_in_one_line(teacher_ts, tmp_pa
     (root / "cat" / "oops.png").write_bytes(b"nope")
     argv = ["compress", "--teacher", teacher_ts, "--data", root, "--out", tmp_path / "o", "--budget", "20k"]
     one_line_error(argv, "oops.png", "not an image")
-    one_line_error([*argv, "--image-size", "64"], "--image-size 64", "32×32")
     one_line_error(["compress", "--teacher", teacher_ts, "--data", tmp_path / "imgs" / "cat", "--out", tmp_path / "o",
                     "--budget", "20k"], "cat")
     assert not (tmp_path / "o").exists()
+
+
+def test_compress_on_16_pixel_images_trains_exports_and_evaluates_at_that_size(c10, teacher_ts, tmp_path):  # noqa: F811
+    """--image-size 16: the folder read at 16×16, the transfer set stored at 16×16, the budget solved for 16×16
+    inputs (conv0's first layer is 4× smaller than at 32), the student exported for 3×16×16 and scored by
+    `mimicnet evaluate` at its own size; families whose pools leave nothing of the image are one line."""
+    from mimicnet.models.families import count_params
+    folder = write_pngs(c10, tmp_path / "pngs")
+    out = tmp_path / "o"
+    argv = ["compress", "--teacher", teacher_ts, "--data", folder, "--image-size", "16", "--out", out, "--budget", "20k",
+            "--families", "conv0,conv2", "--trials", "2", "--seeds", "0", "--epochs", "1", "--transfer-epochs", "1",
+            "--batch-size", "64", "--device", "cpu", "--no-latency"]
+    rc, _, err = run(argv)
+    assert rc == 0, err
+    assert artifacts.read_json(out / "transfer" / "manifest.json")["files"]["images"]["shape"][1:] == [3, 16, 16]
+    res = artifacts.read_json(out / "results.json")
+    for r in res["families"]:
+        if r.get("widths"):
+            n = count_params(r["family"], tuple(r["widths"]), in_shape=(3, 16, 16))
+            assert n == r["params"] and abs(n - 20_000) < 600  # at the budget (the dependent width is rounded)
+            assert count_params(r["family"], tuple(r["widths"])) != n   # these widths count otherwise at 32×32
+    rec = artifacts.read_json(out / "student" / "student.json")
+    assert "3×16×16" in rec["input"] and max(rec["max_abs_diff"].values()) <= 1e-4 * max(rec["max_abs_logit"], 1.0)
+    ts = torch.jit.load(str(out / "student" / "student.ts"))
+    assert ts(torch.rand(3, 3, 16, 16)).shape == (3, 10)
+    rc, stdout, err = run(["evaluate", out / "student", "--data", folder, "--device", "cpu"])
+    assert rc == 0, err
+    assert f"accuracy {res['student']['test_acc']:.4f} on the test split" in stdout
+    one_line_error(["evaluate", out / "student", "--data", c10, "--device", "cpu"], "takes 3×16×16 inputs", "3×32×32")
+    small = [*argv[:argv.index("--image-size")], "--image-size", "4", "--out", tmp_path / "o4", "--budget", "20k",
+             "--families", "conv3"]
+    one_line_error(small, "--families conv3", "3×4×4")
+    one_line_error(["compress", "--teacher", teacher_ts, "--data", c10, "--image-size", "16", "--out", tmp_path / "o5",
+                    "--budget", "20k"], "--image-size 16", "32×32")
+    assert not (tmp_path / "o4").exists() and not (tmp_path / "o5").exists()

@@ -107,7 +107,8 @@ def register(sub) -> None:
                    "file of each class by name is held out for test; validation: the last 20%% of the training files "
                    "by name; OUT/split.json lists them)")
     c.add_argument("--image-size", dest="image_size", type=int, default=32, metavar="S",
-                   help="images of a folder are resized to S×S (default 32, the only size this version trains)")
+                   help="images of a folder are resized to S×S (default 32; a CIFAR archive is 32×32 only); the "
+                   "augmentation's smallest crop keeps its fraction of the side (24 of 32)")
     c.add_argument("--out", type=out_folder, required=True, metavar="DIR", help="results folder")
     c.add_argument("--families", type=_families, default=FAMILIES,
                    help=f"student families to search, comma-separated (default {','.join(FAMILIES)})")

@@ -7,6 +7,7 @@ import sys
 import torch
 
 from ..core.artifacts import code_version
+from ..data.augment import IMAGE_SHAPE, is_image_shape
 from ..data.cifar import select_split
 from ..data.cifar101 import load_test_source
 from ..models.checkpoint import model_from_checkpoint
@@ -34,9 +35,13 @@ def cmd_evaluate(args) -> int:
                             "(no best.safetensors)")
     device = resolve_device(args.device or "auto")
     model, meta = model_from_checkpoint(args.checkpoint, device)
-    archive = load_test_source(args.data, args.labels)
+    shape = tuple(meta.get("in_shape", IMAGE_SHAPE))
+    archive = load_test_source(args.data, args.labels, shape[-1] if is_image_shape(shape) else 32)
     _check_classes(args.checkpoint, meta, archive, args)
     x, y = select_split(archive, args.split)
+    if tuple(x.shape[1:]) != shape:
+        raise EvaluateError(f"{args.checkpoint}: the model takes {'×'.join(map(str, shape))} inputs, {args.data} "
+                            f"holds {'×'.join(map(str, x.shape[1:]))} images")
     logits = predict_logits(model, x, meta.get("input_scale", 1.0), device)
     acc = accuracy(logits, y)
     pred = logits.argmax(1)

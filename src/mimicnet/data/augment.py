@@ -50,8 +50,11 @@ import torch
 
 __all__ = [
     "IMAGE_SIZE",
+    "IMAGE_SHAPE",
+    "is_image_shape",
     "PARAM_KEYS",
     "AugmentConfig",
+    "crop_range",
     "sample_params",
     "identity_params",
     "apply_params",
@@ -64,6 +67,7 @@ __all__ = [
 ]
 
 IMAGE_SIZE = 32
+IMAGE_SHAPE = (3, IMAGE_SIZE, IMAGE_SIZE)  # CIFAR's; an image folder's may be 3×S×S (--image-size S)
 # Every params dict has exactly these keys (fixed schema, so replay files can store them as-is).
 PARAM_KEYS = ("hue", "sat_scale", "sat_shift", "val_scale", "val_shift", "size", "x0", "y0", "flip")
 _FLOAT_KEYS = PARAM_KEYS[:5]
@@ -85,7 +89,7 @@ class AugmentConfig:
     dv: float = 0.20  # value shift ~ U(-dv, dv)
     as_: float = 0.21  # saturation scale ~ U(1/(1+as_), 1+as_)
     av: float = 0.13  # value scale ~ U(1/(1+av), 1+av)
-    scale_min: int = 24  # crop side S ~ U{scale_min..32}; 32 disables scale jitter
+    scale_min: int = 24  # crop side S ~ U{scale_min..32}; 32 disables scale jitter (other sizes: crop_range)
     mirror: bool = True
     hsv: bool = True  # False: HSV params are exactly the identity and the HSV stage is skipped
 
@@ -122,11 +126,25 @@ class AugmentConfig:
 # ----------------------------------------------------------------------------------------
 
 
+def is_image_shape(shape) -> bool:
+    """Is `shape` (C, H, W) one of square RGB images, which the augmentation takes (not feature rows)?"""
+    return len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2] >= 1
+
+
+def crop_range(cfg: AugmentConfig, size: int = IMAGE_SIZE) -> tuple[int, int]:
+    """(smallest, largest) crop side for ``size``×``size`` images. ``scale_min`` is stated for 32×32 (the
+    paper's 24 of 32); other sizes keep its fraction of the side, rounded (48 of 64, 6 of 8), at least 1."""
+    if size == IMAGE_SIZE:
+        return cfg.scale_min, IMAGE_SIZE
+    return max(1, min(size, round(cfg.scale_min * size / IMAGE_SIZE))), size
+
+
 def sample_params(
     n: int,
     cfg: AugmentConfig,
     generator: torch.Generator | None,
     device: torch.device | str = "cpu",
+    size: int = IMAGE_SIZE,
 ) -> dict[str, torch.Tensor]:
     """Draw per-image augmentation parameters.
 
@@ -136,7 +154,7 @@ def sample_params(
     ``device``: a CPU generator with a given seed gives the same params for CPU and CUDA data.
 
     Returns float32 ``hue, sat_scale, sat_shift, val_scale, val_shift``; int64 ``size, x0, y0``;
-    bool ``flip``; all of shape ``(n,)``.
+    bool ``flip``; all of shape ``(n,)``. ``size``: the images' side (crops from crop_range).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -160,9 +178,9 @@ def sample_params(
 
     # Discrete uniforms via floor(u * k): per-image upper bounds (32 - S) rule out randint.
     # Rows: 0 hue, 1 sat_scale, 2 sat_shift, 3 val_scale, 4 val_shift, 5 size, 6 x0, 7 y0, 8 flip.
-    n_sizes = IMAGE_SIZE - cfg.scale_min + 1
-    size = (cfg.scale_min + (u[5] * n_sizes).floor().long()).clamp_max(IMAGE_SIZE)
-    span = IMAGE_SIZE - size + 1  # number of valid offsets per image
+    lo, side = crop_range(cfg, size)
+    crop = (lo + (u[5] * (side - lo + 1)).floor().long()).clamp_max(side)
+    span = side - crop + 1  # number of valid offsets per image
     x0 = torch.minimum((u[6] * span).floor().long(), span - 1)
     y0 = torch.minimum((u[7] * span).floor().long(), span - 1)
     flip = u[8] < 0.5 if cfg.mirror else torch.zeros(n, dtype=torch.bool, device=gen_device)
@@ -170,18 +188,18 @@ def sample_params(
     out = {
         "hue": hue, "sat_scale": sat_scale, "sat_shift": sat_shift,
         "val_scale": val_scale, "val_shift": val_shift,
-        "size": size, "x0": x0, "y0": y0, "flip": flip,
+        "size": crop, "x0": x0, "y0": y0, "flip": flip,
     }
     return {k: v.contiguous().to(device) for k, v in out.items()}
 
 
-def identity_params(n: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def identity_params(n: int, device: torch.device | str = "cpu", size: int = IMAGE_SIZE) -> dict[str, torch.Tensor]:
     """Params that leave images unchanged (up to HSV round-trip float error); edit to taste."""
     z = torch.zeros(n, dtype=torch.float32, device=device)
     return {
         "hue": z.clone(), "sat_scale": torch.ones_like(z), "sat_shift": z.clone(),
         "val_scale": torch.ones_like(z), "val_shift": z.clone(),
-        "size": torch.full((n,), IMAGE_SIZE, dtype=torch.int64, device=device),
+        "size": torch.full((n,), size, dtype=torch.int64, device=device),
         "x0": torch.zeros(n, dtype=torch.int64, device=device),
         "y0": torch.zeros(n, dtype=torch.int64, device=device),
         "flip": torch.zeros(n, dtype=torch.bool, device=device),
@@ -292,33 +310,34 @@ def spline_resize_matrix(in_size: int, out_size: int = IMAGE_SIZE, dtype: torch.
     return torch.linalg.solve(a, b, left=False).to(dtype)
 
 
-_BANKS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+_BANKS: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
 
 
-def _resize_bank(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(32, 32, 32): bank[S-1] is the 32×S resize matrix zero-padded to 32 columns.
+def _resize_bank(device: torch.device, dtype: torch.dtype, side: int = IMAGE_SIZE) -> torch.Tensor:
+    """(side, side, side), 32 for CIFAR: bank[S-1] is the side×S resize matrix zero-padded to side columns.
 
-    Built once per (device, dtype) for every S (32 small solves, tens of ms) and gathered per image.
+    Built once per (device, dtype, side) for every S (side small solves, tens of ms at 32) and gathered
+    per image.
     """
-    key = (device, dtype)
+    key = (device, dtype, side)
     bank = _BANKS.get(key)
     if bank is None:
-        bank = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.float64)
-        for s in range(1, IMAGE_SIZE + 1):
-            bank[s - 1, :, :s] = spline_resize_matrix(s, IMAGE_SIZE)
+        bank = torch.zeros(side, side, side, dtype=torch.float64)
+        for s in range(1, side + 1):
+            bank[s - 1, :, :s] = spline_resize_matrix(s, side)
         bank = bank.to(device=device, dtype=dtype)
         _BANKS[key] = bank
     return bank
 
 
 def _axis_matrices(size: torch.Tensor, off: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """Per-image (N, 32, 32) R with R[i, r, c] = M_{S_i}[r, c - off_i] inside the crop, else 0."""
-    n = size.shape[0]
-    m = bank[size - 1]  # (N, 32, 32)
-    col = torch.arange(IMAGE_SIZE, device=size.device)[None, :] - off[:, None]  # (N, 32)
+    """Per-image (N, side, side) R with R[i, r, c] = M_{S_i}[r, c - off_i] inside the crop, else 0."""
+    n, side = size.shape[0], bank.shape[-1]
+    m = bank[size - 1]  # (N, side, side)
+    col = torch.arange(side, device=size.device)[None, :] - off[:, None]  # (N, side)
     valid = (col >= 0) & (col < size[:, None])
-    col = col.clamp(0, IMAGE_SIZE - 1)
-    r = torch.gather(m, 2, col[:, None, :].expand(n, IMAGE_SIZE, IMAGE_SIZE))
+    col = col.clamp(0, side - 1)
+    r = torch.gather(m, 2, col[:, None, :].expand(n, side, side))
     return r * valid[:, None, :].to(r.dtype)
 
 
@@ -329,19 +348,19 @@ def _geometric(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     # sizes, which is what makes replay bit-stable. It costs ~0.03 ms/image more than float32 on
     # 2 CPU cores. MPS has no float64, so it falls back to float32 there.
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    bank = _resize_bank(x.device, dtype)
+    n, c, h, w = x.shape  # square (_check_batch): side h = w, 32 for CIFAR
+    bank = _resize_bank(x.device, dtype, w)
     ry = _axis_matrices(p["size"], p["y0"], bank)
     rx = _axis_matrices(p["size"], p["x0"], bank)
     # Mirroring after the resize = reversing the output columns = reversing R_x's rows.
     rx = torch.where(p["flip"][:, None, None], rx.flip(1), rx)
     # Two bmm's over the batch with the channels folded into the matrix dimension (N products of
     # 96×32 @ 32×32, then 32×32 @ 32×96) rather than 3N broadcast 32×32 products.
-    n, c, h, w = x.shape
-    cols = torch.bmm(x.to(dtype).reshape(n, c * h, w), rx.transpose(1, 2))      # (N, C*H, 32): along x
-    cols = cols.reshape(n, c, h, IMAGE_SIZE).transpose(1, 2).reshape(n, h, c * IMAGE_SIZE)
-    out = torch.bmm(ry, cols)                                                    # (N, 32, C*32): along y
-    out = out.reshape(n, IMAGE_SIZE, c, IMAGE_SIZE).transpose(1, 2)
-    return out.reshape(n, c, IMAGE_SIZE, IMAGE_SIZE).to(torch.float32)
+    cols = torch.bmm(x.to(dtype).reshape(n, c * h, w), rx.transpose(1, 2))      # (N, C*H, W): along x
+    cols = cols.reshape(n, c, h, w).transpose(1, 2).reshape(n, h, c * w)
+    out = torch.bmm(ry, cols)                                                    # (N, H, C*W): along y
+    out = out.reshape(n, h, c, w).transpose(1, 2)
+    return out.reshape(n, c, h, w).to(torch.float32)
 
 
 # ----------------------------------------------------------------------------------------
@@ -358,14 +377,15 @@ def _as_float01(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check_batch(x: torch.Tensor) -> None:
-    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != IMAGE_SIZE or x.shape[3] != IMAGE_SIZE:
-        raise ValueError(f"expected N×3×{IMAGE_SIZE}×{IMAGE_SIZE} images, got {tuple(x.shape)}")
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3] or x.shape[2] < 1:
+        raise ValueError(f"expected N×3×S×S images (S = {IMAGE_SIZE} for CIFAR), got {tuple(x.shape)}")
 
 
 def apply_params(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """Apply HSV jitter, crop + spline resize and mirror with the given per-image params.
 
-    ``x``: uint8 or float in [0, 1], N×3×32×32. Returns float32 in [0, 1] on ``x.device``.
+    ``x``: uint8 or float in [0, 1], N×3×S×S (32×32 for CIFAR; the params' crops must fit S).
+    Returns float32 in [0, 1] on ``x.device``.
     Deterministic in ``(x, p)`` on a given device, and needs nothing but the params: images
     whose HSV params are exactly the identity (hue 0, scales 1, shifts 0 -- what
     ``hsv=False`` samples) bypass the HSV round trip per image, so
@@ -379,7 +399,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
 
     Bit-identical to ``apply_params(x, sample_params(len(x), cfg, generator, x.device))``.
     """
-    p = sample_params(len(x), cfg, generator, x.device)
+    p = sample_params(len(x), cfg, generator, x.device, x.shape[-1] if x.ndim == 4 else IMAGE_SIZE)
     # With hsv=False every image would bypass HSV anyway; skipping it saves the compute only.
     return _apply(x, p, hsv=cfg.hsv)
 

@@ -112,10 +112,10 @@ def load_npy_pair(path) -> Cifar:
     return Cifar(None, None, images, torch.from_numpy(y.astype(np.int64)), CLASSES, str(data_path), sha.hexdigest())
 
 
-def load_test_source(path, labels: str = "fine") -> Cifar:
+def load_test_source(path, labels: str = "fine", image_size: int = 32) -> Cifar:
     """Any data `mimicnet evaluate` takes: a CIFAR-10 or CIFAR-100 archive or folder (`load_cifar`, with the
     labels of set `labels`), a .npy pair (CIFAR-10's classes: fine labels only), or a folder of class folders of
-    images (data.images)."""
+    images (data.images, resized to `image_size`: the model's)."""
     check_labels(labels)
     path = Path(path).expanduser()
     if not path.exists() and path.suffix.lower() != ".npy":
@@ -127,5 +127,5 @@ def load_test_source(path, labels: str = "fine") -> Cifar:
     if is_image_folder(path):  # class folders of PNG/JPEG (data.images): the same splits as a run on them
         if labels != "fine":
             raise no_labels_error(path, "a folder of images", labels)
-        return image_folder_as_cifar(path)
+        return image_folder_as_cifar(path, image_size)
     return load_cifar(path, labels)

@@ -14,14 +14,17 @@ from .trainset import Split, TrainData
 
 
 
-def load_train_data(path, max_train: int | None = None, labels: str = "fine") -> TrainData:
+def load_train_data(path, max_train: int | None = None, labels: str = "fine", image_size: int = 32) -> TrainData:
     """A CIFAR-10 or CIFAR-100 archive or folder as train (first N after the validation split) / val / test
     splits, with the labels of set `labels` (fine | coarse: CIFAR-100's 20 superclasses); or a folder of class
-    subfolders of PNG/JPEG images (data.images, 32×32)."""
+    subfolders of PNG/JPEG images (data.images), resized to `image_size` × `image_size`."""
     if not path:
         raise DataError("no data: pass --data ARCHIVE (a CIFAR-10 or CIFAR-100 .tar.gz or folder)")
     if is_image_folder(path):
-        return load_image_folder(path).with_labels(labels).limited(max_train)
+        return load_image_folder(path, image_size).with_labels(labels).limited(max_train)
+    if image_size != 32:
+        raise DataError(f"--image-size {image_size}: {path} is a CIFAR archive, whose images are 32×32; "
+                        "--image-size applies to a folder of class subfolders of images")
     c = load_cifar(path, labels)
     if c.x_train is None:
         what = "train" if c.dataset == "cifar100" else "data_batch_*"

@@ -52,7 +52,7 @@ from ..models.inference import predict_logits, resolve_device
 from ..train.batches import epoch_generator
 from .ensemble import load_teacher, teacher_info
 
-from .transfer_format import (FORMAT, IMAGE_BYTES, REPLAY_RESIZE, _LOGITS, _STREAM, TransferConfig, TransferError,
+from .transfer_format import (FORMAT, REPLAY_RESIZE, _LOGITS, _STREAM, TransferConfig, TransferError,
                               _augment, _fsync_dir, _hash_files, _identity, _layout, _params_to_array, _pwrite,
                               _train_split)
 from .transfer_read import TransferSet, verify
@@ -145,7 +145,10 @@ def _plan(cfg: TransferConfig, teacher_dir, out_dir, data: TrainData | None, fir
         raise TransferError(f"{teacher_dir}: teacher has {tinfo['num_classes']} outputs, {cfg.data} {data_classes} "
                             f"classes ({cfg.labels} labels)")
     ident = _shard_identity(_identity(cfg, tinfo["sha256"], data_sha), first)
-    files = _layout(cfg.mode, cfg.logits_dtype, cfg.epochs * len(x), len(x), tinfo["num_classes"])
+    if cfg.mode == "replay" and x.shape[-1] != IMAGE_SIZE:  # its reader rebuilds images from a CIFAR archive
+        raise TransferError(f"{cfg.data}: replay sets are of 32×32 images, these are {x.shape[-1]}×{x.shape[-1]}; "
+                            "use mode images")
+    files = _layout(cfg.mode, cfg.logits_dtype, cfg.epochs * len(x), len(x), tinfo["num_classes"], x.shape[-1])
     return _Plan(cfg, teacher_dir, out, device, x, y, data_sha, tinfo, ident, files, first)
 
 
@@ -217,7 +220,7 @@ class _Labeller:
         self.x_dev = plan.x.to(plan.device)
         np_logits = _LOGITS[cfg.logits_dtype][1]
         # One chunk's images and logits, reused for every chunk: no per-chunk allocation churn on the host.
-        self.img_buf = np.empty((min(cfg.chunk, n), 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        self.img_buf = np.empty((min(cfg.chunk, n), *plan.x.shape[1:]), np.uint8)
         self.logit_buf = np.empty((min(cfg.chunk, n), plan.num_classes), np_logits)
         self.made = 0
 
@@ -239,7 +242,7 @@ class _Labeller:
         """Epoch e, chunk by chunk; its permutation and augmentation come from a generator seeded by (seed, e)."""
         g = epoch_generator(self.cfg.seed, self.plan.first + e, _STREAM)  # a shard's e-th: the whole set's
         perm = torch.randperm(self.n, generator=g)
-        params = sample_params(self.n, self.aug, g)  # CPU draws: the same params whatever the device
+        params = sample_params(self.n, self.aug, g, size=self.plan.x.shape[-1])  # CPU draws: the same whatever the device
         for a in range(0, self.n, self.cfg.chunk):
             b = min(a + self.cfg.chunk, self.n)
             z = self.label_chunk(perm, params, a, b)
@@ -267,7 +270,7 @@ class _Labeller:
         """The chunk's rows at row offset r of every file."""
         fds, files = self.fds, self.plan.files
         if "images" in fds:
-            _pwrite(fds["images"], self.img_buf[:len(z)], r * IMAGE_BYTES)
+            _pwrite(fds["images"], self.img_buf[:len(z)], r * files["images"]["row_bytes"])
         _pwrite(fds["logits"], z, r * files["logits"]["row_bytes"])
         _pwrite(fds["source"], idx.numpy().astype(np.int32), r * 4)
         _pwrite(fds["params"], _params_to_array(params), r * files["params"]["row_bytes"])

@@ -28,7 +28,6 @@ FORMAT = "mimicnet-transfer-1"
 # resize (mimicnet 0.1's bicubic) would rebuild other images than its teacher labelled, so replay sets
 # name theirs, in their identity and manifest, and one without it is refused.
 REPLAY_RESIZE = "spline3"
-IMAGE_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE
 _STREAM = 17  # generator stream of the transfer set: independent of the teachers' own epoch-e augmentation
 _LOGITS = {"float16": ("logits.f16", np.float16), "float32": ("logits.f32", np.float32)}
 
@@ -91,11 +90,12 @@ class TransferConfig:
 # ----------------------------------------------------------------------------------------------
 # File layout
 
-def _layout(mode: str, logits_dtype: str, rows: int, n: int, num_classes: int) -> dict[str, dict]:
-    """{key: {name, dtype, shape}} of the files of a set; shape[0] is the number of rows in the file."""
+def _layout(mode: str, logits_dtype: str, rows: int, n: int, num_classes: int, side: int = IMAGE_SIZE) -> dict[str, dict]:
+    """{key: {name, dtype, shape}} of the files of a set; shape[0] is the number of rows in the file. `side`:
+    the images' (32 for CIFAR; an image folder's --image-size), which readers take from the shape."""
     files = {}
     if mode == "images":
-        files["images"] = {"name": "images.u8", "dtype": "uint8", "shape": [rows, 3, IMAGE_SIZE, IMAGE_SIZE]}
+        files["images"] = {"name": "images.u8", "dtype": "uint8", "shape": [rows, 3, side, side]}
     files["logits"] = {"name": _LOGITS[logits_dtype][0], "dtype": logits_dtype, "shape": [rows, num_classes]}
     files["source"] = {"name": "source.i32", "dtype": "int32", "shape": [rows]}
     files["params"] = {"name": "params.f32", "dtype": "float32", "shape": [rows, len(PARAM_KEYS)]}

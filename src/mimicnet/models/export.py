@@ -50,11 +50,16 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from ..core import artifacts
 
 __all__ = ["Standalone", "fold_batchnorm", "save_torchscript", "save_exported", "load_torchscript",
-           "load_exported", "METADATA_NAME", "INPUT_CONTRACT", "save_onnx", "onnx_missing", "onnxruntime_missing",
+           "load_exported", "METADATA_NAME", "INPUT_CONTRACT", "input_contract", "save_onnx", "onnx_missing", "onnxruntime_missing",
            "run_onnx_fresh", "OnnxError"]
 
 METADATA_NAME = "mimicnet.json"
 INPUT_CONTRACT = "float32 N×3×32×32 RGB images in [0, 1] (uint8 / 255); output N×K logits"
+
+
+def input_contract(in_shape=(3, 32, 32)) -> str:
+    """What a shipped student takes and gives (INPUT_CONTRACT for CIFAR's 3×32×32)."""
+    return INPUT_CONTRACT.replace("3×32×32", "×".join(map(str, in_shape)))
 
 
 class Standalone(nn.Module):
@@ -97,8 +102,8 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     return nn.Sequential(layers).eval()
 
 
-def _example(batch: int = 2) -> torch.Tensor:
-    return torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+def _example(batch: int = 2, in_shape=(3, 32, 32)) -> torch.Tensor:
+    return torch.rand(batch, *in_shape, generator=torch.Generator().manual_seed(0))
 
 
 def save_torchscript(model: nn.Module, path, metadata: dict) -> None:
@@ -111,13 +116,13 @@ def save_torchscript(model: nn.Module, path, metadata: dict) -> None:
             scripted, tmp, _extra_files={METADATA_NAME: json.dumps(metadata, sort_keys=True)}))
 
 
-def save_exported(model: nn.Module, path, metadata: dict) -> None:
-    """``model`` (eval mode, CPU) as a torch.export program with a dynamic batch dimension, saved with
-    ``metadata`` as its mimicnet.json extra file."""
+def save_exported(model: nn.Module, path, metadata: dict, in_shape=(3, 32, 32)) -> None:
+    """``model`` (eval mode, CPU) as a torch.export program with a dynamic batch dimension, for inputs of
+    ``in_shape``, saved with ``metadata`` as its mimicnet.json extra file."""
     model = model.eval().cpu()
     dim = getattr(torch.export.Dim, "DYNAMIC", None) or torch.export.Dim("batch")
     with torch.no_grad():
-        ep = torch.export.export(model, (_example(),), dynamic_shapes={"x": {0: dim}})
+        ep = torch.export.export(model, (_example(2, in_shape),), dynamic_shapes={"x": {0: dim}})
 
     def write(tmp):
         with open(tmp, "wb") as f:  # a file object: torch.export warns about a path not ending in .pt2

@@ -12,6 +12,7 @@ from ..core.errors import ConfigError
 from ..core.index import RunKind
 from ..core.units import budget_name, parse_budget
 from ..models import families as models
+from ..data.augment import IMAGE_SHAPE
 from ..train.config import HSV_FIELDS, TrainConfig, resolve_widths
 
 
@@ -205,10 +206,11 @@ def get_space(name: str | Space) -> Space:
 # ---------------------------------------------------------------------------------------------------
 # One sampled point -> TrainConfig
 # ---------------------------------------------------------------------------------------------------
-def apply(space: Space, params: dict, base: TrainConfig, num_classes: int = 10) -> TrainConfig:
+def apply(space: Space, params: dict, base: TrainConfig, num_classes: int = 10, in_shape=IMAGE_SHAPE) -> TrainConfig:
     """The config of one trial: ``base`` (data, epochs, schedule, batch size, loss, transfer set, ...) with
     the space's fixed fields and the sampled ``params`` put in. Raises ``models.BudgetError`` when the width
-    constants cannot meet the budget (the trial is infeasible) with the data's ``num_classes`` outputs."""
+    constants cannot meet the budget (the trial is infeasible) with the data's ``num_classes`` outputs and
+    input shape."""
     space = get_space(space)
     names = {p.name for p in space.params}
     if set(params) != names:
@@ -233,11 +235,11 @@ def apply(space: Space, params: dict, base: TrainConfig, num_classes: int = 10) 
         # Baselines have their own bounds (S4), carried in the config so the run records its budget.
         changes.update(constants=constants, budget=space.budget, bounds=tuple(map(tuple, space.bounds)), widths=None)
     cfg = base.replace(**changes)
-    resolve_widths(cfg, num_classes)  # raises BudgetError exactly where fit() would
+    resolve_widths(cfg, num_classes, in_shape)  # raises BudgetError exactly where fit() would
     return cfg
 
 
-def budget_violation(space: Space, params: dict, num_classes: int = 10) -> float:
+def budget_violation(space: Space, params: dict, num_classes: int = 10, in_shape=IMAGE_SHAPE) -> float:
     """How far the constants are from infeasible, relative to the budget: (parameters at dependent width
     1/2) / budget - 1. models.solve_budget rounds the solved width to the nearest integer and fails when
     that is 0, i.e. exactly when this is > 0. It grows smoothly with the overshoot of the fixed layers, so
@@ -249,7 +251,8 @@ def budget_violation(space: Space, params: dict, num_classes: int = 10) -> float
 
     def count(w: int) -> int:
         widths[fam.dependent] = w
-        return models.count_params(fam, tuple(widths), num_classes=num_classes)  # the output layer counts
+        return models.count_params(fam, tuple(widths), num_classes=num_classes,  # the output layer counts
+                                   **({} if tuple(in_shape) == IMAGE_SHAPE else {"in_shape": tuple(in_shape)}))
 
     p1, p2 = count(1), count(2)  # the count is affine in the dependent width (models.py)
     return (p1 - (p2 - p1) / 2) / space.budget - 1.0

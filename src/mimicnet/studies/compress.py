@@ -161,8 +161,8 @@ def compress(cfg: CompressConfig, out, command: str = "", log: Callable[[str], N
     check_config(cfg)
     out = Path(out)
     device = resolve_device(cfg.device)
-    data = load_train_data(cfg.data, cfg.max_train, cfg.labels)  # once: every stage and trial shares it
-    check_budget(cfg, data.num_classes)                            # the output layer counts: K classes
+    data = load_train_data(cfg.data, cfg.max_train, cfg.labels, cfg.image_size)  # once: every stage shares it
+    check_budget(cfg, data.num_classes, data.in_shape)  # the output layer counts (K classes), and the image size
     teacher = open_teacher(cfg, data, device, log)                  # checked before anything is written
     with folder_lock(out, "mimicnet compress"):
         return _compress(cfg, out, command, data, teacher, log)

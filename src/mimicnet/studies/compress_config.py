@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from ..core.errors import ConfigError
 from ..core.units import budget_name
+from ..data.augment import IMAGE_SHAPE
 from ..data.cifar import LABELS
 from ..distill import external
-from ..models.families import STUDENT_BOUNDS, ModelError, student_families
+from ..models.families import STUDENT_BOUNDS, ModelError, count_params, get_family, student_families
 from ..models.inference import check_device_name
 from ..search.pruners import check_pruner
 from ..search.run import check_rungs_after_warmup
@@ -28,7 +29,7 @@ class CompressConfig:
     teacher: str = ""                       # run/ensemble folder, TorchScript file or .pt2 program
     data: str = ""                          # CIFAR-10 or CIFAR-100 archive or folder, or a folder of class
                                             # subfolders of PNG/JPEG images (data.images)
-    image_size: int = 32                    # such images resized to this (32 only, for now: see check_config)
+    image_size: int = 32                    # such images resized to this side (CIFAR archives: 32 only)
     budget: int = 1_000_000                 # parameters of every student
     families: tuple = FAMILIES
     trials: int = 8                         # per family
@@ -126,10 +127,6 @@ def check_config(cfg: CompressConfig) -> None:
     _int(cfg, "latency_threads", 1)
     pick_within(cfg.pick)
     _int(cfg, "image_size", 1)
-    if cfg.image_size != 32:
-        raise ConfigError(f"--image-size {cfg.image_size}: this version trains students on 32×32 images only (its "
-                          "augmentation crops and resizes 32×32 images); use --image-size 32: larger images are "
-                          "resized to it")
     _int(cfg, "trials", 1)
     _int(cfg, "seeds", 0)
     _int(cfg, "max_epochs", 1, "--epochs")
@@ -173,19 +170,26 @@ def check_config(cfg: CompressConfig) -> None:
             raise ConfigError(str(e)) from None
 
 
-def check_budget(cfg: CompressConfig, num_classes: int) -> None:
-    """Every family fits every budget at its narrowest fixed layers, with `num_classes` outputs."""
-    for budget in budgets(cfg):
-        for fam in cfg.families:
-            _check_one_budget(budget, fam, num_classes)
+def check_budget(cfg: CompressConfig, num_classes: int, in_shape=IMAGE_SHAPE) -> None:
+    """Every family takes the images (its pools leave at least one pixel) and fits every budget at its narrowest
+    fixed layers, with `num_classes` outputs."""
+    for fam in cfg.families:
+        try:
+            count_params(fam, (1,) * len(get_family(fam).width_names), num_classes=num_classes, in_shape=tuple(in_shape))
+        except (ModelError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"--families {fam}: does not take {'×'.join(map(str, in_shape))} images "
+                              f"({str(e).splitlines()[0][:120]}); give a larger --image-size or leave the family "
+                              "out") from None
+        for budget in budgets(cfg):
+            _check_one_budget(budget, fam, num_classes, in_shape)
 
 
-def _check_one_budget(budget: int, fam: str, num_classes: int) -> None:
+def _check_one_budget(budget: int, fam: str, num_classes: int, in_shape) -> None:
     space = make_space("student", fam, budget)
-    if budget_violation(space, {p.name: 0.0 for p in space.params}, num_classes) > 0:
+    if budget_violation(space, {p.name: 0.0 for p in space.params}, num_classes, in_shape) > 0:
         raise ConfigError(f"--budget {budget:,}: too small for a {fam} student with {num_classes} classes "
-                          "(its fixed layers alone, at their narrowest, have more parameters); give a larger "
-                          "--budget or leave the family out")
+                          f"on {'×'.join(map(str, in_shape))} images (its fixed layers alone, at their narrowest, "
+                          "have more parameters); give a larger --budget or leave the family out")
 
 
 def student_config(cfg: CompressConfig, transfer, family: str, budget: int | None = None) -> TrainConfig:

@@ -82,7 +82,7 @@ class ShapeCosts:
         cfg = self.cfg
 
         def check(tc: TrainConfig) -> tuple[float, str]:
-            widths = resolve_widths(tc, data.num_classes)
+            widths = resolve_widths(tc, data.num_classes, data.in_shape)
             c = self.of(tc.model.family, widths, data.num_classes, data.in_shape, tc.data.input_scale)
             over = []
             if cfg.max_flops is not None:

@@ -9,10 +9,11 @@ from typing import Callable
 import torch
 
 from ..core import artifacts
+from ..data.augment import IMAGE_SHAPE
 from ..data.preprocess import OLD_NAMES, STANDARDIZE
 from ..data.splits import TrainData
 from ..models.checkpoint import fold_checkpoint, model_from_checkpoint
-from ..models.export import (INPUT_CONTRACT, OnnxError, load_exported, load_torchscript,
+from ..models.export import (OnnxError, input_contract, load_exported, load_torchscript,
                              onnx_missing, onnxruntime_missing, run_onnx_fresh, save_exported, save_onnx,
                              save_torchscript)
 from ..models.cost import shipped
@@ -32,7 +33,7 @@ def deployable(ckpt: Path) -> tuple[torch.nn.Module, dict, dict]:
     name = meta.get("preprocess", STANDARDIZE)
     if OLD_NAMES.get(name, name) != STANDARDIZE:
         raise ModelError(f"{ckpt}: preprocess {meta.get('preprocess')!r}: only per-image standardisation exports")
-    net, fold = shipped(model, meta.get("input_scale", 1.0), tuple(meta.get("in_shape", (3, 32, 32))),
+    net, fold = shipped(model, meta.get("input_scale", 1.0), tuple(meta.get("in_shape", IMAGE_SHAPE)),
                         already_folded=bool(meta.get("folded")))
     return net, meta, fold
 
@@ -69,12 +70,13 @@ def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: C
     _copy(src_dir / "config.json", dest / "config.json")
     standalone, meta, _ = deployable(dest / "best.safetensors")    # what `mimicnet evaluate` loads, as shipped
     params = count_params(standalone)
-    metadata = {"format": EXPORT_FORMAT, "normalize": "none", "input": INPUT_CONTRACT,
+    in_shape = tuple(meta.get("in_shape", IMAGE_SHAPE))
+    metadata = {"format": EXPORT_FORMAT, "normalize": "none", "input": input_contract(in_shape),
                 "num_classes": meta["num_classes"], "family": meta["family"], "widths": meta["widths"],
                 "params": params, "val_acc": run["val_acc"], "test_acc": run["test_acc"],
                 "teacher_agreement": run["agreement"], "code_version": artifacts.code_version()}
     save_torchscript(standalone, dest / "student.ts", metadata)
-    save_exported(standalone, dest / "student.pt2", metadata)
+    save_exported(standalone, dest / "student.pt2", metadata, in_shape)
     files = ["best.safetensors", "config.json", "student.ts", "student.pt2"]
     orec = {"file": "student.onnx"}
     why = onnx_missing() if onnx else "not asked for (--no-onnx)"
@@ -82,7 +84,7 @@ def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: C
         orec["written"] = f"no: {why}"
         (dest / "student.onnx").unlink(missing_ok=True)  # not an earlier student's
     else:
-        save_onnx(standalone, dest / "student.onnx", metadata, tuple(meta.get("in_shape", (3, 32, 32))))
+        save_onnx(standalone, dest / "student.onnx", metadata, in_shape)
         orec["written"] = "yes"
         files.append("student.onnx")
     diffs, orec["check"], scale = _check_exports(dest, data, "student.onnx" in files)

@@ -357,7 +357,7 @@ def rerun_best(space, base: TrainConfig, study, *, seeds: int, seed: int, root: 
     best = best_trial(study)
     if best is None or seeds < 1:
         return
-    cfg = apply(space, best.params, base, data.with_labels(base.data.labels).num_classes)
+    cfg = apply(space, best.params, base, data.with_labels(base.data.labels).num_classes, data.in_shape)
     number = first_number(best)  # a retried best trial keeps its original's name
     info = RunInfo(kind=RunKind(space.kind), study=space.name, repeat_of=number)
     for k in range(1, seeds + 1):

@@ -41,11 +41,13 @@ def child(out: Path) -> None:
     c = res["ceilings"]
     batch, threads = int(c["batch"]), int(c["threads"])
     student = out / "student"
-    ms = {"shipped": latency_ms(deployable(student / "best.safetensors")[0], "cpu", batch, threads=threads),
-          "student.ts": latency_ms(load_torchscript(student / "student.ts")[0], "cpu", batch, threads=threads),
-          "student.pt2": latency_ms(load_exported(student / "student.pt2")[0], "cpu", batch, threads=threads)}
+    shape = tuple(artifacts.read_json(student / "student.json").get("in_shape") or (3, 32, 32))  # --image-size
+    kw = {"threads": threads, "in_shape": shape}
+    ms = {"shipped": latency_ms(deployable(student / "best.safetensors")[0], "cpu", batch, **kw),
+          "student.ts": latency_ms(load_torchscript(student / "student.ts")[0], "cpu", batch, **kw),
+          "student.pt2": latency_ms(load_exported(student / "student.pt2")[0], "cpu", batch, **kw)}
     if (student / "student.onnx").is_file() and not onnxruntime_missing():
-        ms["student.onnx (onnxruntime)"] = onnx_latency_ms(student / "student.onnx", batch, threads)
+        ms["student.onnx (onnxruntime)"] = onnx_latency_ms(student / "student.onnx", batch, threads, shape)
     print(json.dumps({"ms": ms, "batch": batch, "threads": threads, "torch": torch.__version__}))
 
 

@@ -280,7 +280,8 @@ def test_transfer_identity_of_existing_sets_is_unchanged():
 def test_labels_config_field():
     base = TrainConfig.of(family="conv2", widths=(8, 8, 32))
     assert base.data.labels == "fine" and "labels" not in base.to_dict()
-    assert base.replace(labels="fine").run_id() == base.run_id()  # the default: every old run keeps its id
+    assert base.replace(labels="fine").legacy_run_id() == base.legacy_run_id()  # the default: old runs keep ids
+    assert base.replace(labels="fine").run_id() == base.run_id()
     coarse = base.replace(labels="coarse")
     assert coarse.run_id() != base.run_id() and coarse.to_dict()["labels"] == "coarse"
     assert TrainConfig.from_dict(coarse.to_dict()) == coarse

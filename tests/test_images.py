@@ -178,14 +178,19 @@ def test_compress_on_16_pixel_images_trains_exports_and_evaluates_at_that_size(c
     """--image-size 16: the folder read at 16×16, the transfer set stored at 16×16, the budget solved for 16×16
     inputs (conv0's first layer is 4× smaller than at 32), the student exported for 3×16×16 and scored by
     `mimicnet evaluate` at its own size; families whose pools leave nothing of the image are one line."""
+    from mimicnet.models.export import onnxruntime_missing
     from mimicnet.models.families import count_params
     folder = write_pngs(c10, tmp_path / "pngs")
     out = tmp_path / "o"
     argv = ["compress", "--teacher", teacher_ts, "--data", folder, "--image-size", "16", "--out", out, "--budget", "20k",
             "--families", "conv0,conv2", "--trials", "2", "--seeds", "0", "--epochs", "1", "--transfer-epochs", "1",
-            "--batch-size", "64", "--device", "cpu", "--no-latency"]
+            "--batch-size", "64", "--device", "cpu"]
     rc, _, err = run(argv)
     assert rc == 0, err
+    res = artifacts.read_json(out / "results.json")  # latency timed on 16×16 inputs, each model and export
+    assert all(isinstance(v, float) for r in res["families"] for v in r["latency"]["cpu"].values())
+    assert all(isinstance(v, float) for v in res["teacher"]["latency"]["cpu"].values())
+    assert onnxruntime_missing() or res["student"]["latency_onnx"]["1"] > 0
     assert artifacts.read_json(out / "transfer" / "manifest.json")["files"]["images"]["shape"][1:] == [3, 16, 16]
     res = artifacts.read_json(out / "results.json")
     for r in res["families"]:

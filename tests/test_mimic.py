@@ -116,3 +116,23 @@ def test_a_students_run_id_holds_its_transfer_set_and_data_by_content(world, tmp
     other = tmp_path / "other"
     generate(TransferConfig(data=str(archive), epochs=2, seed=1, device="cpu"), teacher, other, log=lambda s: None)
     assert fit(student(archive, other, max_epochs=1), tmp_path / "s3", log=lambda s: None)["run_id"] != first["run_id"]
+
+
+def test_a_folder_of_a_student_from_another_transfer_set_is_refused_and_older_ids_still_resume(world, tmp_path):
+    """A run is named by what it learns from: the same config on another transfer set (same teacher, same data)
+    into the same folder is another run, refused in one line, finished or not; a run recorded by older code (its
+    id held the paths as spelled) is still this run when only its paths are spelled otherwise."""
+    archive, teacher, tdir = world
+    other = tmp_path / "other"
+    generate(TransferConfig(data=str(archive), epochs=2, seed=3, device="cpu"), teacher, other, log=lambda s: None)
+    done = fit(student(archive, tdir, max_epochs=1), tmp_path / "s", log=lambda s: None)
+    with pytest.raises(ConfigError, match="the transfer set changed since this run began: .* content id"):
+        fit(student(archive, other, max_epochs=1), tmp_path / "s", log=lambda s: None)
+    # the same folder as older code left it: config.json with the legacy id of the config as then spelled
+    cfg_json = tmp_path / "s" / "config.json"
+    rec = json.loads(cfg_json.read_text())
+    older = student(f"./{archive.name}", tdir, max_epochs=1)
+    rec.update(config=older.to_dict(), run_id=older.legacy_run_id())
+    cfg_json.write_text(json.dumps(rec))
+    again = fit(student(archive, tdir, max_epochs=1), tmp_path / "s", log=lambda s: None)
+    assert again["val_acc"] == done["val_acc"]

@@ -136,7 +136,7 @@ def crop_range(cfg: AugmentConfig, size: int = IMAGE_SIZE) -> tuple[int, int]:
     paper's 24 of 32); other sizes keep its fraction of the side, rounded (48 of 64, 6 of 8), at least 1."""
     if size == IMAGE_SIZE:
         return cfg.scale_min, IMAGE_SIZE
-    return max(1, min(size, round(cfg.scale_min * size / IMAGE_SIZE))), size
+    return max(1, min(size, math.floor(cfg.scale_min * size / IMAGE_SIZE + 0.5))), size  # halves round up
 
 
 def sample_params(

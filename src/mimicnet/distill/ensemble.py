@@ -231,8 +231,9 @@ def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data: Tr
 
 def ensemble_row(result: dict, out_dir) -> IndexRow:
     """The index row of a built ensemble, from its ensemble.json content; its run id by content (the same
-    ensemble wherever its results folder and members live)."""
-    h = _content_id(result)
+    ensemble wherever its results folder and members live), or for one built by older code (no content_id) by
+    its inputs_hash, as its row always said."""
+    h = result.get("content_id") or result["inputs_hash"]
     return IndexRow(kind=RunKind.ENSEMBLE, family="ensemble", params=result["params"], val_acc=result["val_acc"],
                     test_acc=result["test_acc"], run_id=f"ensemble-{h[:10]}", config_hash=h[:10], path=str(out_dir),
                     data_sha256=result.get("data_sha256"), code_version=result.get("code_version"))
@@ -325,7 +326,9 @@ def _result(method: str, size: int, inputs_hash: str, members: list[dict], chose
             ens: dict[str, torch.Tensor], single_best: dict, data: TrainData) -> dict:
     """ensemble.json's content."""
     has_test = data.test is not None
-    return {"format": FORMAT, "method": method, "size": size, "inputs_hash": inputs_hash, "members": members,
+    content = _content_id({"members": members, "data_sha256": data.sha256, "method": method, "size": size})
+    return {"format": FORMAT, "method": method, "size": size, "inputs_hash": inputs_hash, "content_id": content,
+            "members": members,
             "n_members": len(chosen), "params": sum(members[i]["params"] or 0 for i in chosen),
             "num_classes": data.num_classes,
             "val_acc": _acc(ens["val"], "val", data), "test_acc": _acc(ens.get("test"), "test", data),
@@ -403,10 +406,11 @@ def teacher_info(path: str | Path) -> dict:
             "data_sha256": meta.get("data_sha256")}
 
 
-def teacher_content_id(path: str | Path) -> str:
+def teacher_content_id(path: str | Path, info: dict | None = None) -> str:
     """A teacher by content alone, wherever it lives: a run's checkpoint sha256, an ensemble's members by
-    sha256 with its data, method and size (ensemble.json itself records paths), an external teacher's identity."""
-    info = teacher_info(path)
+    sha256 with its data, method and size (ensemble.json itself records paths), an external teacher's identity.
+    `info`: its teacher_info, when already read."""
+    info = info or teacher_info(path)
     if info["kind"] != RunKind.ENSEMBLE:
         return info["sha256"]
     return _content_id(artifacts.read_json(Path(path) / "ensemble.json"))

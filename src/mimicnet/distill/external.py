@@ -260,14 +260,14 @@ def check_teacher(model: nn.Module, data: TrainData, name, device, batch_size: i
     """Run the teacher on the validation (and test) split: its output must be N×K logits with K the data's
     number of classes, finite everywhere. Returns {"val_acc", "test_acc", "num_classes"}; a one-line
     TeacherError naming `name` otherwise."""
-    k = data.num_classes
+    k, shape = data.num_classes, "×".join(map(str, data.in_shape))
     model.eval()
-    out = _guarded(name, "a batch of images 2×3×32×32", "; a teacher maps N×3×32×32 float images to N×K logits",
+    out = _guarded(name, f"a batch of images 2×{shape}", f"; a teacher maps N×{shape} float images to N×K logits",
                    lambda: model(model_inputs(model, data.val.x[:2].to(device), 1.0)))
     if not isinstance(out, torch.Tensor):
         raise TeacherError(f"{name}: returns {type(out).__name__}, not a tensor of N×K logits")
     if out.ndim != 2 or out.shape[0] != 2:
-        raise TeacherError(f"{name}: output of shape {tuple(out.shape)} for 2 images; a teacher maps N×3×32×32 "
+        raise TeacherError(f"{name}: output of shape {tuple(out.shape)} for 2 images; a teacher maps N×{shape} "
                            "images to N×K logits")
     if out.shape[1] != k:
         raise TeacherError(f"{name}: {out.shape[1]} outputs per image, the data have {k} classes "

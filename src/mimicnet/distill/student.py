@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..core.errors import ConfigError
-from ..data.augment import is_image_shape
+from ..data.augment import IMAGE_SHAPE, is_image_shape
 from ..data.splits import TrainData, load_train_data
 from ..core.artifacts import CheckpointError, read_json
 from ..models.inference import accuracy, predict_logits, preprocess, resolve_device
@@ -126,6 +126,10 @@ def train_run(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, info:
         raise ConfigError(f"{cfg.distill.transfer}: its teacher has {ts.num_classes} outputs ({labelled} labels), "
                           f"the data {data.num_classes} classes ({cfg.data.labels} labels); give the --labels the "
                           "transfer set was made with")
+    shape = tuple(ts.files["images"]["shape"][1:]) if "images" in ts.files else IMAGE_SHAPE  # replay: CIFAR's
+    if shape != tuple(data.in_shape):
+        raise ConfigError(f"{cfg.distill.transfer}: its images are {'×'.join(map(str, shape))}, the data's "
+                          f"{'×'.join(map(str, data.in_shape))}; give the data (and image size) the set was made from")
     norm = teachers.logit_stats(cfg.distill.transfer, device) if cfg.distill.normalize_logits else None
     batches = transfer_batches(cfg, ts, device, None if norm is None else (norm[0].to(device), norm[1].to(device)))
     teacher = teachers.teacher(_teacher_path(ts), device, ts.teacher) if ts.teacher.get("path") else None
@@ -142,6 +146,7 @@ def _train_online(cfg: TrainConfig, run_dir, data: TrainData, *, info, index, te
     device = resolve_device(cfg.execution.device)
     try:
         record = teacher_info(cfg.distill.teacher)
+        record["content_id"] = teacher_content_id(cfg.distill.teacher, record)  # names the run; checked on resume
     except (CheckpointError, OSError) as e:
         raise ConfigError(f"--teacher {cfg.distill.teacher}: {e}") from None
     if record.get("num_classes") not in (None, data.num_classes):
@@ -150,7 +155,7 @@ def _train_online(cfg: TrainConfig, run_dir, data: TrainData, *, info, index, te
     teacher = teachers.teacher(cfg.distill.teacher, device, record, data)
     return fit(cfg, run_dir, data, batches=OnlineBatches(cfg, data.train, teacher.model, device),
                loss_fn=make_loss(cfg), teacher=teacher, info=info, index=index, log=log, on_epoch=on_epoch,
-               sources=run_sources(cfg))
+               sources={"teacher": record["content_id"]})
 
 
 def run_sources(cfg: TrainConfig) -> dict[str, str]:

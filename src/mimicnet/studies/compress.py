@@ -198,7 +198,7 @@ def _compress(cfg: CompressConfig, out: Path, command: str, data: TrainData, tea
                                                          cfg.onnx), log)
     if cfg.latency:
         run.stage("latency", lambda: measure_latencies(out, teacher, rows, resolve_device(cfg.device), log,
-                                                       cfg.latency_threads), log)
+                                                       cfg.latency_threads, data.in_shape), log)
         student["latency_onnx"] = onnx_latencies(out, student, cfg, log)
     result = {"format": "mimicnet-compress-results-1", "out": str(out), "budget": best["budget"],
               "teacher": {**tinfo, "num_classes": teacher.num_classes, "params": teacher.params,

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from ..core import artifacts
+from ..data.augment import IMAGE_SHAPE
 from ..data.splits import TrainData
 from ..models.export import (Standalone, onnxruntime_missing)
 from ..models.cost import count_macs, shipped
@@ -109,8 +110,10 @@ class LatencyCache:
         self.d = d if isinstance(d, dict) else {}
 
     def get(self, key: str, model_fn: Callable[[], torch.nn.Module], devices: list[str],
-            log: Callable[[str], None]) -> dict:
+            log: Callable[[str], None], in_shape=IMAGE_SHAPE) -> dict:
+        """{device: {batch: ms}} of the model on inputs of `in_shape` (part of the key unless CIFAR's)."""
         key = key if self.threads is None else f"{key}-t{self.threads}"
+        key = key if tuple(in_shape) == IMAGE_SHAPE else f"{key}-{'x'.join(map(str, in_shape))}"
         have = self.d.get(key, {})
         missing = [dev for dev in devices
                    if "error" not in have.get(dev, {}) and not all(str(b) in have.get(dev, {}) for b in BATCHES)]
@@ -118,7 +121,8 @@ class LatencyCache:
             model = model_fn()
             for dev in missing:
                 try:
-                    have[dev] = {str(b): ms for b, ms in measure(model, dev, threads=self.threads).items()}
+                    have[dev] = {str(b): ms for b, ms in measure(model, dev, threads=self.threads,
+                                                                 in_shape=tuple(in_shape)).items()}
                 except (RuntimeError, ValueError, TypeError) as e:
                     # e.g. a traced teacher with a device baked in, or out of memory at batch 256: a timing
                     # is not worth the run; recorded (the page shows "—") and not tried again
@@ -137,20 +141,20 @@ def latency_devices(device: torch.device) -> list[str]:
 
 
 def measure_latencies(out: Path, teacher: OpenedTeacher, rows: list[dict], device: torch.device,
-                      log: Callable[[str], None], threads: int | None = None) -> None:
+                      log: Callable[[str], None], threads: int | None = None, in_shape=IMAGE_SHAPE) -> None:
     """Latency of the teacher and of every family's best student (as exported), into the rows and teacher, with
-    `threads` CPU threads."""
+    `threads` CPU threads, on inputs of the data's `in_shape`."""
     cache, devices = LatencyCache(out / "latency.json", threads), latency_devices(device)
 
     def teacher_model():
         m = teacher.model
-        return m if getattr(m, "takes_images", False) else Standalone(m, 1.0)  # a mimicnet teacher: standardised
-    teacher.info["latency"] = cache.get(f"teacher-{teacher.identity}", teacher_model, devices, log)
+        return m if getattr(m, "takes_images", False) else Standalone(m, 1.0, in_shape)  # mimicnet's: standardised
+    teacher.info["latency"] = cache.get(f"teacher-{teacher.identity}", teacher_model, devices, log, in_shape)
     for row in rows:
         if row.get("student"):
             ckpt = Path(row["student"]["path"]) / "best.safetensors"
             row["latency"] = cache.get(f"student-{row['student']['best_sha256']}", lambda: deployable(ckpt)[0],
-                                       devices, log)
+                                       devices, log, in_shape)
 
 
 def onnx_latencies(out: Path, student: dict, cfg: CompressConfig, log: Callable[[str], None]) -> dict | None:
@@ -166,7 +170,7 @@ def onnx_latencies(out: Path, student: dict, cfg: CompressConfig, log: Callable[
     batches = sorted({*BATCHES, cfg.latency_batch})
     if not (isinstance(have, dict) and all(isinstance(have.get(str(b)), (int, float)) for b in batches)):
         have = {str(b): round(onnx_latency_ms(out / "student" / "student.onnx", b, cfg.latency_threads,
-                                              tuple(student.get("in_shape") or (3, 32, 32))), 4) for b in batches}
+                                              tuple(student.get("in_shape") or IMAGE_SHAPE)), 4) for b in batches}
         have["threads"] = cfg.latency_threads
         cache.d[key] = have
         artifacts.write_json(cache.path, cache.d)

@@ -88,7 +88,8 @@ def export_student(run: dict, dest: Path, data: TrainData, teacher: dict, log: C
         orec["written"] = "yes"
         files.append("student.onnx")
     diffs, orec["check"], scale = _check_exports(dest, data, "student.onnx" in files)
-    rec = {**metadata, "source": str(src_dir), "source_sha256": src_sha, "run": run["what"], "fold": fold,
+    rec = {**metadata, **({} if in_shape == IMAGE_SHAPE else {"in_shape": list(in_shape)}),
+           "source": str(src_dir), "source_sha256": src_sha, "run": run["what"], "fold": fold,
            "max_abs_diff": diffs, "max_abs_logit": scale, "onnx": orec, "teacher": teacher,
            "files": {n: artifacts.file_sha256(dest / n) for n in files}}
     artifacts.write_json(done, rec)

@@ -287,7 +287,7 @@ class TrainConfig:
     def run_id(self, inputs: dict[str, str] | None = None) -> str:
         """FAMILY-HASH: the config (config_hash) and what the run learns from, by content: `inputs` maps
         "data" to the data's sha256 and, for a student, "transfer" or "teacher" to its transfer set's or
-        teacher's content id (distill.student.run_inputs). The same run whether a path is relative, absolute
+        teacher's content id (distill.student.run_sources). The same run whether a path is relative, absolute
         or through a symlink, and wherever the results folder lives. Without inputs: the config alone."""
         if not inputs:
             return f"{self.model.family}-{self.config_hash()}"

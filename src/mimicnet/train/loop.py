@@ -65,7 +65,7 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
     yield standardised teacher logits (normalize_logits); the saved model outputs plain logits.
     `data`: the data (loaded once by the caller; read from cfg.data.path when not given).
     `sources`: what a student learns from besides the data, by content ({"transfer": id} or {"teacher": id},
-    distill.student.run_inputs): with the data's sha256, they name the run (TrainConfig.run_id).
+    distill.student.run_sources): with the data's sha256, they name the run (TrainConfig.run_id).
     `index`: a run-index CSV to which the finished run appends its row.
     `on_epoch(epochs_done, val_acc)`: called once per finished epoch, after its checkpoint is written (and on
     resume for the epochs already run), so a search can report the curve to its pruner; whatever it raises
@@ -220,9 +220,11 @@ def resume(run: RunFolder, s: Setup, device, log) -> tuple[int, float, int, floa
         return 0, -1.0, -1, 0.0
     tensors, m = last
     check_data(run, m.get("data_sha256"), s.meta.get("data_sha256"))
-    old_t, new_t = (m.get("teacher") or {}).get("sha256"), (s.meta.get("teacher") or {}).get("sha256")
+    was, now = m.get("teacher") or {}, s.meta.get("teacher") or {}
+    key = "content_id" if was.get("content_id") and now.get("content_id") else "sha256"  # by content when known
+    old_t, new_t = was.get(key), now.get(key)
     if old_t and new_t and old_t != new_t:
-        raise ConfigError(f"{run.path}: the teacher changed since this run began (sha256 {old_t[:12]}… in "
+        raise ConfigError(f"{run.path}: the teacher changed since this run began ({key} {old_t[:12]}… in "
                           f"{run.last.name}, {new_t[:12]}… now); delete {run.path} to train it anew on this teacher")
     restore(s.model, s.opt, {k: v.to(device) for k, v in tensors.items()})
     s.sched = type(s.sched)(**m["schedule"])

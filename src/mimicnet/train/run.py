@@ -69,20 +69,29 @@ RESULT_KEYS = ("run_id", "val_acc", "params", "widths", "best_epoch", "epochs")
 
 
 def same_run(old: dict, cfg: TrainConfig, run_id: str | None = None) -> bool:
-    """Is `old` (a config.json's content) the config of the run `cfg` names `run_id`: the same run id, or (a
-    run named by older code, whose id held its paths as spelled) the same config but for its paths? What those
-    paths hold is checked by content on resume (the data's sha256, the transfer set's, the teacher's)."""
+    """Is `old` (a config.json's content) the config of the run `cfg` names `run_id`: the same run id (which
+    holds what it learns from, by content), or -- for a run named by older code, whose id held its paths as
+    spelled, and when no run id is given -- the same config but for its paths? What such a run's paths hold is
+    checked by content on resume (the data's sha256, the teacher's)."""
     if run_id is not None and old.get("run_id") == run_id:
         return True
     try:
-        return TrainConfig.from_dict(old["config"]).config_hash() == cfg.config_hash()
+        before = TrainConfig.from_dict(old["config"])
     except (ConfigError, KeyError, TypeError, ValueError):
         return False
+    if run_id is not None and old.get("run_id") != before.legacy_run_id():
+        return False  # a run named by content: another id is another run (e.g. another transfer set)
+    return before.config_hash() == cfg.config_hash()
+
+
+# What each of a run id's inputs is, and where the config names it (for the line that says it changed).
+_INPUTS = {"data": lambda c: ("data", c.data.path), "transfer": lambda c: ("transfer set", c.distill.transfer),
+           "teacher": lambda c: ("teacher", c.distill.teacher)}
 
 
 class RunFolder:
     def __init__(self, cfg: TrainConfig, path, meta: dict, inputs: dict[str, str] | None = None):
-        self.cfg, self.path, self.meta = cfg, Path(path), meta
+        self.cfg, self.path, self.meta, self.inputs = cfg, Path(path), meta, inputs or {}
         self.results_path = self.path / "results.json"
         self.last = self.path / "last.safetensors"
         self.best = self.path / "best.safetensors"
@@ -94,6 +103,7 @@ class RunFolder:
         the run wrote (its sha256, or for older runs: it loads). None while the run is not finished."""
         if not self.results_path.exists():
             return None
+        self.claimed()  # the finished run is this one (not a run of another config or transfer set)
         redo = f"delete {self.path} and run the same command again (it trains the run anew)"
         try:
             res = artifacts.read_json(self.results_path)
@@ -124,22 +134,43 @@ class RunFolder:
         except artifacts.CheckpointError as e:
             raise artifacts.CheckpointError(f"{e}; {redo}") from None
 
-    def claim(self) -> None:
-        """Write config.json, or check that the one there is this config's (same identity)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+    def claimed(self) -> bool:
+        """Is the folder claimed by this run (its config.json names the same run; that run's id is kept)? False
+        before any config.json; a run of another config (or of other inputs) is a ConfigError."""
         cfg_path = self.path / "config.json"
-        if cfg_path.exists():
-            old = artifacts.read_json(cfg_path)
-            if not isinstance(old, dict):
-                raise artifacts.CheckpointError(f"{cfg_path}: not a run's config (holds {json.dumps(old)[:40]}); "
-                                                f"delete {self.path} and run the same command again")
-            if not same_run(old, self.cfg, self.run_id):
-                raise ConfigError(f"{self.path}: holds a run of another config ({old.get('run_id')}); "
-                                  "choose another --out")
-            self.run_id = old.get("run_id") or self.run_id
-        else:
-            artifacts.write_json(cfg_path, {"config": self.cfg.to_dict(), "run_id": self.run_id,
-                                            **self.meta, "code_version": artifacts.code_version()})
+        if not cfg_path.exists():
+            return False
+        old = artifacts.read_json(cfg_path)
+        if not isinstance(old, dict):
+            raise artifacts.CheckpointError(f"{cfg_path}: not a run's config (holds {json.dumps(old)[:40]}); "
+                                            f"delete {self.path} and run the same command again")
+        if not same_run(old, self.cfg, self.run_id):
+            self._say_changed_input(old)
+            raise ConfigError(f"{self.path}: holds a run of another config or of other inputs ({old.get('run_id')}, "
+                              f"this one is {self.run_id}); choose another --out")
+        self.run_id = old.get("run_id") or self.run_id
+        return True
+
+    def _say_changed_input(self, old: dict) -> None:
+        """The same config on another input (another archive at the same path, say): a ConfigError naming it."""
+        was = old.get("inputs")
+        if not isinstance(was, dict) or old.get("config_hash") != self.cfg.config_hash():
+            return
+        for key, now in self.inputs.items():
+            if was.get(key) not in (None, now):
+                what, path = _INPUTS[key](self.cfg)
+                raise ConfigError(f"{self.path}: the {what} changed since this run began: {path or 'it'} has "
+                                  f"{'sha256' if key == 'data' else 'content id'} {now[:12]}…, the run was trained on "
+                                  f"{was[key][:12]}…; give the {what} it was made from, or delete {self.path} to "
+                                  "train it anew")
+
+    def claim(self) -> None:
+        """Write config.json, or check that the one there is this run's (same identity)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.claimed():
+            artifacts.write_json(self.path / "config.json", {
+                "config": self.cfg.to_dict(), "run_id": self.run_id, "config_hash": self.cfg.config_hash(),
+                "inputs": self.inputs, **self.meta, "code_version": artifacts.code_version()})
 
     def load_last(self) -> tuple[dict, dict] | None:
         """(tensors, meta) of the resume point, with metrics.jsonl cut back to it; None for a fresh run."""
@@ -216,7 +247,8 @@ def index_failed_run(index, cfg: TrainConfig, run_dir: Path, info: RunInfo = Run
 
 
 def _claimed_id(run_dir) -> str | None:
-    """The run id its config.json records (with its inputs by content), or None before the run was claimed."""
+    """The run id its config.json records (with its inputs by content), or None before the run was claimed (its
+    row then names it by its folder)."""
     try:
         rid = artifacts.read_json(Path(run_dir) / "config.json").get("run_id")
     except (OSError, ValueError, AttributeError, artifacts.CheckpointError):
@@ -248,6 +280,6 @@ def failed_row(cfg: TrainConfig, run_dir: Path, info: RunInfo = RunInfo(), teach
         seed=cfg.seed,
         loss=cfg.optim.loss, study=info.study, trial=info.trial, status=status, epochs=epochs, val_acc=val_acc,
         max_epochs=cfg.optim.max_epochs, repeat_of=info.repeat_of,
-        run_id=_claimed_id(run_dir) or cfg.run_id(), config_hash=cfg.config_hash(), path=str(run_dir),
+        run_id=_claimed_id(run_dir), config_hash=cfg.config_hash(), path=str(run_dir),
         code_version=artifacts.code_version(),
         teacher=t.get("path"), teacher_val_acc=t.get("val_acc"), teacher_test_acc=t.get("test_acc")))

@@ -75,7 +75,7 @@ def fit(cfg: TrainConfig, run_dir, data: TrainData | None = None, *, batches=Non
     data = data.with_labels(cfg.data.labels)  # the caller's data may hold another label set (CIFAR-100)
     run = RunFolder(cfg, run_dir, meta, {"data": data.sha256, **(sources or {})})
     if (done := run.finished()) is not None:
-        check_data(run, done.get("data_sha256"), data.sha256)
+        run.check_input("data", done.get("data_sha256"), data.sha256)
         if index is not None:  # its row, if a kill came between results.json and the index (kept if there)
             append_index(index, index_row(cfg, done, info, run.path), replace=False)
         return done
@@ -219,7 +219,7 @@ def resume(run: RunFolder, s: Setup, device, log) -> tuple[int, float, int, floa
             f"-> {run.path}")
         return 0, -1.0, -1, 0.0
     tensors, m = last
-    check_data(run, m.get("data_sha256"), s.meta.get("data_sha256"))
+    run.check_input("data", m.get("data_sha256"), s.meta.get("data_sha256"))
     was, now = m.get("teacher") or {}, s.meta.get("teacher") or {}
     key = "content_id" if was.get("content_id") and now.get("content_id") else "sha256"  # by content when known
     old_t, new_t = was.get(key), now.get(key)
@@ -230,15 +230,6 @@ def resume(run: RunFolder, s: Setup, device, log) -> tuple[int, float, int, floa
     s.sched = type(s.sched)(**m["schedule"])
     log(f"resuming {run.path} at epoch {m['epoch'] + 1} (best val {m['best_val_acc']:.4f} at epoch {m['best_epoch']})")
     return m["epoch"] + 1, m["best_val_acc"], m["best_epoch"], m["seconds"]
-
-
-def check_data(run: RunFolder, old: str | None, new: str | None) -> None:
-    """A run continues (or is reused) only on the data it was trained on, by content: the same archive at
-    another path is the same data; another archive at the same path is not."""
-    if old and new and old != new:
-        raise ConfigError(f"{run.path}: the data changed since this run began: {run.cfg.data.path or 'the data'} "
-                          f"has sha256 {new[:12]}…, the run was trained on {old[:12]}…; give the archive it was "
-                          f"made from, or delete {run.path} to train it anew")
 
 
 def epoch_means(run: RunFolder) -> dict:

@@ -84,9 +84,11 @@ def same_run(old: dict, cfg: TrainConfig, run_id: str | None = None) -> bool:
     return before.config_hash() == cfg.config_hash()
 
 
-# What each of a run id's inputs is, and where the config names it (for the line that says it changed).
-_INPUTS = {"data": lambda c: ("data", c.data.path), "transfer": lambda c: ("transfer set", c.distill.transfer),
-           "teacher": lambda c: ("teacher", c.distill.teacher)}
+# What each of a run id's inputs is, where the config names it, and what to give back (for the line that says
+# it changed).
+_INPUTS = {"data": lambda c: ("data", c.data.path, "archive"),
+           "transfer": lambda c: ("transfer set", c.distill.transfer, "transfer set"),
+           "teacher": lambda c: ("teacher", c.distill.teacher, "teacher")}
 
 
 class RunFolder:
@@ -157,12 +159,18 @@ class RunFolder:
         if not isinstance(was, dict) or old.get("config_hash") != self.cfg.config_hash():
             return
         for key, now in self.inputs.items():
-            if was.get(key) not in (None, now):
-                what, path = _INPUTS[key](self.cfg)
-                raise ConfigError(f"{self.path}: the {what} changed since this run began: {path or 'it'} has "
-                                  f"{'sha256' if key == 'data' else 'content id'} {now[:12]}…, the run was trained on "
-                                  f"{was[key][:12]}…; give the {what} it was made from, or delete {self.path} to "
-                                  "train it anew")
+            self.check_input(key, was.get(key), now)
+
+    def check_input(self, key: str, old: str | None, new: str | None) -> None:
+        """A run continues (or is reused) only on the inputs it was trained on, by content (the data's sha256, a
+        transfer set's or teacher's content id): the same archive at another path is the same data, another
+        archive at the same path is not. A ConfigError naming what changed otherwise."""
+        if old and new and old != new:
+            what, path, give = _INPUTS[key](self.cfg)
+            raise ConfigError(f"{self.path}: the {what} changed since this run began: {path or f'the {what}'} has "
+                              f"{'sha256' if key == 'data' else 'content id'} {new[:12]}…, the run was trained on "
+                              f"{old[:12]}…; give the {give} it was made from, or delete {self.path} to train it "
+                              "anew")
 
     def claim(self) -> None:
         """Write config.json, or check that the one there is this run's (same identity)."""

@@ -10,7 +10,14 @@ none missing), and whether the tables are identical. A TPE search's points depen
 its trials finish in; `--set sampler=random` makes them the trial number's, for the table check. The
 accuracies themselves depend on the thread count (float reductions in another order), so with 1 against 2
 threads the tables can differ in their numbers while the runs are the same.
-Numbers go to bench/results/workers-{cpu,gpu}.json under --name.
+Numbers go to bench/results/workers-{cpu,gpu}.json under --name, with how far apart the two runs' accuracies are
+(run by run, in points). `--markdown` prints an entry of that file as bench/RESULTS.md's table, so the table there is
+generated from the record, never retyped:
+
+    python bench/bench_workers.py --markdown cpu [--diff DIR]
+
+(`--diff DIR` first adds the accuracy comparison of DIR/one and DIR/two to the entry, for a record made before the
+comparison existed.)
 """
 from __future__ import annotations
 
@@ -52,6 +59,42 @@ def run(args, out: Path, workers: int) -> dict:
             "runs": runs, "table": (out / "results.txt").read_text()}
 
 
+def accuracy_diff(one: Path, two: Path) -> dict:
+    """Run by run (matched by kind, family, budget and folder), how far two runs' accuracies are apart, in points."""
+    def rows(out):  # runs with a result: not a failed or pruned trial
+        return {(r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out)): r
+                for r in read_index(out / "index.csv") if r["status"] in ("", "complete") and r["val_acc"]}
+    a, b = rows(one), rows(two)
+    common = sorted(set(a) & set(b))
+    out = {"runs": len(common)}
+    for col in ("val_acc", "test_acc"):
+        d = sorted(abs(float(a[k][col]) - float(b[k][col])) * 100 for k in common)
+        out[col] = {"identical": sum(x == 0 for x in d), "max_points": round(d[-1], 2) if d else None,
+                    "median_points": round(d[len(d) // 2], 2) if d else None}
+    return out
+
+
+def markdown(entry: dict) -> str:
+    """An entry of workers-cpu.json as the table in bench/RESULTS.md."""
+    one, two = entry["one"], entry["two"]
+    lines = ["| stage | 1 worker, 2 threads (s) | 2 workers, 1 thread each (s) | ratio |", "|---|---|---|---|"]
+    for k, a in one["stages"].items():
+        b = two["stages"].get(k)
+        lines.append(f"| {k} | {a:,.1f} | {b:,.1f} | {a / b:.2f} |" if b else f"| {k} | {a:,.1f} | - | - |")
+    lines.append(f"| **total** | **{one['seconds']:,.1f}** | **{two['seconds']:,.1f}** | "
+                 f"**{entry['ratio_total']:.2f}** |")
+    lines.append("")
+    yes = {True: "yes", False: "no"}
+    lines.append(f"Runs in both indexes: {entry['n_runs']}; the same runs (no duplicate, none missing): "
+                 f"{yes[entry['same_runs']]}; identical table: {yes[entry['identical_table']]}.")
+    if d := entry.get("accuracy_diff"):
+        for col, what in (("val_acc", "validation"), ("test_acc", "test")):
+            c = d[col]
+            lines.append(f"{what.capitalize()} accuracy, run by run ({d['runs']} finished runs): {c['identical']} "
+                         f"identical, median difference {c['median_points']} points, largest {c['max_points']}.")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu")
@@ -59,7 +102,18 @@ def main() -> None:
     ap.add_argument("--set", action="append", help="preset overrides for both runs, e.g. sampler=random")
     ap.add_argument("--out", default=str(RESULTS.parent / "runs-workers"))
     ap.add_argument("--name", default=None, help="key in the results file (default: the preset)")
+    ap.add_argument("--markdown", metavar="NAME", help="print entry NAME of the results file as a table; run nothing")
+    ap.add_argument("--diff", metavar="DIR", help="with --markdown: first add the accuracies of DIR/one vs DIR/two")
     args = ap.parse_args()
+    if args.markdown:
+        path = RESULTS / "workers-cpu.json"
+        rec = json.loads(path.read_text())
+        entry = rec["runs"][args.markdown]
+        if args.diff:
+            entry["accuracy_diff"] = accuracy_diff(Path(args.diff) / "one", Path(args.diff) / "two")
+            path.write_text(json.dumps(rec, indent=2) + "\n")  # the record's hardware and time stay as measured
+        print(markdown(entry))
+        return
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         sys.exit(f"{out}: not empty; both runs must start from nothing (give another --out)")
@@ -77,12 +131,14 @@ def main() -> None:
     path = RESULTS / f"workers-{'cpu'}.json"
     old = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
     old[name] = {"preset": args.preset, "sets": args.set or [], "cores": os.cpu_count(),
+                 "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "one": {k: v for k, v in one.items() if k not in ("runs", "table")},
                  "two": {k: v for k, v in two.items() if k not in ("runs", "table")},
                  "ratio_total": round(one["seconds"] / two["seconds"], 3),
                  "ratio_stages": {k: round(one["stages"][k] / two["stages"][k], 3) for k in one["stages"]
                                   if two["stages"].get(k)},
                  "same_runs": same_runs, "identical_table": same_table, "n_runs": len(one["runs"]),
+                 "accuracy_diff": accuracy_diff(out / "one", out / "two"),
                  "command": " ".join(["python", "bench/bench_workers.py", *sys.argv[1:]])}
     print(f"-> {save('workers', {'runs': old})}")
 

@@ -103,7 +103,8 @@ def test_a_record_keeps_no_path_or_password_of_the_machine(tmp_path, capsys, mon
     (rec / "reproduce.json").write_text(json.dumps({
         "command": f"mimicnet reproduce --preset cpu --data={secret} --set data={secret} --out {rec} "
                    "--storage postgresql://me:hunter2@db.example/mimic",
-        "preset": "cpu", "config": {"data": str(secret)}, "data": {"path": str(secret), "sha256": "ab" * 32}}))
+        "preset": "cpu", "config": {"data": str(secret)}, "data": {"path": str(secret), "sha256": "ab" * 32},
+        "storage": f"journal:{tmp_path / 'shared' / 'paper.journal'}"}))
     dest = tmp_path / "record"
     monkeypatch.chdir(tmp_path)  # as the records in docs/results were made: relative folders on the command line
     assert main(["report", "rec", "--record", "record"]) == 0
@@ -112,5 +113,5 @@ def test_a_record_keeps_no_path_or_password_of_the_machine(tmp_path, capsys, mon
         assert str(tmp_path) not in text and "hunter2" not in text, f.name
     repro = json.loads((dest / "reproduce.json").read_text())
     assert f"--data=cifar.tar.gz --set data=cifar.tar.gz --out . " in repro["command"]
-    assert "postgresql://me:***@db.example/mimic" in repro["command"]
+    assert "postgresql://me:***@db.example/mimic" in repro["command"] and repro["storage"] == "journal:paper.journal"
     assert "conv1/t0" in (dest / "index.csv").read_text()

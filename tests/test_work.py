@@ -182,6 +182,14 @@ def test_two_workers_through_the_journal_file(smoke_ref, tmp_path, capsys):
     shown = capsys.readouterr().out
     assert f"{len(study.user_attrs['units'])}/{len(study.user_attrs['units'])} units done; finished" in shown
     assert all(f"  {stage} " in shown for stage in ("teachers", "ensemble", "transfer", "students", "seeds"))
+    # a plain `reproduce` on their folder joins them through the journal file (not a work.db of its own), from
+    # another folder: the record names the journal by its absolute path
+    r = subprocess.run(smoke_cmd(archive, out.resolve()), capture_output=True, text=True, timeout=300,
+                       env=ONE_THREAD, cwd=tmp_path.parent)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "joining the workers of" in r.stdout and not (out / "work.db").exists()
+    assert len(open_work_study(str(tmp_path / "journal.log"), _work_name(out)).get_trials()) == len(study.get_trials())
+    same_as_ref(out, ref)
 
 
 def test_workers_that_open_a_new_folder_together_share_one_work_study(tmp_path):
@@ -199,6 +207,30 @@ def test_workers_that_open_a_new_folder_together_share_one_work_study(tmp_path):
     c = Study(dataclasses.replace(p, data=str(other)), tmp_path / "out", "c")
     with pytest.raises(ConfigError, match="the data changed"):
         c.save_checked(load_train_data(str(other), p.max_train))
+
+
+def test_a_plain_worker_takes_the_storage_its_folders_record_names(tmp_path, monkeypatch):
+    """Workers through a journal file or a database: a later command without --storage on their folder uses the
+    journal file the record names (by its absolute path, whatever folder it runs in), asks for a database URL
+    whose password the record hid, and another storage than the record's is refused."""
+    archive = write_archive(tmp_path / "a.tar.gz", n_train=200, n_test=50)
+    p = dataclasses.replace(PRESETS["smoke"], data=str(archive))
+    data = load_train_data(p.data, p.max_train)
+    monkeypatch.chdir(tmp_path)
+    Study(p, tmp_path / "j", "a", storage="work.journal").save_checked(data)
+    assert json.loads((tmp_path / "j" / "reproduce.json").read_text())["storage"] == str(tmp_path / "work.journal")
+    monkeypatch.chdir(tmp_path / "j")
+    assert Study(p, tmp_path / "j", "b").storage == str(tmp_path / "work.journal")
+    assert Study(p, tmp_path / "j", "c", storage="../work.journal").storage == "../work.journal"  # the same file
+    with pytest.raises(ConfigError, match=r"--storage other.journal: the workers of .* share .*work.journal"):
+        Study(p, tmp_path / "j", "d", storage="other.journal")
+    url = "postgresql://u:s3cret@db.example/mimicnet"
+    Study(p, tmp_path / "pg", "a", storage=url).save_checked(data)
+    with pytest.raises(ConfigError, match=r"share postgresql://u:\*\*\*@db.example/mimicnet; give it with --storage"):
+        Study(p, tmp_path / "pg", "b")
+    assert Study(p, tmp_path / "pg", "c", storage=url).storage == url
+    Study(p, tmp_path / "trust", "a", storage="postgresql://u@db.example/mimicnet").save_checked(data)
+    assert Study(p, tmp_path / "trust", "b").storage == "postgresql://u@db.example/mimicnet"  # no password to hide
 
 
 def _work_name(out: Path) -> str:
@@ -260,6 +292,9 @@ def _killed_beside_another(smoke_ref, tmp_path, kills: int) -> None:
     same_as_ref(out, ref)
     study = open_work_study(f"sqlite:///{out / 'work.db'}", _work_name(out))
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    done = [t.user_attrs["unit"] for t in study.get_trials()
+            if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop")]
+    assert sorted(done) == sorted(study.user_attrs["units"])         # each unit done once: nothing trained twice
 
 
 # ------------------------------------------------------------------------------ Slurm, through submitit's local executor
@@ -272,6 +307,23 @@ def test_launch_time_limits_and_refusals(capsys):
         parse_time("eight hours")
     assert cli.main(["launch", "slurm", "--preset", "smoke", "--gpus", "2"]) == 2      # no --storage
     assert "--storage" in capsys.readouterr().err
+    assert cli.main(["launch", "slurm", "--preset", "smok", "--gpus", "2", "--storage", "j.log"]) == 2
+    assert "--preset 'smok'" in capsys.readouterr().err
+
+
+def test_launch_without_out_gives_every_task_results_preset_as_an_absolute_path(tmp_path, monkeypatch):
+    """No --out: each task is told the same absolute folder (Slurm may start it elsewhere), results/PRESET."""
+    from mimicnet.cli import launch
+
+    class Executor:  # submitit's, stood in for: what the tasks would be given
+        def map_array(self, fn, tasks):
+            self.argv, self.tasks = fn.argv, list(tasks)
+            return [type("Job", (), {"job_id": i})() for i in self.tasks]
+    ex = Executor()
+    monkeypatch.setattr(launch, "make_executor", lambda args: ex)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["launch", "slurm", "--preset", "smoke", "--tasks", "2", "--storage", "j.log"]) == 0
+    assert ex.tasks == [0, 1] and ex.argv[ex.argv.index("--out") + 1] == str(tmp_path / "results" / "smoke")
 
 
 def test_launch_slurm_array_through_submitits_local_executor(tmp_path):

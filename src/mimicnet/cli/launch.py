@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..studies.main import PRESETS
 
 
 def parse_time(s: str) -> int:
@@ -83,6 +84,11 @@ def cmd_launch(args) -> int:
     if not args.storage:
         raise ConfigError("--storage: the workers of a job array share one database (postgresql://...) or "
                           "a journal file on a shared filesystem")
+    if args.preset not in PRESETS:  # before N tasks are submitted that would each fail on it
+        raise ConfigError(f"--preset {args.preset!r}: launch runs {', '.join(PRESETS)} (a fixed study runs as one "
+                          "process: mimicnet reproduce)")
+    # every task opens the same folder, whatever folder Slurm starts it in
+    args.out = Path(args.out or Path("results") / args.preset).absolute()
     args.tasks = args.gpus or args.tasks
     if not args.tasks or args.tasks < 1:
         raise ConfigError("--gpus N (one task per GPU) or --tasks N (CPU tasks) must be at least 1")

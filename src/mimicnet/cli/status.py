@@ -8,7 +8,7 @@ import optuna
 
 from ..core.artifacts import read_json
 from ..core.errors import ConfigError
-from ..search.storage import is_journal
+from ..search.storage import from_record
 from ..studies.work import eta_seconds, find_work_studies, open_work_study, progress_by_stage
 
 
@@ -28,7 +28,7 @@ def cmd_status(args) -> int:
             raise ConfigError(f"{rec_path}: written before units of work were recorded; run reproduce again")
         recorded = rec.get("storage")
         storage = args.storage or (f"sqlite:///{Path(args.results_dir).resolve() / 'work.db'}" if not recorded
-                                   else recorded if is_journal(recorded) else None)  # a URL's password is not kept
+                                   else from_record(recorded))  # a URL's password is not kept
         if storage is None:
             raise ConfigError(f"{args.results_dir}: its workers share {rec['storage']}; give it with --storage "
                               "(the record keeps no password)")

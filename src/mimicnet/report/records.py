@@ -45,6 +45,8 @@ def _scrub_text(s: str, root: Path) -> str:
         return " ".join(_scrub_text(w, root) for w in s.split(" "))
     if "://" in s:
         return _URL_PASSWORD.sub(r"\1:***@", s)
+    if s.startswith("journal:"):  # a --storage journal:/path/to/file
+        return "journal:" + _scrub_text(s[len("journal:"):], root)
     if "=" in s and not s.startswith("/"):  # --data=/path, --set data=/path
         k, v = s.split("=", 1)
         return f"{k}={_scrub_text(v, root)}"

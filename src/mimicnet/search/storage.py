@@ -3,6 +3,7 @@ fail a dead worker's trial and queue a retry of it."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import time
 from pathlib import Path
@@ -80,6 +81,26 @@ def is_journal(url: str) -> bool:
     """A storage given as a file path (no scheme): Optuna's journal file, for workers that share a filesystem
     but no database server. `journal:PATH` says the same explicitly."""
     return url.startswith("journal:") or "://" not in url
+
+
+def as_recorded(url: str) -> str:
+    """A storage as a results folder's record keeps it: a journal file by its absolute path (a worker started
+    in another folder opens the same file), a URL with its password replaced by `***`."""
+    if is_journal(url):
+        prefix = "journal:" if url.startswith("journal:") else ""
+        return prefix + os.path.abspath(Path(url[len(prefix):]).expanduser())  # (`..` taken out, links kept)
+    return _safe_url(url)
+
+
+def from_record(recorded: str) -> str | None:
+    """The storage a record names, if a worker can open it as it is: a journal file, or a URL that had no
+    password. None: the record hid a password, so the storage must be given again."""
+    if is_journal(recorded):
+        return recorded
+    try:
+        return None if make_url(recorded).password is not None else recorded
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: let the caller ask for it
+        return None
 
 
 def _journal(url: str):

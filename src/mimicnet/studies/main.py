@@ -47,7 +47,7 @@ from ..search.pruners import check_pruner
 from ..search.recovery import first_number
 from ..search.run import Sharing, Strategy, best_trial, check_rungs_after_warmup, run_search, trial_run_dir
 from ..models.families import baseline_families, student_families
-from ..search.storage import _safe_url as safe_url
+from ..search.storage import _safe_url as safe_url, as_recorded, from_record
 from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
@@ -197,6 +197,15 @@ class Study:
                 or _legacy_key(old, i, not_identity) for i in (ident, *older_identities)):
             raise ConfigError(f"{out}: holds a reproduce run of another config (preset {old.get('preset')}); "
                               "choose another --out")
+        recorded = old.get("storage")
+        if recorded and self.storage is None:  # a plain command on a folder whose workers share a storage: join them
+            self.storage = from_record(recorded)
+            if self.storage is None:
+                raise ConfigError(f"{out}: its workers share {recorded}; give it with --storage (the record "
+                                  "keeps no password)")
+        elif recorded and recorded not in (as_recorded(self.storage), safe_url(self.storage)):  # (older records)
+            raise ConfigError(f"--storage {safe_url(self.storage)}: the workers of {out} share {recorded} (its "
+                              "reproduce.json); a second storage would run their units again beside them")
         self.data_sha256 = (old.get("data") or {}).get("sha256")
         self.record = {"preset": preset.name, "command": command, "config": artifacts.to_jsonable(preset),
                        "config_hash": key,
@@ -204,7 +213,7 @@ class Study:
                        "stages": old.get("stages", {}), "planned_trials": {},
                        # the work study's name in a shared storage: this folder's, made once (under the lock)
                        "work_id": old.get("work_id") or uuid.uuid4().hex[:12],
-                       **({"storage": safe_url(self.storage)} if self.storage else {}),
+                       **({"storage": as_recorded(self.storage)} if self.storage else {}),
                        **({"data": old["data"]} if old.get("data") else {})}
         # written first once the data is checked (check_data): a refused run leaves the record as it was
 
@@ -391,7 +400,9 @@ def reproduce(preset: Preset, out: Path, command: str = "", storage: str | None 
     data = load_train_data(preset.data, preset.max_train)  # once: every unit and trial below shares it
     st.save_checked(data, planned_trials=planned_trials(preset))  # checks the data first
     units = plan_units(st, data, finish)
-    study = open_work_study(storage or f"sqlite:///{out.resolve() / 'work.db'}", st.work_name)
+    if st.storage and not storage:
+        print(f"joining the workers of {out} through {safe_url(st.storage)} (its reproduce.json)", flush=True)
+    study = open_work_study(st.storage or f"sqlite:///{out.resolve() / 'work.db'}", st.work_name)
     Worker(units, study, poll=poll, on_unit=lambda u, secs: st.add_time(u.stage, secs)).run()
     return st.record
 

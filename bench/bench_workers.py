@@ -27,7 +27,10 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+
+from optuna.trial import TrialState
 
 from common import RESULTS, save
 from mimicnet.core.index import read_index
@@ -59,16 +62,34 @@ def run(args, out: Path, workers: int) -> dict:
             "runs": runs, "table": (out / "results.txt").read_text()}
 
 
+def units_not_done_once(out: Path) -> dict:
+    """Units of the run's work study completed other than exactly once (none: nothing was done twice)."""
+    rec = json.loads((out / "reproduce.json").read_text())
+    study = open_work_study(f"sqlite:///{out.resolve() / 'work.db'}", f"mimicnet-{rec['preset']}-{rec['work_id']}")
+    done = Counter(t.user_attrs["unit"] for t in study.get_trials()
+                   if t.state == TrialState.COMPLETE and not t.user_attrs.get("noop"))
+    return {u: done[u] for u in study.user_attrs["units"] if done[u] != 1}
+
+
 def accuracy_diff(one: Path, two: Path) -> dict:
-    """Run by run (matched by kind, family, budget and folder), how far two runs' accuracies are apart, in points."""
-    def rows(out):  # runs with a result: not a failed or pruned trial
+    """Run by run (matched by kind, family, budget and folder): how many ended otherwise (a trial pruned in one
+    run, complete in the other: successive halving judges a trial against those that reached its rung before
+    it, and two workers can change that order) and how far the accuracies of those with a result in both
+    are apart, in points."""
+    def rows(out):
         return {(r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out)): r
-                for r in read_index(out / "index.csv") if r["status"] in ("", "complete") and r["val_acc"]}
+                for r in read_index(out / "index.csv")}
     a, b = rows(one), rows(two)
     common = sorted(set(a) & set(b))
-    out = {"runs": len(common)}
+    both = [k for k in common if a[k]["status"] in ("", "complete") and b[k]["status"] in ("", "complete")
+            and a[k]["val_acc"] and b[k]["val_acc"]]
+    out = {"runs": len(both), "same_folders": set(a) == set(b),
+           "units_not_done_once": {arm: units_not_done_once(d) for arm, d in (("one", one), ("two", two))},
+           "status_differs": sorted(
+        f"{'/'.join(k[3:])}: {a[k]['status'] or 'run'} vs {b[k]['status'] or 'run'}"
+        for k in common if a[k]["status"] != b[k]["status"])}
     for col in ("val_acc", "test_acc"):
-        d = sorted(abs(float(a[k][col]) - float(b[k][col])) * 100 for k in common)
+        d = sorted(abs(float(a[k][col]) - float(b[k][col])) * 100 for k in both)
         out[col] = {"identical": sum(x == 0 for x in d), "max_points": round(d[-1], 2) if d else None,
                     "median_points": round(d[len(d) // 2], 2) if d else None}
     return out
@@ -88,6 +109,10 @@ def markdown(entry: dict) -> str:
     lines.append(f"Runs in both indexes: {entry['n_runs']}; the same runs (no duplicate, none missing): "
                  f"{yes[entry['same_runs']]}; identical table: {yes[entry['identical_table']]}.")
     if d := entry.get("accuracy_diff"):
+        units = d["units_not_done_once"]
+        lines.append(f"The same run folders in both: {yes[d['same_folders']]}; units of the work study done other "
+                     f"than exactly once (one worker, two): {len(units['one'])}, {len(units['two'])}. Trials that "
+                     f"ended otherwise (pruned in one run, complete in the other): {len(d['status_differs'])}.")
         for col, what in (("val_acc", "validation"), ("test_acc", "test")):
             c = d[col]
             lines.append(f"{what.capitalize()} accuracy, run by run ({d['runs']} finished runs): {c['identical']} "

@@ -184,11 +184,12 @@ def test_two_workers_through_the_journal_file(smoke_ref, tmp_path, capsys):
     assert all(f"  {stage} " in shown for stage in ("teachers", "ensemble", "transfer", "students", "seeds"))
     # a plain `reproduce` on their folder joins them through the journal file (not a work.db of its own), from
     # another folder: the record names the journal by its absolute path
+    n = len(study.get_trials())
     r = subprocess.run(smoke_cmd(archive, out.resolve()), capture_output=True, text=True, timeout=300,
                        env=ONE_THREAD, cwd=tmp_path.parent)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "joining the workers of" in r.stdout and not (out / "work.db").exists()
-    assert len(open_work_study(str(tmp_path / "journal.log"), _work_name(out)).get_trials()) == len(study.get_trials())
+    assert len(open_work_study(str(tmp_path / "journal.log"), _work_name(out)).get_trials()) == n  # all done
     same_as_ref(out, ref)
 
 
@@ -221,16 +222,28 @@ def test_a_plain_worker_takes_the_storage_its_folders_record_names(tmp_path, mon
     assert json.loads((tmp_path / "j" / "reproduce.json").read_text())["storage"] == str(tmp_path / "work.journal")
     monkeypatch.chdir(tmp_path / "j")
     assert Study(p, tmp_path / "j", "b").storage == str(tmp_path / "work.journal")
-    assert Study(p, tmp_path / "j", "c", storage="../work.journal").storage == "../work.journal"  # the same file
-    with pytest.raises(ConfigError, match=r"--storage other.journal: the workers of .* share .*work.journal"):
-        Study(p, tmp_path / "j", "d", storage="other.journal")
+    for same in ("../work.journal", f"journal:{tmp_path / 'work.journal'}"):  # the same file, spelled otherwise
+        assert Study(p, tmp_path / "j", "c", storage=same).storage == same
+    for other in ("other.journal", "postgresql://u@db.example/mimicnet"):
+        with pytest.raises(ConfigError, match=r"--storage .*: the workers of .* share .*work.journal"):
+            Study(p, tmp_path / "j", "d", storage=other)
     url = "postgresql://u:s3cret@db.example/mimicnet"
     Study(p, tmp_path / "pg", "a", storage=url).save_checked(data)
     with pytest.raises(ConfigError, match=r"share postgresql://u:\*\*\*@db.example/mimicnet; give it with --storage"):
         Study(p, tmp_path / "pg", "b")
-    assert Study(p, tmp_path / "pg", "c", storage=url).storage == url
+    # the same database with its password, without it (~/.pgpass), or with psycopg2 named; not another database
+    for same in (url, "postgresql://u@db.example/mimicnet", "postgresql+psycopg2://u:s3cret@db.example/mimicnet"):
+        assert Study(p, tmp_path / "pg", "c", storage=same).storage == same
+    with pytest.raises(ConfigError, match="a second storage"):
+        Study(p, tmp_path / "pg", "d", storage="postgresql://u:s3cret@db.example/other")
     Study(p, tmp_path / "trust", "a", storage="postgresql://u@db.example/mimicnet").save_checked(data)
     assert Study(p, tmp_path / "trust", "b").storage == "postgresql://u@db.example/mimicnet"  # no password to hide
+    # a record of older code kept a journal path relative to a folder it does not name: asked for, not guessed
+    rec = json.loads((tmp_path / "j" / "reproduce.json").read_text())
+    (tmp_path / "j" / "reproduce.json").write_text(json.dumps({**rec, "storage": "work.journal"}))
+    with pytest.raises(ConfigError, match="give it with --storage"):
+        Study(p, tmp_path / "j", "e")
+    assert Study(p, tmp_path / "j", "f", storage="../work.journal").storage == "../work.journal"
 
 
 def _work_name(out: Path) -> str:
@@ -312,7 +325,8 @@ def test_launch_time_limits_and_refusals(capsys):
 
 
 def test_launch_without_out_gives_every_task_results_preset_as_an_absolute_path(tmp_path, monkeypatch):
-    """No --out: each task is told the same absolute folder (Slurm may start it elsewhere), results/PRESET."""
+    """No --out: each task is told the same absolute folder (Slurm may start it elsewhere), results/PRESET, and
+    a journal file by its absolute path."""
     from mimicnet.cli import launch
 
     class Executor:  # submitit's, stood in for: what the tasks would be given
@@ -324,6 +338,7 @@ def test_launch_without_out_gives_every_task_results_preset_as_an_absolute_path(
     monkeypatch.chdir(tmp_path)
     assert cli.main(["launch", "slurm", "--preset", "smoke", "--tasks", "2", "--storage", "j.log"]) == 0
     assert ex.tasks == [0, 1] and ex.argv[ex.argv.index("--out") + 1] == str(tmp_path / "results" / "smoke")
+    assert ex.argv[ex.argv.index("--storage") + 1] == str(tmp_path / "j.log")  # a journal file: the same for all
 
 
 def test_launch_slurm_array_through_submitits_local_executor(tmp_path):

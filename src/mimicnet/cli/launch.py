@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..search.storage import as_recorded, is_journal
 from ..studies.main import PRESETS
 
 
@@ -87,8 +88,10 @@ def cmd_launch(args) -> int:
     if args.preset not in PRESETS:  # before N tasks are submitted that would each fail on it
         raise ConfigError(f"--preset {args.preset!r}: launch runs {', '.join(PRESETS)} (a fixed study runs as one "
                           "process: mimicnet reproduce)")
-    # every task opens the same folder, whatever folder Slurm starts it in
+    # every task opens the same folder and journal file, whatever folder Slurm starts it in
     args.out = Path(args.out or Path("results") / args.preset).absolute()
+    if is_journal(args.storage):
+        args.storage = as_recorded(args.storage)
     args.tasks = args.gpus or args.tasks
     if not args.tasks or args.tasks < 1:
         raise ConfigError("--gpus N (one task per GPU) or --tasks N (CPU tasks) must be at least 1")

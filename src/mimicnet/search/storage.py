@@ -83,24 +83,54 @@ def is_journal(url: str) -> bool:
     return url.startswith("journal:") or "://" not in url
 
 
+def _journal_path(url: str) -> str:
+    return str(Path(url[len("journal:"):] if url.startswith("journal:") else url).expanduser())
+
+
 def as_recorded(url: str) -> str:
-    """A storage as a results folder's record keeps it: a journal file by its absolute path (a worker started
-    in another folder opens the same file), a URL with its password replaced by `***`."""
+    """A storage as a results folder's record keeps it: a journal file (or an SQLite file) by its absolute path,
+    so a worker started in another folder opens the same file; a URL with its password replaced by `***`."""
     if is_journal(url):
         prefix = "journal:" if url.startswith("journal:") else ""
-        return prefix + os.path.abspath(Path(url[len(prefix):]).expanduser())  # (`..` taken out, links kept)
+        return prefix + os.path.abspath(_journal_path(url))  # (`..` taken out, links kept)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(url[len("sqlite:///"):])
     return _safe_url(url)
 
 
 def from_record(recorded: str) -> str | None:
-    """The storage a record names, if a worker can open it as it is: a journal file, or a URL that had no
-    password. None: the record hid a password, so the storage must be given again."""
+    """The storage a record names, if a worker can open it as it is: a journal or SQLite file by its absolute
+    path, or a URL that had no password. None: the record hid a password, or (older records) kept a path
+    relative to a folder it does not name, so the storage must be given again."""
     if is_journal(recorded):
-        return recorded
+        return recorded if os.path.isabs(_journal_path(recorded)) else None
+    if recorded.startswith("sqlite:///"):
+        return recorded if recorded.startswith("sqlite:////") else None
     try:
         return None if make_url(recorded).password is not None else recorded
     except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: let the caller ask for it
         return None
+
+
+def same_storage(given: str, recorded: str) -> bool:
+    """Whether `given` opens the storage a record names: one journal or SQLite file, however spelled (a
+    `journal:` prefix, a relative path; a relative path in an older record cannot be checked and is taken
+    as given), or one database, with or without its password and whatever driver is named."""
+    if is_journal(given) or is_journal(recorded):
+        if not (is_journal(given) and is_journal(recorded)):
+            return False
+        return not os.path.isabs(_journal_path(recorded)) or \
+            os.path.abspath(_journal_path(given)) == _journal_path(recorded)
+    if from_record(recorded) is None and recorded.startswith("sqlite:///"):
+        return given.startswith("sqlite:///")
+
+    def canonical(url: str):
+        try:
+            u = make_url(as_recorded(url))
+            return u._replace(password=None, drivername=u.get_backend_name()).render_as_string(hide_password=False)
+        except Exception:  # noqa: BLE001 - compared as written
+            return url
+    return canonical(given) == canonical(recorded)
 
 
 def _journal(url: str):

@@ -47,7 +47,7 @@ from ..search.pruners import check_pruner
 from ..search.recovery import first_number
 from ..search.run import Sharing, Strategy, best_trial, check_rungs_after_warmup, run_search, trial_run_dir
 from ..models.families import baseline_families, student_families
-from ..search.storage import _safe_url as safe_url, as_recorded, from_record
+from ..search.storage import _safe_url as safe_url, as_recorded, from_record, same_storage
 from ..search.spaces import SearchError, apply, get_space, make_space
 from ..train.config import TrainConfig
 from ..train.loop import fit
@@ -201,9 +201,9 @@ class Study:
         if recorded and self.storage is None:  # a plain command on a folder whose workers share a storage: join them
             self.storage = from_record(recorded)
             if self.storage is None:
-                raise ConfigError(f"{out}: its workers share {recorded}; give it with --storage (the record "
-                                  "keeps no password)")
-        elif recorded and recorded not in (as_recorded(self.storage), safe_url(self.storage)):  # (older records)
+                raise ConfigError(f"{out}: its workers share {recorded}; give it with --storage (the record keeps "
+                                  "no password, and older records a path relative to the folder they ran in)")
+        elif recorded and not same_storage(self.storage, recorded):
             raise ConfigError(f"--storage {safe_url(self.storage)}: the workers of {out} share {recorded} (its "
                               "reproduce.json); a second storage would run their units again beside them")
         self.data_sha256 = (old.get("data") or {}).get("sha256")

@@ -28,10 +28,11 @@ def cmd_status(args) -> int:
             raise ConfigError(f"{rec_path}: written before units of work were recorded; run reproduce again")
         recorded = rec.get("storage")
         storage = args.storage or (f"sqlite:///{Path(args.results_dir).resolve() / 'work.db'}" if not recorded
-                                   else from_record(recorded))  # a URL's password is not kept
+                                   else from_record(recorded))  # None: a hidden password or a relative path
         if storage is None:
             raise ConfigError(f"{args.results_dir}: its workers share {rec['storage']}; give it with --storage "
-                              "(the record keeps no password)")
+                              "(the record keeps no password, and older records a path relative to the folder "
+                              "they ran in)")
         names = [f"mimicnet-{rec['preset']}-{rec['work_id']}"]
     elif args.storage:
         storage = args.storage

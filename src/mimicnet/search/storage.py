@@ -137,7 +137,7 @@ def _journal(url: str):
     """A JournalStorage on a file (created with its folder). Optuna gives it no heartbeats: a dead worker's trial is
     retried by a worker of the same machine (its host:pid is gone), but a dead machine's trial stays RUNNING
     until a worker is started there again; a cluster whose machines come and go wants PostgreSQL."""
-    path = Path(url[len("journal:"):] if url.startswith("journal:") else url).expanduser()
+    path = Path(_journal_path(url))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))

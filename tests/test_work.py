@@ -244,6 +244,13 @@ def test_a_plain_worker_takes_the_storage_its_folders_record_names(tmp_path, mon
     with pytest.raises(ConfigError, match="give it with --storage"):
         Study(p, tmp_path / "j", "e")
     assert Study(p, tmp_path / "j", "f", storage="../work.journal").storage == "../work.journal"
+    # workers that share the folder's own work.db (no --storage): a worker given a storage would not meet them
+    Study(p, tmp_path / "local", "a").save_checked(data)
+    assert Study(p, tmp_path / "local", "b", storage="work.journal").storage == "work.journal"  # nothing ran yet
+    (tmp_path / "local" / "work.db").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"--storage work.journal: the workers of .*local share its own work.db"):
+        Study(p, tmp_path / "local", "c", storage="work.journal")
+    assert Study(p, tmp_path / "local", "d").storage is None
 
 
 def _work_name(out: Path) -> str:

@@ -206,6 +206,10 @@ class Study:
         elif recorded and not same_storage(self.storage, recorded):
             raise ConfigError(f"--storage {safe_url(self.storage)}: the workers of {out} share {recorded} (its "
                               "reproduce.json); a second storage would run their units again beside them")
+        elif self.storage and not recorded and (out / "work.db").exists():
+            raise ConfigError(f"--storage {safe_url(self.storage)}: the workers of {out} share its own work.db "
+                              "(started without --storage); a second storage would run their units again beside "
+                              "them: leave --storage out")
         self.data_sha256 = (old.get("data") or {}).get("sha256")
         self.record = {"preset": preset.name, "command": command, "config": artifacts.to_jsonable(preset),
                        "config_hash": key,

@@ -1,12 +1,14 @@
 """Two local workers against one: the same study, one after the other, on this machine (issue 25).
 
     python bench/bench_workers.py --data ARCHIVE [--preset cpu] [--set sampler=random] [--out DIR] [--name NAME]
+                                  [--resume]
 
 Run 1: `mimicnet reproduce --preset P` as one worker with all the cores' threads (OMP_NUM_THREADS = cores).
 Run 2: `mimicnet reproduce --preset P --workers 2`, the threads split (cores / 2 each). Printed: wall clock per
 stage (from its first unit's claim to its last unit's end, read from each run's work study) and in all, the
-ratio one/two; whether both indexes hold the same runs (kind, family, budget, folder, status: no duplicate,
-none missing), and whether the tables are identical. A TPE search's points depend on the order
+ratio one/two (with `--resume`, a bench stopped midway continues its runs, and the stop is left out of the
+times: see busy_seconds); whether both indexes hold the same runs (kind, family, budget, folder, status: no
+duplicate, none missing), and whether the tables are identical. A TPE search's points depend on the order
 its trials finish in; `--set sampler=random` makes them the trial number's, for the table check. The
 accuracies themselves depend on the thread count (float reductions in another order), so with 1 against 2
 threads the tables can differ in their numbers while the runs are the same.
@@ -16,8 +18,8 @@ generated from the record, never retyped:
 
     python bench/bench_workers.py --markdown cpu [--diff DIR]
 
-(`--diff DIR` first adds the accuracy comparison of DIR/one and DIR/two to the entry, for a record made before the
-comparison existed.)
+(`--diff DIR` first reads the stage times and the run-by-run accuracies of DIR/one and DIR/two again into the entry,
+for a record made by an older bench.)
 """
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ import argparse
 import json
 import os
 import subprocess
+import sqlite3
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 from optuna.trial import TrialState
@@ -47,19 +51,69 @@ def run(args, out: Path, workers: int) -> dict:
         env.update(OMP_NUM_THREADS=str(os.cpu_count()), MKL_NUM_THREADS=str(os.cpu_count()))
     else:
         cmd += ["--workers", str(workers)]  # the cores split between them
+    resumed = (out / "reproduce.json").exists()
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     total = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-    rec = json.loads((out / "reproduce.json").read_text())
-    study = open_work_study(f"sqlite:///{out.resolve() / 'work.db'}", f"mimicnet-{rec['preset']}-{rec['work_id']}")
-    stages = {r["stage"]: (r["end"] - r["start"]).total_seconds() for r in progress_by_stage(study)
-              if r["start"] and r["end"]}
+    stages, busy, stopped = busy_seconds(out)
     runs = sorted((r["kind"], r["family"], r["budget"], os.path.relpath(r["path"], out), r["status"])
                   for r in read_index(out / "index.csv"))  # no run ids: students' and ensembles' hash paths
-    return {"workers": workers, "seconds": round(total, 1), "stages": {k: round(v, 1) for k, v in stages.items()},
-            "runs": runs, "table": (out / "results.txt").read_text()}
+    return {"workers": workers, "seconds": round(busy, 1), "process_seconds": round(total, 1), "resumed": resumed,
+            "stopped_seconds": round(stopped, 1),
+            "stages": {k: round(v, 1) for k, v in stages.items()}, "runs": runs,
+            "table": (out / "results.txt").read_text()}
+
+
+STOP = 120  # seconds with no unit running anywhere that count as a stop (between units a worker takes seconds)
+
+
+def _stops(spans) -> list:
+    """The stretches longer than STOP during which none of the spans ran: where the bench was stopped."""
+    out, reach = [], None
+    for a, b in sorted(spans):
+        if reach is not None and (a - reach).total_seconds() > STOP:
+            out.append((reach, a))
+        reach = b if reach is None else max(reach, b)
+    return out
+
+
+def _local(utc: str) -> datetime:
+    """A heartbeat as SQLite stores it (CURRENT_TIMESTAMP: UTC) in the naive local time of Optuna's trial times."""
+    return datetime.fromisoformat(str(utc)).replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def busy_seconds(out: Path) -> tuple[dict, float, float]:
+    """Per stage, from its first unit's claim to its last unit's end, and in all, from the first claim to the last
+    end, less the stops: stretches of more than STOP seconds in which no unit of the run was running, a claim whose
+    worker was killed counting to its last heartbeat. A run that went through has no stop; for a run stopped and
+    continued (`--resume`) the stop is left out, and the work a killed claim lost since its last checkpoint is
+    counted, as it was spent. Returns (stages, total, stopped seconds)."""
+    rec = json.loads((out / "reproduce.json").read_text())
+    db = out.resolve() / "work.db"
+    study = open_work_study(f"sqlite:///{db}", f"mimicnet-{rec['preset']}-{rec['work_id']}")
+    with sqlite3.connect(db) as con:  # Optuna keeps heartbeats in this table of its RDB schema
+        beats = dict(con.execute("select trial_id, heartbeat from trial_heartbeats"))
+    spans: dict[str, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        if "unit" not in t.user_attrs or t.user_attrs.get("noop") or not t.datetime_start:
+            continue
+        end = t.datetime_complete if t.state in (TrialState.COMPLETE, TrialState.FAIL) else None
+        if t.state == TrialState.FAIL and t._trial_id in beats:
+            end = min(filter(None, (end, _local(beats[t._trial_id]))))
+        if end:
+            spans.setdefault(t.user_attrs.get("stage") or t.user_attrs["unit"].split("/")[0], []).append(
+                (t.datetime_start, end))
+    every = [x for v in spans.values() for x in v]
+    stops = _stops(every)
+
+    def window(v) -> float:
+        a, b = min(x for x, _ in v), max(y for _, y in v)
+        less = sum(max(0.0, (min(b, d) - max(a, c)).total_seconds()) for c, d in stops)
+        return (b - a).total_seconds() - less
+    stages = {s: window(spans[s]) for s in (r["stage"] for r in progress_by_stage(study)) if s in spans}
+    return stages, window(every), sum((d - c).total_seconds() for c, d in stops)
 
 
 def units_not_done_once(out: Path) -> dict:
@@ -105,6 +159,10 @@ def markdown(entry: dict) -> str:
     lines.append(f"| **total** | **{one['seconds']:,.1f}** | **{two['seconds']:,.1f}** | "
                  f"**{entry['ratio_total']:.2f}** |")
     lines.append("")
+    for arm, who in (("one", "The one-worker run"), ("two", "The two-worker run")):
+        if entry[arm].get("stopped_seconds"):
+            lines.append(f"{who} was stopped and continued (`--resume`): {entry[arm]['stopped_seconds']:,.1f} s in "
+                         "which no unit ran are left out of its times.")
     yes = {True: "yes", False: "no"}
     lines.append(f"Runs in both indexes: {entry['n_runs']}; the same runs (no duplicate, none missing): "
                  f"{yes[entry['same_runs']]}; identical table: {yes[entry['identical_table']]}.")
@@ -127,21 +185,31 @@ def main() -> None:
     ap.add_argument("--set", action="append", help="preset overrides for both runs, e.g. sampler=random")
     ap.add_argument("--out", default=str(RESULTS.parent / "runs-workers"))
     ap.add_argument("--name", default=None, help="key in the results file (default: the preset)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the runs already in --out (a stopped bench): the stop is left out of the times")
     ap.add_argument("--markdown", metavar="NAME", help="print entry NAME of the results file as a table; run nothing")
-    ap.add_argument("--diff", metavar="DIR", help="with --markdown: first add the accuracies of DIR/one vs DIR/two")
+    ap.add_argument("--diff", metavar="DIR", help="with --markdown: first measure the times and accuracies of DIR/one "
+                    "and DIR/two again (the entry keeps its date, command and process seconds)")
     args = ap.parse_args()
     if args.markdown:
         path = RESULTS / "workers-cpu.json"
         rec = json.loads(path.read_text())
         entry = rec["runs"][args.markdown]
         if args.diff:
+            for arm in ("one", "two"):
+                stages, total, stopped = busy_seconds(Path(args.diff) / arm)
+                entry[arm].update(stages={k: round(v, 1) for k, v in stages.items()}, seconds=round(total, 1),
+                                  stopped_seconds=round(stopped, 1))
+            entry["ratio_total"] = round(entry["one"]["seconds"] / entry["two"]["seconds"], 3)
+            entry["ratio_stages"] = {k: round(v / entry["two"]["stages"][k], 3)
+                                     for k, v in entry["one"]["stages"].items() if entry["two"]["stages"].get(k)}
             entry["accuracy_diff"] = accuracy_diff(Path(args.diff) / "one", Path(args.diff) / "two")
             path.write_text(json.dumps(rec, indent=2) + "\n")  # the record's hardware and time stay as measured
         print(markdown(entry))
         return
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        sys.exit(f"{out}: not empty; both runs must start from nothing (give another --out)")
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        sys.exit(f"{out}: not empty; both runs must start from nothing (give another --out, or --resume)")
     one, two = run(args, out / "one", 1), run(args, out / "two", 2)
     print(f"{'stage':10s} {'1 worker s':>11s} {'2 workers s':>12s} {'ratio':>6s}")
     for k in one["stages"]:

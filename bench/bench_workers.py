@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 
 from common import RESULTS, save
 from mimicnet.core.index import read_index
-from mimicnet.studies.work import open_work_study, progress_by_stage
+from mimicnet.studies.work import open_work_study, progress_by_stage, stage_of
 
 
 def run(args, out: Path, workers: int) -> dict:
@@ -103,7 +103,7 @@ def busy_seconds(out: Path) -> tuple[dict, float, float]:
         if t.state == TrialState.FAIL and t._trial_id in beats:
             end = min(filter(None, (end, _local(beats[t._trial_id]))))
         if end:
-            spans.setdefault(t.user_attrs.get("stage") or t.user_attrs["unit"].split("/")[0], []).append(
+            spans.setdefault(stage_of(t.user_attrs["unit"], t.user_attrs.get("stage", "")), []).append(
                 (t.datetime_start, end))
     every = [x for v in spans.values() for x in v]
     stops = _stops(every)
@@ -149,6 +149,13 @@ def accuracy_diff(one: Path, two: Path) -> dict:
     return out
 
 
+def ratios(one: dict, two: dict) -> dict:
+    """One worker's seconds over two workers', in all and per stage (a stage only one run has is left out)."""
+    return {"ratio_total": round(one["seconds"] / two["seconds"], 3),
+            "ratio_stages": {k: round(v / two["stages"][k], 3) for k, v in one["stages"].items()
+                             if two["stages"].get(k)}}
+
+
 def markdown(entry: dict) -> str:
     """An entry of workers-cpu.json as the table in bench/RESULTS.md."""
     one, two = entry["one"], entry["two"]
@@ -164,13 +171,15 @@ def markdown(entry: dict) -> str:
             lines.append(f"{who} was stopped and continued (`--resume`): {entry[arm]['stopped_seconds']:,.1f} s in "
                          "which no unit ran are left out of its times.")
     yes = {True: "yes", False: "no"}
-    lines.append(f"Runs in both indexes: {entry['n_runs']}; the same runs (no duplicate, none missing): "
-                 f"{yes[entry['same_runs']]}; identical table: {yes[entry['identical_table']]}.")
+    lines.append(f"Runs in both indexes: {entry['n_runs']}; the same runs ending the same way (kind, family, budget, "
+                 f"folder and status alike, none twice, none missing): {yes[entry['same_runs']]}; identical table: "
+                 f"{yes[entry['identical_table']]}.")
     if d := entry.get("accuracy_diff"):
         units = d["units_not_done_once"]
         lines.append(f"The same run folders in both: {yes[d['same_folders']]}; units of the work study done other "
                      f"than exactly once (one worker, two): {len(units['one'])}, {len(units['two'])}. Trials that "
-                     f"ended otherwise (pruned in one run, complete in the other): {len(d['status_differs'])}.")
+                     f"ended otherwise (pruned in one run, complete in the other): {len(d['status_differs'])}"
+                     + (f" ({'; '.join(d['status_differs'])})." if d["status_differs"] else "."))
         for col, what in (("val_acc", "validation"), ("test_acc", "test")):
             c = d[col]
             lines.append(f"{what.capitalize()} accuracy, run by run ({d['runs']} finished runs): {c['identical']} "
@@ -200,9 +209,7 @@ def main() -> None:
                 stages, total, stopped = busy_seconds(Path(args.diff) / arm)
                 entry[arm].update(stages={k: round(v, 1) for k, v in stages.items()}, seconds=round(total, 1),
                                   stopped_seconds=round(stopped, 1))
-            entry["ratio_total"] = round(entry["one"]["seconds"] / entry["two"]["seconds"], 3)
-            entry["ratio_stages"] = {k: round(v / entry["two"]["stages"][k], 3)
-                                     for k, v in entry["one"]["stages"].items() if entry["two"]["stages"].get(k)}
+            entry.update(ratios(entry["one"], entry["two"]))
             entry["accuracy_diff"] = accuracy_diff(Path(args.diff) / "one", Path(args.diff) / "two")
             path.write_text(json.dumps(rec, indent=2) + "\n")  # the record's hardware and time stay as measured
         print(markdown(entry))
@@ -227,9 +234,7 @@ def main() -> None:
                  "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "one": {k: v for k, v in one.items() if k not in ("runs", "table")},
                  "two": {k: v for k, v in two.items() if k not in ("runs", "table")},
-                 "ratio_total": round(one["seconds"] / two["seconds"], 3),
-                 "ratio_stages": {k: round(one["stages"][k] / two["stages"][k], 3) for k in one["stages"]
-                                  if two["stages"].get(k)},
+                 **ratios(one, two),
                  "same_runs": same_runs, "identical_table": same_table, "n_runs": len(one["runs"]),
                  "accuracy_diff": accuracy_diff(out / "one", out / "two"),
                  "command": " ".join(["python", "bench/bench_workers.py", *sys.argv[1:]])}

@@ -165,16 +165,22 @@ class Worker:
 # ---------------------------------------------------------------------------------------------------
 # Progress (`mimicnet status`)
 # ---------------------------------------------------------------------------------------------------
+def stage_of(unit: str, stage: str = "") -> str:
+    """The stage a unit belongs to: the one its trial recorded, else its name's first part (a unit not yet
+    claimed, or one claimed by an older mimicnet that did not record it)."""
+    return stage or unit.split("/")[0]
+
+
 def progress_by_stage(study, now: datetime | None = None) -> list[dict]:
     """Per stage: units done / running (worker, since) / waiting / failed, in the plan's order, with the
     seconds its finished units took (for a rate) and its wall clock so far."""
     names = list(study.user_attrs.get("units") or [])
     trials = study.get_trials(deepcopy=False)
     states = unit_states(trials)
-    stage_of = {t.user_attrs["unit"]: t.user_attrs.get("stage", "") for t in trials if "unit" in t.user_attrs}
+    recorded = {t.user_attrs["unit"]: t.user_attrs.get("stage", "") for t in trials if "unit" in t.user_attrs}
     rows: dict[str, dict] = {}
     for n in names:
-        stage = stage_of.get(n) or n.split("/")[0]
+        stage = stage_of(n, recorded.get(n, ""))
         r = rows.setdefault(stage, {"stage": stage, "units": 0, "done": 0, "running": [], "waiting": 0,
                                     "failed": 0, "seconds_done": 0.0, "start": None, "end": None})
         r["units"] += 1

@@ -18,8 +18,8 @@ generated from the record, never retyped:
 
     python bench/bench_workers.py --markdown cpu [--diff DIR]
 
-(`--diff DIR` first reads the stage times and the run-by-run accuracies of DIR/one and DIR/two again into the entry,
-for a record made by an older bench.)
+(`--diff DIR` first reads the stage times, the units' own times and the run-by-run accuracies of DIR/one and
+DIR/two again into the entry, for a record made by an older bench.)
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def run(args, out: Path, workers: int) -> dict:
                   for r in read_index(out / "index.csv"))  # no run ids: students' and ensembles' hash paths
     return {"workers": workers, "seconds": round(busy, 1), "process_seconds": round(total, 1), "resumed": resumed,
             "stopped_seconds": round(stopped, 1),
-            "stages": {k: round(v, 1) for k, v in stages.items()}, "runs": runs,
+            "stages": {k: round(v, 1) for k, v in stages.items()}, "unit_seconds": unit_seconds(out), "runs": runs,
             "table": (out / "results.txt").read_text()}
 
 
@@ -114,6 +114,17 @@ def busy_seconds(out: Path) -> tuple[dict, float, float]:
         return (b - a).total_seconds() - less
     stages = {s: window(spans[s]) for s in (r["stage"] for r in progress_by_stage(study)) if s in spans}
     return stages, window(every), sum((d - c).total_seconds() for c, d in stops)
+
+
+def unit_seconds(out: Path) -> dict:
+    """Each unit's seconds from its claim to its end, for the units completed in one claim (a unit whose worker was
+    killed is left out: its time is split between claims)."""
+    rec = json.loads((out / "reproduce.json").read_text())
+    study = open_work_study(f"sqlite:///{out.resolve() / 'work.db'}", f"mimicnet-{rec['preset']}-{rec['work_id']}")
+    trials = [t for t in study.get_trials(deepcopy=False) if "unit" in t.user_attrs and not t.user_attrs.get("noop")]
+    claims = Counter(t.user_attrs["unit"] for t in trials)
+    return {t.user_attrs["unit"]: round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
+            for t in trials if t.state == TrialState.COMPLETE and claims[t.user_attrs["unit"]] == 1}
 
 
 def units_not_done_once(out: Path) -> dict:
@@ -170,6 +181,13 @@ def markdown(entry: dict) -> str:
         if entry[arm].get("stopped_seconds"):
             lines.append(f"{who} was stopped and continued (`--resume`): {entry[arm]['stopped_seconds']:,.1f} s in "
                          "which no unit ran are left out of its times.")
+    if "unit_seconds" in one and "unit_seconds" in two:  # why a stage is slower or faster: its units' own times
+        a, b = one["unit_seconds"], two["unit_seconds"]
+        r = sorted(b[u] / a[u] for u in set(a) & set(b) if a[u] >= 10)  # seconds-long units: start-up, not compute
+        if r:
+            lines.append(f"A unit's own time with two workers over one worker's, for the {len(r)} units of 10 s or "
+                         f"more done in one claim in both: median {r[len(r) // 2]:.2f}, from {r[0]:.2f} to "
+                         f"{r[-1]:.2f}.")
     yes = {True: "yes", False: "no"}
     lines.append(f"Runs in both indexes: {entry['n_runs']}; the same runs ending the same way (kind, family, budget, "
                  f"folder and status alike, none twice, none missing): {yes[entry['same_runs']]}; identical table: "
@@ -208,7 +226,7 @@ def main() -> None:
             for arm in ("one", "two"):
                 stages, total, stopped = busy_seconds(Path(args.diff) / arm)
                 entry[arm].update(stages={k: round(v, 1) for k, v in stages.items()}, seconds=round(total, 1),
-                                  stopped_seconds=round(stopped, 1))
+                                  stopped_seconds=round(stopped, 1), unit_seconds=unit_seconds(Path(args.diff) / arm))
             entry.update(ratios(entry["one"], entry["two"]))
             entry["accuracy_diff"] = accuracy_diff(Path(args.diff) / "one", Path(args.diff) / "two")
             path.write_text(json.dumps(rec, indent=2) + "\n")  # the record's hardware and time stay as measured

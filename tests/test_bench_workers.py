@@ -11,7 +11,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from bench_workers import busy_seconds  # noqa: E402
+from bench_workers import busy_seconds, markdown, unit_seconds  # noqa: E402
 
 T0 = datetime(2026, 12, 7, 16, 0, 0)
 
@@ -56,3 +56,19 @@ def test_a_stopped_run_leaves_the_stop_out_and_counts_the_killed_claim_to_its_he
     assert stopped == 4600
     assert stages == {"teachers": 100, "seeds": 5200 - 101 - 4600, "report": 10}
     assert total == 5210 - 4600
+
+
+def test_unit_seconds_are_those_of_units_done_in_one_claim(tmp_path):
+    C, F = TrialState.COMPLETE, TrialState.FAIL
+    out = _run(tmp_path / "r", [("teachers/t0", "teachers", C, 0, 100), ("seeds/a", "seeds", C, 101, 300),
+                                ("seeds/b", "seeds", F, 300, 5000), ("seeds/b", "seeds", C, 5000, 5200)])
+    assert unit_seconds(out) == {"teachers/t0": 100, "seeds/a": 199}  # seeds/b's time is split between two claims
+
+
+def test_results_md_shows_each_workers_entry_as_its_record_prints_it():
+    """bench/RESULTS.md's tables are generated from bench/results/workers-cpu.json: one edited by hand, or a record
+    re-measured without regenerating them, fails here."""
+    root = Path(__file__).resolve().parents[1] / "bench"
+    text = (root / "RESULTS.md").read_text()
+    for name, entry in json.loads((root / "results" / "workers-cpu.json").read_text())["runs"].items():
+        assert markdown(entry) in text, name
